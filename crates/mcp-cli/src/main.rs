@@ -1,1 +1,152 @@
-fn main() {}
+//! `mcp`: the operator's command-line tool.
+
+mod cli;
+mod config;
+mod nodes;
+
+use std::io::Write;
+use std::path::Path;
+use std::process::ExitCode;
+
+use anyhow::{bail, Context, Result};
+use clap::{CommandFactory, Parser};
+
+use cli::{Cli, Command, NodeCommand, Output};
+use mcp_spec::{LoadOptions, LoadedDir};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("mcp: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<ExitCode> {
+    if let Command::Completions { shell } = &cli.command {
+        let mut cmd = Cli::command();
+        clap_complete::generate(*shell, &mut cmd, "mcp", &mut std::io::stdout());
+        return Ok(ExitCode::SUCCESS);
+    }
+    let cfg = config::load(cli.config.as_deref())?;
+    match &cli.command {
+        Command::Validate { dir } => validate(&cfg.services_dir(dir.as_deref()), cli.output),
+        Command::Show { service, services } => {
+            show(&cfg.services_dir(services.as_deref()), service, cli.output)
+        }
+        Command::Node { command } => {
+            let path = match &cli.config {
+                Some(p) => p.clone(),
+                None => config::default_path().context("no HOME: pass --config")?,
+            };
+            match command {
+                NodeCommand::Add { name, address } => nodes::add(&path, name, address)?,
+                NodeCommand::Remove { name } => nodes::remove(&path, name)?,
+                NodeCommand::List => nodes::list(&cfg, cli.output == Output::Json)?,
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        other => not_available(other),
+    }
+}
+
+fn load(dir: &Path) -> Result<LoadedDir> {
+    mcp_spec::load_dir(dir, &LoadOptions::default())
+        .with_context(|| format!("reading services directory {}", dir.display()))
+}
+
+/// `mcp validate [DIR]`: every problem of every file, exit 1 if any.
+fn validate(dir: &Path, output: Output) -> Result<ExitCode> {
+    let loaded = load(dir)?;
+    let ok = loaded.unreadable.is_empty();
+    let mut out = std::io::stdout().lock();
+    match output {
+        Output::Json => {
+            let errors: Vec<_> = loaded.unreadable.iter().flat_map(|u| &u.errors).collect();
+            let v = serde_json::json!({
+                "valid": loaded.services.keys().collect::<Vec<_>>(),
+                "invalid": loaded.unreadable.iter().map(|u| &u.name).collect::<Vec<_>>(),
+                "errors": errors,
+            });
+            writeln!(out, "{}", serde_json::to_string_pretty(&v)?)?;
+        }
+        Output::Text => {
+            for u in &loaded.unreadable {
+                for d in &u.errors {
+                    writeln!(out, "{d}")?;
+                }
+            }
+            writeln!(
+                out,
+                "{} valid, {} invalid ({})",
+                loaded.services.len(),
+                loaded.unreadable.len(),
+                dir.display()
+            )?;
+        }
+    }
+    Ok(if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+/// `mcp show <svc>`: the canonical spec.
+fn show(dir: &Path, service: &str, output: Output) -> Result<ExitCode> {
+    let loaded = load(dir)?;
+    if let Some(u) = loaded.unreadable.iter().find(|u| u.name == service) {
+        for d in &u.errors {
+            eprintln!("{d}");
+        }
+        bail!("service {service}: {} is invalid", u.file.display());
+    }
+    let Some(spec) = loaded.services.get(service) else {
+        bail!(
+            "service {service}: no {service}.toml in {}",
+            dir.display()
+        );
+    };
+    match output {
+        Output::Json => println!("{}", serde_json::to_string_pretty(spec)?),
+        Output::Text => print!("{}", mcp_spec::canonical_toml(spec)),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Commands whose daemon side does not exist yet say so and fail.
+fn not_available(cmd: &Command) -> Result<ExitCode> {
+    let (name, needs) = match cmd {
+        Command::Sync { .. } => ("sync", "the master daemon"),
+        Command::Deploy { .. } => ("deploy", "the master and agent daemons"),
+        Command::Undeploy { .. } => ("undeploy", "the master and agent daemons"),
+        Command::Stop { .. } => ("stop", "the master and agent daemons"),
+        Command::Start { .. } => ("start", "the master and agent daemons"),
+        Command::Restart { .. } => ("restart", "the master and agent daemons"),
+        Command::Ps { .. } => ("ps", "the master and agent daemons"),
+        Command::Status { .. } => ("status", "the master daemon"),
+        Command::Logs { .. } => ("logs", "the agent daemon"),
+        Command::Events { .. } => ("events", "the agent daemon"),
+        Command::Edit { .. } => ("edit", "the master daemon (edit-then-apply)"),
+        Command::Adopt { .. } => ("adopt", "the agent daemon"),
+        Command::Push { .. } => ("push", "the agent daemon"),
+        Command::Pull { .. } => ("pull", "the agent daemon"),
+        Command::Edge { .. } => ("edge", "edge routing"),
+        Command::Migrate(_) => ("migrate", "snapshots and migration"),
+        Command::Snapshot(_) => ("snapshot", "snapshots and migration"),
+        Command::Agent { .. } => ("agent", "the agent daemon"),
+        Command::Login => ("login", "an identity service client"),
+        Command::Token { .. } => ("token", "the security layer"),
+        Command::Dev { .. } => ("dev", "the master and agent daemons"),
+        Command::Validate { .. }
+        | Command::Show { .. }
+        | Command::Node { .. }
+        | Command::Completions { .. } => {
+            unreachable!("handled above")
+        }
+    };
+    bail!("`mcp {name}` is not available yet: it needs {needs}, which this build does not have")
+}

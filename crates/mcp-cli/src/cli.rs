@@ -1,0 +1,278 @@
+//! The command tree of DESIGN.md §9, as clap derive types.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "mcp",
+    version,
+    about = "MCP: GitOps control plane for a small container fleet",
+    long_about = "MCP keeps one TOML file per service in a git repository; a master daemon \
+                  converges the fleet's agents to what those files declare. The CLI edits \
+                  files and previews what will happen (`mcp sync --dry-run`)."
+)]
+pub struct Cli {
+    /// CLI config file (default: ~/.config/mcp/mcp.toml).
+    #[arg(long, global = true, env = "MCP_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    /// Output format.
+    #[arg(long, global = true, value_enum, default_value_t = Output::Text)]
+    pub output: Output,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Output {
+    Text,
+    Json,
+}
+
+/// `--direct --node N`: talk to one agent instead of the master.
+#[derive(Debug, Clone, Args)]
+pub struct Direct {
+    /// Bypass the master and talk to one agent (escape hatch when the master is down).
+    #[arg(long)]
+    pub direct: bool,
+    /// The agent's node (from the CLI config's [[nodes]]); needed with --direct.
+    #[arg(long, value_name = "NODE")]
+    pub node: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Check every service file of a directory; list every problem as file:line:col.
+    Validate {
+        /// Services directory (default: [services] dir from the config, else ".").
+        dir: Option<PathBuf>,
+    },
+    /// Print a service's canonical spec (what is hashed and diffed).
+    Show {
+        service: String,
+        #[arg(long, value_name = "DIR")]
+        services: Option<PathBuf>,
+    },
+    /// Plan (and apply) the services directory against the fleet.
+    Sync {
+        /// Only show the plan; exit 0 when nothing to do, 2 when changes are pending.
+        #[arg(long)]
+        dry_run: bool,
+        #[arg(long, value_name = "DIR")]
+        services: Option<PathBuf>,
+        /// Let the plan prune more than half of the placements.
+        #[arg(long)]
+        allow_mass_prune: bool,
+    },
+    /// Deploy or redeploy one service.
+    Deploy {
+        service: String,
+        /// Only this component.
+        #[arg(long)]
+        component: Option<String>,
+        #[command(flatten)]
+        direct: Direct,
+    },
+    /// Remove a service from its node (its /srv data is kept).
+    Undeploy {
+        service: String,
+        #[command(flatten)]
+        direct: Direct,
+    },
+    /// Stop a service (sets `active = false` in its file).
+    Stop {
+        service: String,
+        #[command(flatten)]
+        direct: Direct,
+    },
+    /// Start a service (sets `active = true` in its file).
+    Start {
+        service: String,
+        #[command(flatten)]
+        direct: Direct,
+    },
+    /// Restart a service's containers.
+    Restart {
+        service: String,
+        #[command(flatten)]
+        direct: Direct,
+    },
+    /// List the fleet's containers.
+    Ps {
+        #[command(flatten)]
+        direct: Direct,
+    },
+    /// Status of all services, or one.
+    Status {
+        service: Option<String>,
+        #[command(flatten)]
+        direct: Direct,
+    },
+    /// A service's container logs.
+    Logs {
+        service: String,
+        /// Keep following.
+        #[arg(short, long)]
+        follow: bool,
+        #[arg(long)]
+        component: Option<String>,
+        #[command(flatten)]
+        direct: Direct,
+    },
+    /// Container state events.
+    Events {
+        service: Option<String>,
+        #[command(flatten)]
+        direct: Direct,
+    },
+    /// Edit a service file in $EDITOR; an invalid file is not saved.
+    Edit { service: String },
+    /// Take over existing containers named <service>-*.
+    Adopt {
+        service: String,
+        #[command(flatten)]
+        direct: Direct,
+    },
+    /// Copy a local file to /srv/<service>/<path> on the service's node.
+    Push {
+        file: PathBuf,
+        service: String,
+        path: String,
+        #[command(flatten)]
+        direct: Direct,
+    },
+    /// Copy /srv/<service>/<path> from the service's node to a local file.
+    Pull {
+        service: String,
+        path: String,
+        dest: PathBuf,
+        #[command(flatten)]
+        direct: Direct,
+    },
+    /// Fleet nodes.
+    Node {
+        #[command(subcommand)]
+        command: NodeCommand,
+    },
+    /// Edge routes.
+    Edge {
+        #[command(subcommand)]
+        command: EdgeCommand,
+    },
+    /// Move a service (and its data) to another node.
+    Migrate(MigrateArgs),
+    /// Snapshot a service's data now, or list its snapshots.
+    Snapshot(SnapshotArgs),
+    /// Agents.
+    Agent {
+        #[command(subcommand)]
+        command: AgentCommand,
+    },
+    /// Log in to the identity service and store a token.
+    Login,
+    /// Tokens for operators and agents.
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
+    /// A whole fleet on this machine (master + agents over loopback), for trying MCP.
+    Dev {
+        #[arg(long, value_name = "DIR")]
+        services: Option<PathBuf>,
+        #[arg(long, default_value_t = 2)]
+        agents: u32,
+        #[arg(long, value_name = "DIR")]
+        state_dir: Option<PathBuf>,
+    },
+    /// Print shell completions.
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum NodeCommand {
+    /// Nodes known to the master.
+    List,
+    /// Add a node to the CLI config's [[nodes]].
+    Add { name: String, address: String },
+    /// Remove a node from the CLI config's [[nodes]].
+    Remove { name: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum EdgeCommand {
+    /// Edge routes the master created.
+    List,
+    /// Edge routes with certificate state.
+    Status,
+}
+
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("what").required(true).args(["service", "all"])))]
+pub struct MigrateArgs {
+    /// The service to move.
+    pub service: Option<String>,
+    /// Move every service from --from to --to.
+    #[arg(long, requires = "from")]
+    pub all: bool,
+    #[arg(long, value_name = "NODE")]
+    pub from: Option<String>,
+    #[arg(long, value_name = "NODE")]
+    pub to: String,
+    /// Overwrite data already on the target.
+    #[arg(long)]
+    pub force: bool,
+}
+
+#[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct SnapshotArgs {
+    /// The service to snapshot now.
+    pub service: Option<String>,
+    #[command(subcommand)]
+    pub command: Option<SnapshotCommand>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SnapshotCommand {
+    /// Stored snapshots of a service.
+    List { service: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AgentCommand {
+    /// Upgrade the agent on one node, or all.
+    Upgrade { node: Option<String> },
+    /// Agent versions and health.
+    Status,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Sign a token for an identity with the configured Ed25519 key.
+    Issue {
+        identity: String,
+        #[arg(long = "type", value_name = "human|system", default_value = "human")]
+        account_type: String,
+        /// Comma-separated roles.
+        #[arg(long, value_delimiter = ',')]
+        roles: Vec<String>,
+        /// Lifetime, e.g. "12h", "30d".
+        #[arg(long, default_value = "12h")]
+        ttl: String,
+        /// The Ed25519 private key (PKCS#8 PEM).
+        #[arg(long, value_name = "FILE")]
+        key: Option<PathBuf>,
+    },
+    /// Create an Ed25519 key pair for signing tokens.
+    Keygen {
+        /// Where to write the private key; the public key goes to <FILE>.pub.
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+    },
+}

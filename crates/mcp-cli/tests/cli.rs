@@ -1,0 +1,161 @@
+//! Runs the real `mcp` binary.
+
+use std::path::{Path, PathBuf};
+use std::process::Output;
+
+fn mcp(args: &[&str]) -> Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_mcp"))
+        .args(args)
+        // Never pick up the developer's own config.
+        .env("HOME", "/nonexistent")
+        .env_remove("XDG_CONFIG_HOME")
+        .env_remove("MCP_CONFIG")
+        .output()
+        .expect("run mcp")
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn example_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../services.example")
+}
+
+const GOOD: &str = r#"name = "good"
+
+[[components]]
+name = "good"
+image = "localhost/good:v1"
+"#;
+
+#[test]
+fn validate_accepts_the_example_services() {
+    let out = mcp(&["validate", example_dir().to_str().unwrap()]);
+    assert!(out.status.success(), "stdout:\n{}\nstderr:\n{}", stdout(&out), stderr(&out));
+    assert!(stdout(&out).contains("9 valid, 0 invalid"), "{}", stdout(&out));
+}
+
+/// One broken file per rule; each gives exactly its `file:line:col: message`
+/// line, and the good file still loads.
+#[test]
+fn validate_lists_every_problem_with_its_position() {
+    let dir = tempfile::tempdir().unwrap();
+    let files: &[(&str, &str)] = &[
+        ("good.toml", GOOD),
+        (
+            "badmode.toml",
+            "name = \"badmode\"\n\n[[components]]\nname = \"api\"\nimage = \"x:v1\"\n\n[[components.routes]]\nport = 8443\nmode = \"l5\"\n",
+        ),
+        (
+            "dup.toml",
+            "name = \"dup\"\n[[components]]\nname = \"api\"\nimage = \"x:v1\"\n[[components]]\nname = \"api\"\nimage = \"x:v2\"\n",
+        ),
+        (
+            "wrongname.toml",
+            "name = \"other\"\n[[components]]\nname = \"a\"\nimage = \"x:v1\"\n",
+        ),
+        (
+            "unknown.toml",
+            "name = \"unknown\"\nimagee = \"x\"\n[[components]]\nname = \"a\"\nimage = \"x:v1\"\n",
+        ),
+        (
+            "wrongtype.toml",
+            "name = \"wrongtype\"\nactive = \"yes\"\n[[components]]\nname = \"a\"\nimage = \"x:v1\"\n",
+        ),
+        (
+            "nohost.toml",
+            "name = \"nohost\"\n[[components]]\nname = \"a\"\nimage = \"x:v1\"\n[[components.routes]]\nport = 443\nmode = \"l7\"\npublic = true\n",
+        ),
+        ("syntax.toml", "name = \"syntax\"\n[[components]\nname = \"a\"\n"),
+        ("README.md", "not a service file"),
+    ];
+    for (name, text) in files {
+        std::fs::write(dir.path().join(name), text).unwrap();
+    }
+    let d = dir.path().to_str().unwrap();
+    let out = mcp(&["validate", d]);
+    let text = stdout(&out);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    let lines: Vec<&str> = text.lines().collect();
+    let expect_prefix = [
+        format!("{d}/badmode.toml:9:8: "),
+        format!("{d}/dup.toml:6:8: "),
+        format!("{d}/nohost.toml:5:1: "),
+        format!("{d}/syntax.toml:2:"),
+        format!("{d}/unknown.toml:2:1: "),
+        format!("{d}/wrongname.toml:1:8: "),
+        format!("{d}/wrongtype.toml:2:10: "),
+    ];
+    for p in &expect_prefix {
+        assert_eq!(
+            lines.iter().filter(|l| l.starts_with(p.as_str())).count(),
+            1,
+            "expected exactly one line starting {p:?} in:\n{text}"
+        );
+    }
+    assert!(text.contains("mode must be \"l4\" or \"l7\", found \"l5\""), "{text}");
+    assert!(text.contains("unknown key \"imagee\""), "{text}");
+    assert!(text.contains("1 valid, 7 invalid"), "{text}");
+    assert!(!text.contains("good.toml"), "{text}");
+}
+
+#[test]
+fn show_prints_the_canonical_spec() {
+    let out = mcp(&["show", "mcq", "--services", example_dir().to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(text.starts_with("name = \"mcq\"\ntier = \"worker\"\nactive = true\n"), "{text}");
+    assert!(text.contains("[[components.routes]]\nname = \"grpc\"\nport = 9443\nmode = \"l4\""), "{text}");
+
+    let out = mcp(&["show", "nope", "--services", example_dir().to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("no nope.toml"), "{}", stderr(&out));
+}
+
+#[test]
+fn commands_not_built_yet_fail_clearly() {
+    for args in [
+        &["sync", "--dry-run"][..],
+        &["deploy", "mcq"],
+        &["migrate", "mcq", "--to", "vega"],
+        &["dev"],
+    ] {
+        let out = mcp(args);
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        assert!(stderr(&out).contains("is not available yet"), "{args:?}: {}", stderr(&out));
+    }
+}
+
+#[test]
+fn completions_are_generated() {
+    let out = mcp(&["completions", "bash"]);
+    assert!(out.status.success());
+    assert!(stdout(&out).contains("mcp__sync"), "completion script mentions subcommands");
+}
+
+#[test]
+fn node_add_and_remove_edit_the_config_keeping_comments() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("mcp.toml");
+    std::fs::write(&cfg, "# my fleet\n[master]\naddress = \"https://m:9443\" # the master\n").unwrap();
+    let c = cfg.to_str().unwrap();
+    assert!(mcp(&["--config", c, "node", "add", "orion", "https://o:9444"]).status.success());
+    assert!(mcp(&["--config", c, "node", "add", "vega", "https://v:9444"]).status.success());
+    let dup = mcp(&["--config", c, "node", "add", "orion", "https://x"]);
+    assert_eq!(dup.status.code(), Some(1));
+    assert!(stderr(&dup).contains("already"));
+    assert!(mcp(&["--config", c, "node", "remove", "orion"]).status.success());
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    assert!(text.starts_with("# my fleet\n"), "{text}");
+    assert!(text.contains("# the master"), "{text}");
+    assert!(text.contains("name = \"vega\"") && !text.contains("orion"), "{text}");
+    let list = mcp(&["--config", c, "node", "list"]);
+    assert!(stdout(&list).contains("vega") && stdout(&list).contains("https://m:9443"));
+    let bad = mcp(&["--config", c, "node", "add", "Bad_Name", "x"]);
+    assert_eq!(bad.status.code(), Some(1));
+}

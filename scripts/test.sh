@@ -1,0 +1,66 @@
+#!/usr/bin/env bash
+# The README's test command: installs everything the tests need on a fresh
+# Debian machine, then runs every check CI relies on and the whole test suite.
+#
+#   scripts/test.sh            everything
+#   scripts/test.sh --no-lint  skip fmt/clippy (quicker local runs)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$(pwd)
+
+lint=1
+for arg in "$@"; do
+  case "$arg" in
+    --no-lint) lint=0 ;;
+    *) echo "usage: scripts/test.sh [--no-lint]" >&2; exit 2 ;;
+  esac
+done
+
+step() { printf '\n==> %s\n' "$*"; }
+
+# --- system packages -------------------------------------------------------
+# podman + runc (crun fails on some cgroup layouts; tests select runc through
+# tests/podman/containers.conf) and busybox-static for the locally built test
+# images (no registry is reachable).
+need=()
+for pkg in podman runc busybox-static git; do
+  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need+=("$pkg")
+done
+if ((${#need[@]})); then
+  step "installing ${need[*]}"
+  sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${need[@]}"
+fi
+
+# --- podman for the tests --------------------------------------------------
+export CONTAINERS_CONF="$root/tests/podman/containers.conf"
+export MCP_REQUIRE_PODMAN=1
+if [ -x scripts/build-test-images.sh ]; then
+  step "building test images"
+  scripts/build-test-images.sh
+fi
+
+# --- static checks ---------------------------------------------------------
+if ((lint)); then
+  step "cargo fmt --check"
+  cargo fmt --all -- --check
+  step "cargo clippy --all-targets -- -D warnings"
+  cargo clippy --workspace --all-targets -- -D warnings
+fi
+
+step "the planner crate does no I/O: no tokio, tonic or rusqlite among its dependencies"
+forbidden=$(cargo tree -p mcp-planner -e normal,build --prefix none --format '{p}' \
+  | awk '{print $1}' | grep -xE 'tokio|tonic|rusqlite|mio|hyper' | sort -u || true)
+if [ -n "$forbidden" ]; then
+  echo "mcp-planner depends on: $forbidden" >&2
+  exit 1
+fi
+echo "ok"
+
+# --- tests -------------------------------------------------------------------
+step "cargo test --workspace"
+cargo test --workspace --all-targets
+# Doc tests too (--all-targets skips them).
+cargo test --workspace --doc
