@@ -3,14 +3,21 @@
 //! - [`model`]: the validated spec types ([`ServiceSpec`] and friends).
 //! - [`load`]: reading `<name>.toml` files and whole services directories
 //!   into specs, with `file:line:col` diagnostics for every rule violation.
+//! - [`validate`]: the semantic rules over the model types, reporting field
+//!   paths; shared by the loader and the protocol conversion (`mcp-proto`).
 //! - [`canonical`]: the canonical TOML rendering and the spec hash.
 //! - [`names`]: DNS label and domain helpers shared with the security layer.
+//! - `testing` (feature `testing`): proptest strategies for valid specs.
 
 pub mod canonical;
 pub mod load;
 pub mod model;
 pub mod names;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
+pub mod validate;
 
 pub use canonical::{canonical_toml, spec_hash};
 pub use load::{load_dir, parse_service, Diagnostic, LoadOptions, LoadedDir, Unreadable};
 pub use model::*;
+pub use validate::{validate, Violation};
