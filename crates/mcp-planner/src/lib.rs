@@ -1,1 +1,73 @@
-//! placeholder
+//! MCP's reconciler core.
+//!
+//! [`plan`]`(&`[`Desired`]`, &`[`Observed`]`, &`[`Policy`]`, now) -> `[`Plan`]
+//! compares what the service files declare with what the master knows about
+//! the fleet and returns the operations that close the gap, per service and
+//! in order (DESIGN.md §3).
+//!
+//! # Model
+//!
+//! - [`Desired`]: the valid specs by name, plus *held* services whose file
+//!   could not be read, plus the source (commit) they came from.
+//! - [`Observed`]: the node registry (role, address, health, containers),
+//!   placements (with the last deployed spec, for diffs), each agent's bulk
+//!   report or the fact it is unreachable, the DNS records and edge routes
+//!   the master created, and the master's self-heal history.
+//! - [`Policy`]: internal zone, migration and mass-prune switches, heal
+//!   back-off.
+//! - `now`: a [`Timestamp`] (Unix seconds) passed in; it only matters for
+//!   the heal back-off.
+//! - [`Plan`]: [`Entry`]s (one per service that differs: a [`Kind`] with its
+//!   symbol, node, reason, ordered [`Step`]s each holding an [`Action`],
+//!   maybe a spec diff), fleet-level [`Note`]s and [`Counts`].
+//!
+//! Symbols: `+` deploy, `~` update, `-` undeploy (prune), `>` migrate,
+//! `^` start, `v` stop, `*` self-heal, `#` DNS/edge repair only,
+//! `=` heal waiting for its back-off, `!` held / blocked / refused / degraded.
+//!
+//! # Invariants
+//!
+//! - **The planner does no I/O and cannot fail.** No file system, network,
+//!   clock or randomness; it returns a `Plan`, never an error, and never
+//!   panics. Anything that prevents an action is in the plan as a blocked
+//!   step or entry with its reason.
+//! - **Deterministic.** Equal inputs give equal plans (all maps are
+//!   `BTreeMap`s; ties are broken by name).
+//! - **Idempotent.** A fleet that matches its desired state gives a plan with
+//!   no entries; applying a plan (see the [`sim`] fake) and planning again
+//!   gives no ready action.
+//! - **Held services are untouched**: no step ever names a held service, its
+//!   DNS record or its edge routes.
+//! - **Mass-deletion guard**: unless [`Policy::allow_mass_prune`], a plan
+//!   never has ready prunes for all placements or for more than
+//!   [`Policy::mass_prune_fraction`] of them; the rest of the plan stands.
+//! - **No application on an edge or unavailable node**: every ready deploy or
+//!   migration targets a registered, healthy, reporting, non-edge node.
+//! - **No failover.** Services on an unavailable node are reported, not
+//!   moved; only an explicit pin change moves a service, and only when
+//!   [`Policy::allow_auto_migrate`] is set.
+//!
+//! # Ordering
+//!
+//! Entries: core tier first, then workers; by name within a tier (placement
+//! decisions, which count what the plan already placed, follow this order).
+//! Steps within an entry: deploy → DNS → edge route; undeploy → edge route
+//! removal → DNS removal (a 502 beats stale content).
+//!
+//! # Modules
+//!
+//! - [`model`]: the inputs. [`plan`](mod@plan): the output types and the
+//!   planner. [`render`]: text and JSON. [`sim`]: a fake fleet that applies
+//!   plans, for tests.
+
+pub mod model;
+pub mod plan;
+pub mod render;
+pub mod sim;
+
+pub use model::{
+    AgentStatus, ComponentReport, ContainerState, Desired, EdgeRoute, HealRecord, Held, Node,
+    NodeHealth, NodeRole, Observed, Placement, Policy, ServiceReport, Timestamp,
+};
+pub use plan::{plan, Action, Counts, Entry, HealMethod, Kind, Note, Plan, SpecChange, Step};
+pub use render::{render_json, render_text};
