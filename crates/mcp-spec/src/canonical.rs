@@ -109,3 +109,135 @@ fn str_array(items: &[String]) -> Array {
 pub fn spec_hash(spec: &ServiceSpec) -> String {
     hex::encode(Sha256::digest(canonical_toml(spec).as_bytes()))
 }
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::load::{parse_service, LoadOptions};
+    use crate::testing::arb_service_spec;
+    use crate::validate::validate;
+
+    fn load(text: &str) -> ServiceSpec {
+        match parse_service("mcq.toml", "mcq", text, &LoadOptions::default()) {
+            Ok(spec) => spec,
+            Err(diags) => panic!("{diags:#?}\n{text}"),
+        }
+    }
+
+    const STANDARD: &str = r#"
+name = "mcq"
+tier = "worker"
+active = true
+
+[snapshot]
+method = "exec: dump --all"
+exclude = ["uploads/", "tmp"]
+
+[[components]]
+name = "api"
+image = "reg:8443/mcq:v1"
+env = ["A=1", "B=2"]
+
+[components.health]
+kind = "http"
+path = "/healthz"
+
+[[components.routes]]
+name = "rest"
+port = 8443
+hostname = "mcq.example.net"
+public = true
+
+[[components]]
+name = "db"
+image = "postgres:16"
+"#;
+
+    /// The same spec: other key order, whitespace, comments, inline tables,
+    /// defaults written out or left out.
+    const REWRITTEN: &str = r#"
+# the mcq service
+active=true   # running
+components = [
+  { image = "reg:8443/mcq:v1", name = "api", env = [ "A=1",
+      "B=2" ], routes = [ { public = true, port = 8443, mode = "l7", hostname = "mcq.example.net", name = "rest" } ],
+    health = { timeout = "5s", path = "/healthz", kind = "http", interval = "10s" } },
+  { name = "db", image = "postgres:16", network = "", volumes = [] },
+]
+snapshot = { exclude = ['uploads/', 'tmp'], method = 'exec: dump   --all' }
+name='mcq'
+"#;
+
+    #[test]
+    fn hash_ignores_form() {
+        let a = load(STANDARD);
+        let b = load(REWRITTEN);
+        assert_eq!(a, b);
+        assert_eq!(spec_hash(&a), spec_hash(&b));
+        assert_eq!(canonical_toml(&a), canonical_toml(&b));
+    }
+
+    #[test]
+    fn hash_changes_with_the_image() {
+        let a = load(STANDARD);
+        let b = load(&STANDARD.replace("mcq:v1", "mcq:v2"));
+        assert_ne!(spec_hash(&a), spec_hash(&b));
+        let c = load(&STANDARD.replace("active = true", "active = false"));
+        assert_ne!(spec_hash(&a), spec_hash(&c));
+    }
+
+    #[test]
+    fn canonical_form_is_stable() {
+        expect_test::expect![[r#"
+            name = "mcq"
+            tier = "worker"
+            active = true
+
+            [snapshot]
+            method = "exec: dump --all"
+            exclude = ["uploads/", "tmp"]
+
+            [[components]]
+            name = "api"
+            image = "reg:8443/mcq:v1"
+            env = ["A=1", "B=2"]
+
+            [components.health]
+            kind = "http"
+            path = "/healthz"
+            timeout = "5s"
+            interval = "10s"
+
+            [[components.routes]]
+            name = "rest"
+            port = 8443
+            mode = "l7"
+            hostname = "mcq.example.net"
+            public = true
+
+            [[components]]
+            name = "db"
+            image = "postgres:16"
+        "#]]
+        .assert_eq(&canonical_toml(&load(STANDARD)));
+    }
+
+    proptest! {
+        #[test]
+        fn generated_specs_are_valid(spec in arb_service_spec()) {
+            prop_assert_eq!(validate(&spec, &LoadOptions::default()), vec![]);
+        }
+
+        #[test]
+        fn canonical_toml_parses_back_to_the_same_spec(spec in arb_service_spec()) {
+            let text = canonical_toml(&spec);
+            let back = parse_service("x.toml", &spec.name, &text, &LoadOptions::default());
+            prop_assert_eq!(back.as_ref(), Ok(&spec), "{}", text);
+            if let Ok(back) = back {
+                prop_assert_eq!(canonical_toml(&back), text);
+            }
+        }
+    }
+}

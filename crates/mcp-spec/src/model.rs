@@ -254,3 +254,92 @@ impl ServiceSpec {
             .filter(|(_, r)| r.public)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn image_versions() {
+        let cases = [
+            ("registry.example:8443/mcq:v0.4.0", "v0.4.0"),
+            ("reg:8443/mcq:v0.4.0", "v0.4.0"),
+            ("mcq:1.2", "1.2"),
+            ("mcq", "latest"),
+            ("reg:5000/x", "latest"),
+            ("reg:5000/team/x", "latest"),
+            ("reg:5000/team/x:edge", "edge"),
+            ("x:", "latest"),
+            ("reg/x@sha256:abcd", "sha256:abcd"),
+            ("reg:5000/x:v1@sha256:abcd", "sha256:abcd"),
+        ];
+        for (image, want) in cases {
+            assert_eq!(image_version(image), want, "{image}");
+        }
+    }
+
+    #[test]
+    fn container_names() {
+        let comp = |name: &str| ComponentSpec {
+            name: name.into(),
+            image: "x".into(),
+            volumes: vec![],
+            cmd: vec![],
+            env: vec![],
+            network: None,
+            user: None,
+            restart: None,
+            routes: vec![],
+            health: None,
+        };
+        let mut spec = ServiceSpec {
+            name: "mcq".into(),
+            tier: Tier::Worker,
+            node: None,
+            active: true,
+            snapshot: None,
+            components: vec![comp("mcq")],
+        };
+        assert_eq!(spec.container_name("mcq"), "mcq");
+        spec.components.push(comp("web"));
+        assert_eq!(spec.container_name("mcq"), "mcq-mcq");
+        assert_eq!(spec.container_name("web"), "mcq-web");
+    }
+
+    #[test]
+    fn snapshot_methods_round_trip() {
+        for m in [
+            SnapshotMethod::Default,
+            SnapshotMethod::Grpc,
+            SnapshotMethod::Cli,
+            SnapshotMethod::Full,
+            SnapshotMethod::Exec(vec![
+                "dump".into(),
+                "a b".into(),
+                "it's".into(),
+                String::new(),
+            ]),
+        ] {
+            assert_eq!(
+                SnapshotMethod::from_config_string(&m.to_config_string()),
+                Some(m)
+            );
+        }
+        assert_eq!(SnapshotMethod::from_config_string("exec:"), None);
+        assert_eq!(SnapshotMethod::from_config_string("rsync"), None);
+    }
+
+    #[test]
+    fn port_env_names() {
+        let route = |name: Option<&str>| RouteSpec {
+            name: name.map(str::to_string),
+            port: 1,
+            mode: RouteMode::L7,
+            hostname: None,
+            public: false,
+        };
+        assert_eq!(route(None).port_env(), "PORT");
+        assert_eq!(route(Some("rest")).port_env(), "PORT_REST");
+        assert_eq!(route(Some("grpc-web")).port_env(), "PORT_GRPC_WEB");
+    }
+}

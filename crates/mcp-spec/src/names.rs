@@ -45,3 +45,75 @@ pub fn is_hostname(host: &str) -> bool {
                 && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
         })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dns_labels() {
+        for ok in ["a", "mcq", "web-2", "0day", &"a".repeat(63)] {
+            assert!(is_dns_label(ok), "{ok:?}");
+        }
+        for bad in ["", "-a", "a-", "MCQ", "a_b", "a.b", "é", &"a".repeat(64)] {
+            assert!(!is_dns_label(bad), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn hostnames() {
+        for ok in [
+            "example.net",
+            "mcq.example.net.",
+            "MCQ.Example.NET",
+            "localhost",
+        ] {
+            assert!(is_hostname(ok), "{ok:?}");
+        }
+        let long = vec!["a".repeat(63); 4].join(".");
+        for bad in [
+            "",
+            ".",
+            "a..b",
+            "-a.net",
+            "a-.net",
+            "a_b.net",
+            "a b.net",
+            long.as_str(),
+        ] {
+            assert!(!is_hostname(bad), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn domain_membership_is_by_whole_labels() {
+        let cases = [
+            ("mcq.example.net", "example.net", true),
+            ("example.net", "example.net", true),
+            ("a.b.example.net", "example.net", true),
+            ("evilexample.net", "example.net", false),
+            ("example.net.evil.org", "example.net", false),
+            ("net", "example.net", false),
+            (".example.net", "example.net", false),
+            ("mcq.example.net.", "example.net", true),
+            ("mcq.example.net", "example.net.", true),
+            ("MCQ.Example.NET", "example.net", true),
+            ("mcq.example.net", "EXAMPLE.net", true),
+            ("", "example.net", false),
+            ("mcq.example.net", "", false),
+        ];
+        for (host, domain, want) in cases {
+            assert_eq!(
+                is_under_domain(host, domain),
+                want,
+                "{host:?} under {domain:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn normalize() {
+        assert_eq!(normalize_hostname("MCQ.Example.NET."), "mcq.example.net");
+        assert_eq!(normalize_hostname("mcq.example.net"), "mcq.example.net");
+    }
+}

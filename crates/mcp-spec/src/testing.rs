@@ -65,7 +65,10 @@ pub fn arb_snapshot() -> impl Strategy<Value = SnapshotConfig> {
         Just(SnapshotMethod::Full),
         vec(arb_arg(), 1..4).prop_map(SnapshotMethod::Exec),
     ];
-    let exclude = vec("[a-z0-9_]{1,6}(/[a-z0-9_.]{1,6}){0,2}/?", 0..3);
+    let exclude = vec(
+        "[a-z0-9_]{1,6}(/[a-z0-9_]{1,6}(\\.[a-z]{1,3})?){0,2}/?",
+        0..3,
+    );
     (method, exclude).prop_map(|(method, exclude)| SnapshotConfig { method, exclude })
 }
 
