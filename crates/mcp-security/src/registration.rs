@@ -1,0 +1,258 @@
+//! Binding agent registrations to identities (DESIGN.md §5): node name from
+//! the `agent-<node>` identity, allowlist, node limit, per-identity rate
+//! limits.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use mcp_spec::names::is_dns_label;
+
+use crate::clock::{Clock, SystemClock};
+use crate::identity::{AccountType, Identity};
+
+/// Prefix of agent identities.
+pub const AGENT_PREFIX: &str = "agent-";
+
+/// Default maximum number of registered nodes.
+pub const DEFAULT_MAX_NODES: usize = 16;
+
+/// Why a registration or heartbeat is refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RegistrationError {
+    #[error("identity {0} is not a system account")]
+    NotSystem(String),
+    #[error("identity {0} is not of the form agent-<node>")]
+    NotAgent(String),
+    #[error("identity {identity} may only register node {expected}, not {requested}")]
+    NameMismatch {
+        identity: String,
+        expected: String,
+        requested: String,
+    },
+    #[error("identity {0} is not on the agent allowlist")]
+    NotAllowed(String),
+    #[error("node limit reached ({max} nodes); cannot add {node}")]
+    TooManyNodes { node: String, max: usize },
+}
+
+impl RegistrationError {
+    /// `ResourceExhausted` for the node limit, `PermissionDenied` otherwise.
+    pub fn to_status(&self) -> tonic::Status {
+        match self {
+            RegistrationError::TooManyNodes { .. } => {
+                tonic::Status::resource_exhausted(self.to_string())
+            }
+            _ => tonic::Status::permission_denied(self.to_string()),
+        }
+    }
+}
+
+/// The node an agent identity speaks for: `agent-orion` → `orion`. The
+/// identity must be a system account and the rest a DNS label.
+pub fn node_from_identity(identity: &Identity) -> Result<String, RegistrationError> {
+    if identity.account_type != AccountType::System {
+        return Err(RegistrationError::NotSystem(identity.name.clone()));
+    }
+    match identity.name.strip_prefix(AGENT_PREFIX) {
+        Some(node) if is_dns_label(node) => Ok(node.to_string()),
+        _ => Err(RegistrationError::NotAgent(identity.name.clone())),
+    }
+}
+
+/// The `[registration]` part of the master config.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RegistrationPolicy {
+    /// Identities allowed to register (`agent-<node>`). Empty: nobody.
+    pub allowed_agents: BTreeSet<String>,
+    pub max_nodes: usize,
+}
+
+impl Default for RegistrationPolicy {
+    fn default() -> Self {
+        Self {
+            allowed_agents: BTreeSet::new(),
+            max_nodes: DEFAULT_MAX_NODES,
+        }
+    }
+}
+
+impl RegistrationPolicy {
+    pub fn new<I, S>(allowed_agents: I, max_nodes: usize) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        Self {
+            allowed_agents: allowed_agents.into_iter().map(Into::into).collect(),
+            max_nodes,
+        }
+    }
+
+    /// Checks a `Register(name, ..)` from `identity`. `known_nodes` are the
+    /// nodes already registered; re-registering one of them never counts
+    /// against the limit. Returns the node name.
+    pub fn check_register(
+        &self,
+        identity: &Identity,
+        requested_name: &str,
+        known_nodes: &BTreeSet<String>,
+    ) -> Result<String, RegistrationError> {
+        let node = self.check_name(identity, requested_name)?;
+        if !self.allowed_agents.contains(&identity.name) {
+            return Err(RegistrationError::NotAllowed(identity.name.clone()));
+        }
+        if !known_nodes.contains(&node) && known_nodes.len() >= self.max_nodes {
+            return Err(RegistrationError::TooManyNodes {
+                node,
+                max: self.max_nodes,
+            });
+        }
+        Ok(node)
+    }
+
+    /// Checks a `Heartbeat(name, ..)`: the name must match the identity, and
+    /// the identity must still be allowlisted.
+    pub fn check_heartbeat(
+        &self,
+        identity: &Identity,
+        name: &str,
+    ) -> Result<String, RegistrationError> {
+        let node = self.check_name(identity, name)?;
+        if !self.allowed_agents.contains(&identity.name) {
+            return Err(RegistrationError::NotAllowed(identity.name.clone()));
+        }
+        Ok(node)
+    }
+
+    fn check_name(
+        &self,
+        identity: &Identity,
+        requested: &str,
+    ) -> Result<String, RegistrationError> {
+        let node = node_from_identity(identity)?;
+        if node != requested {
+            return Err(RegistrationError::NameMismatch {
+                identity: identity.name.clone(),
+                expected: node,
+                requested: requested.to_string(),
+            });
+        }
+        Ok(node)
+    }
+}
+
+/// Minimum spacing between accepted calls, per identity and method.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RateLimits {
+    /// gRPC path → minimum interval between accepted calls.
+    pub intervals: HashMap<String, Duration>,
+}
+
+impl Default for RateLimits {
+    /// Register 1/min, Heartbeat 1/10 s (DESIGN.md §5).
+    fn default() -> Self {
+        Self::new()
+            .with("/mcp.v1.McpMasterService/Register", Duration::from_secs(60))
+            .with(
+                "/mcp.v1.McpMasterService/Heartbeat",
+                Duration::from_secs(10),
+            )
+    }
+}
+
+impl RateLimits {
+    /// No limits.
+    pub fn new() -> Self {
+        Self {
+            intervals: HashMap::new(),
+        }
+    }
+
+    pub fn with(mut self, method: &str, interval: Duration) -> Self {
+        self.intervals.insert(method.to_string(), interval);
+        self
+    }
+}
+
+/// A call refused by the rate limiter.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("rate limit: {identity} may call {method} once per {interval:?}; retry in {retry_after:?}")]
+pub struct RateLimited {
+    pub identity: String,
+    pub method: String,
+    pub interval: Duration,
+    pub retry_after: Duration,
+}
+
+impl RateLimited {
+    pub fn to_status(&self) -> tonic::Status {
+        tonic::Status::resource_exhausted(self.to_string())
+    }
+}
+
+/// Per-identity, per-method limiter: a call is accepted when at least the
+/// configured interval has passed since the identity's last accepted call
+/// of that method (refused calls do not push the window). Methods without a
+/// configured interval are never limited.
+pub struct RateLimiter {
+    limits: RateLimits,
+    clock: Arc<dyn Clock>,
+    last: Mutex<HashMap<(String, String), Instant>>,
+}
+
+impl std::fmt::Debug for RateLimiter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RateLimiter")
+            .field("limits", &self.limits)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Entries kept before old ones are swept.
+const SWEEP_AT: usize = 4096;
+
+impl RateLimiter {
+    pub fn new(limits: RateLimits) -> Self {
+        Self::with_clock(limits, Arc::new(SystemClock))
+    }
+
+    pub fn with_clock(limits: RateLimits, clock: Arc<dyn Clock>) -> Self {
+        Self {
+            limits,
+            clock,
+            last: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Accepts (and records) or refuses one call.
+    pub fn check(&self, identity: &str, method: &str) -> Result<(), RateLimited> {
+        let Some(&interval) = self.limits.intervals.get(method) else {
+            return Ok(());
+        };
+        let now = self.clock.instant();
+        let mut last = self.last.lock().unwrap_or_else(PoisonError::into_inner);
+        let key = (identity.to_string(), method.to_string());
+        if let Some(&prev) = last.get(&key) {
+            let elapsed = now.saturating_duration_since(prev);
+            if elapsed < interval {
+                return Err(RateLimited {
+                    identity: identity.to_string(),
+                    method: method.to_string(),
+                    interval,
+                    retry_after: interval - elapsed,
+                });
+            }
+        }
+        if last.len() >= SWEEP_AT {
+            let limits = &self.limits.intervals;
+            last.retain(|(_, m), t| {
+                limits
+                    .get(m)
+                    .is_some_and(|iv| now.saturating_duration_since(*t) < *iv)
+            });
+        }
+        last.insert(key, now);
+        Ok(())
+    }
+}
