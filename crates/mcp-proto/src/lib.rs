@@ -1,9 +1,20 @@
 //! MCP's gRPC protocol, package `mcp.v1`.
+//!
+//! - [`pb`]: the generated prost messages and tonic clients/servers.
+//! - [`convert`]: conversions between the spec types of `mcp-spec` and their
+//!   messages; protocol → domain re-validates with the loader's rules.
+//!
+//! This is the only crate that knows prost types.
 
-#![allow(clippy::all, clippy::pedantic)]
+pub mod convert;
+
+#[allow(clippy::all, clippy::pedantic)]
 pub mod pb {
     tonic::include_proto!("mcp.v1");
 }
 
+pub use convert::InvalidSpec;
+
 /// The encoded `FileDescriptorSet` of every file under `proto/`.
-pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/mcp_descriptor.bin"));
+pub const FILE_DESCRIPTOR_SET: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/mcp_descriptor.bin"));

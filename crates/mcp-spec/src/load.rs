@@ -267,12 +267,7 @@ impl Walker {
 
     /// True when `path` or one of its parents had a shape error.
     fn is_bad(&self, path: &str) -> bool {
-        self.bad.iter().any(|b| {
-            path == b
-                || path
-                    .strip_prefix(b.as_str())
-                    .is_some_and(|rest| rest.starts_with('.') || rest.starts_with('['))
-        })
+        self.bad.iter().any(|b| validate::path_within(path, b))
     }
 
     /// The span for a field path: its value, else its key, else the nearest

@@ -74,6 +74,13 @@ pub fn join(prefix: &str, field: &str) -> String {
     }
 }
 
+/// True when `path` is `prefix` or lies under it: `a[0].b` is within `a`,
+/// `a[0]` and `a[0].b`, but not within `a[0].bc`.
+pub fn path_within(path: &str, prefix: &str) -> bool {
+    path.strip_prefix(prefix)
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with('.') || rest.starts_with('['))
+}
+
 /// `index("a", 2)` is `a[2]`.
 pub fn index(prefix: &str, i: usize) -> String {
     format!("{prefix}[{i}]")
