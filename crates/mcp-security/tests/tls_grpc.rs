@@ -1,0 +1,498 @@
+//! Real TLS on 127.0.0.1: a tonic server behind `tls_incoming` and
+//! `AuthLayer`, tonic clients through `TlsConnector`, certificates made in
+//! the test with rcgen.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use mcp_proto::pb;
+use mcp_proto::pb::mcp_master_service_client::McpMasterServiceClient;
+use mcp_proto::pb::mcp_master_service_server::{McpMasterService, McpMasterServiceServer};
+use mcp_security::audit::{set_audit_target, target, MemoryAuditSink};
+use mcp_security::authz::AuthzTable;
+use mcp_security::clock::ManualClock;
+use mcp_security::identity::AccountType::{Human, System};
+use mcp_security::jwt::Secret;
+use mcp_security::layer::{require_caller, AuthLayer, Authorizer};
+use mcp_security::registration::{RateLimiter, RateLimits, RegistrationPolicy};
+use mcp_security::tls::{self, CertKeyPaths, ClientAuth, TlsConnector, TlsError};
+use mcp_security::token::BearerInterceptor;
+use tonic::{Code, Request, Response, Status};
+
+/// A master that answers ListNodes and Register; everything else is
+/// unimplemented.
+struct FakeMaster {
+    policy: RegistrationPolicy,
+}
+
+type R<T> = Result<Response<T>, Status>;
+fn no<T>() -> R<T> {
+    Err(Status::unimplemented("not in this test"))
+}
+
+#[tonic::async_trait]
+impl McpMasterService for FakeMaster {
+    async fn deploy(&self, _: Request<pb::MasterDeployRequest>) -> R<pb::MasterDeployResponse> {
+        no()
+    }
+    async fn undeploy(
+        &self,
+        _: Request<pb::MasterUndeployRequest>,
+    ) -> R<pb::MasterUndeployResponse> {
+        no()
+    }
+    async fn status(&self, _: Request<pb::StatusRequest>) -> R<pb::StatusResponse> {
+        no()
+    }
+    async fn sync(&self, _: Request<pb::SyncRequest>) -> R<pb::SyncResponse> {
+        no()
+    }
+    async fn migrate(&self, _: Request<pb::MigrateRequest>) -> R<pb::MigrateResponse> {
+        no()
+    }
+    async fn list_nodes(&self, req: Request<pb::ListNodesRequest>) -> R<pb::ListNodesResponse> {
+        let caller = require_caller(&req)?;
+        assert!(
+            req.metadata().get("authorization").is_none(),
+            "token reached the handler"
+        );
+        Ok(Response::new(pb::ListNodesResponse {
+            nodes: vec![pb::NodeInfo {
+                name: caller.identity.name.clone(),
+                ..Default::default()
+            }],
+        }))
+    }
+    async fn create_snapshot(
+        &self,
+        _: Request<pb::CreateSnapshotRequest>,
+    ) -> R<pb::CreateSnapshotResponse> {
+        no()
+    }
+    async fn list_snapshots(
+        &self,
+        _: Request<pb::ListSnapshotsRequest>,
+    ) -> R<pb::ListSnapshotsResponse> {
+        no()
+    }
+    async fn stop_service(
+        &self,
+        _: Request<pb::ServiceLifecycleRequest>,
+    ) -> R<pb::ServiceLifecycleResponse> {
+        no()
+    }
+    async fn start_service(
+        &self,
+        _: Request<pb::ServiceLifecycleRequest>,
+    ) -> R<pb::ServiceLifecycleResponse> {
+        no()
+    }
+    async fn restart_service(
+        &self,
+        _: Request<pb::ServiceLifecycleRequest>,
+    ) -> R<pb::ServiceLifecycleResponse> {
+        no()
+    }
+    type ServiceLogsStream = tokio_stream::wrappers::ReceiverStream<Result<pb::LogLine, Status>>;
+    async fn service_logs(&self, _: Request<pb::ServiceLogsRequest>) -> R<Self::ServiceLogsStream> {
+        no()
+    }
+    async fn service_events(&self, _: Request<pb::ServiceEventsRequest>) -> R<pb::EventsResponse> {
+        no()
+    }
+    async fn list_edge_routes(
+        &self,
+        _: Request<pb::ListMasterEdgeRoutesRequest>,
+    ) -> R<pb::ListMasterEdgeRoutesResponse> {
+        no()
+    }
+    async fn register(&self, req: Request<pb::RegisterRequest>) -> R<pb::RegisterResponse> {
+        let caller = require_caller(&req)?.clone();
+        set_audit_target(&req, target(None, Some(&req.get_ref().name)));
+        self.policy
+            .check_register(&caller.identity, &req.get_ref().name, &Default::default())
+            .map_err(|e| e.to_status())?;
+        Ok(Response::new(pb::RegisterResponse { accepted: true }))
+    }
+    async fn heartbeat(&self, _: Request<pb::HeartbeatRequest>) -> R<pb::HeartbeatResponse> {
+        no()
+    }
+}
+
+struct Fixture {
+    _dir: tempfile::TempDir,
+    pki: common::Pki,
+    other: common::Pki,
+    keys: common::Keys,
+    clock: ManualClock,
+    audit: MemoryAuditSink,
+}
+
+fn fixture() -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = common::Pki::new(dir.path(), "fleet");
+    let other = common::Pki::new(dir.path(), "evil");
+    Fixture {
+        pki,
+        other,
+        _dir: dir,
+        keys: common::keys(),
+        clock: ManualClock::at_unix(common::T0),
+        audit: MemoryAuditSink::new(),
+    }
+}
+
+impl Fixture {
+    fn token(&self, name: &str, account: mcp_security::AccountType) -> Secret {
+        Secret::new(common::token(
+            &self.keys.signing,
+            name,
+            account,
+            &[],
+            Duration::from_secs(3600),
+            &self.clock,
+        ))
+    }
+
+    /// Starts a master on 127.0.0.1 with the given server certificate.
+    async fn serve(&self, server: (&Path, &Path), client_auth: ClientAuth) -> SocketAddr {
+        let config = tls::server_config(
+            &CertKeyPaths {
+                cert: server.0.to_path_buf(),
+                key: server.1.to_path_buf(),
+            },
+            &client_auth,
+        )
+        .unwrap();
+        let authorizer = Authorizer::new(
+            Arc::new(common::verifier(&self.keys, &self.clock)),
+            AuthzTable::standard("mcp-master"),
+        )
+        .with_rate_limiter(RateLimiter::with_clock(
+            RateLimits::default(),
+            Arc::new(self.clock.clone()),
+        ));
+        let layer = AuthLayer::new(authorizer).with_audit_sink(Arc::new(self.audit.clone()));
+        let listener = tls::bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let svc = McpMasterServiceServer::new(FakeMaster {
+            policy: RegistrationPolicy::new(["agent-x"], 16),
+        });
+        tokio::spawn(async move {
+            tonic::transport::Server::builder()
+                .layer(layer)
+                .add_service(svc)
+                .serve_with_incoming(tls::tls_incoming(listener, Arc::new(config)))
+                .await
+                .unwrap();
+        });
+        addr
+    }
+
+    async fn client(
+        &self,
+        addr: SocketAddr,
+        ca: &Path,
+        cert: Option<(&Path, &Path)>,
+        token: &Secret,
+    ) -> Result<
+        McpMasterServiceClient<
+            tonic::service::interceptor::InterceptedService<
+                tonic::transport::Channel,
+                BearerInterceptor,
+            >,
+        >,
+        String,
+    > {
+        let cert = cert.map(|(c, k)| CertKeyPaths {
+            cert: c.to_path_buf(),
+            key: k.to_path_buf(),
+        });
+        let config = tls::client_config(ca, cert.as_ref()).unwrap();
+        let channel = tls::connect_channel(
+            &format!("https://127.0.0.1:{}", addr.port()),
+            TlsConnector::new(Arc::new(config)),
+        )
+        .await
+        .map_err(|e| format!("{e:?}"))?;
+        Ok(McpMasterServiceClient::with_interceptor(
+            channel,
+            BearerInterceptor::new(token).unwrap(),
+        ))
+    }
+}
+
+async fn list_nodes<C>(client: &mut McpMasterServiceClient<C>) -> Result<String, Status>
+where
+    C: tonic::client::GrpcService<tonic::body::Body>,
+    C::Error: Into<tonic::codegen::StdError>,
+    C::ResponseBody: tonic::codegen::Body<Data = tonic::codegen::Bytes> + Send + 'static,
+    <C::ResponseBody as tonic::codegen::Body>::Error: Into<tonic::codegen::StdError> + Send,
+{
+    let r = client.list_nodes(pb::ListNodesRequest {}).await?;
+    Ok(r.into_inner().nodes[0].name.clone())
+}
+
+#[tokio::test]
+async fn verified_handshake_token_and_audit() {
+    let f = fixture();
+    let (sc, sk) = f.pki.leaf("server", &["127.0.0.1", "localhost"], false);
+    let (cc, ck) = f.pki.leaf("agent-x", &["agent-x"], false);
+    let addr = f
+        .serve((&sc, &sk), ClientAuth::Optional(f.pki.ca_path.clone()))
+        .await;
+
+    // The CLI: no client certificate, operator token.
+    let alice = f.token("alice", Human);
+    let mut cli = f.client(addr, &f.pki.ca_path, None, &alice).await.unwrap();
+    assert_eq!(list_nodes(&mut cli).await.unwrap(), "alice");
+    // An operator may not register.
+    let reg = pb::RegisterRequest {
+        name: "x".into(),
+        ..Default::default()
+    };
+    assert_eq!(
+        cli.register(reg.clone()).await.unwrap_err().code(),
+        Code::PermissionDenied
+    );
+
+    // An agent with a client certificate registers, once per minute.
+    let agent = f.token("agent-x", System);
+    let mut ag = f
+        .client(addr, &f.pki.ca_path, Some((&cc, &ck)), &agent)
+        .await
+        .unwrap();
+    assert!(
+        ag.register(reg.clone())
+            .await
+            .unwrap()
+            .into_inner()
+            .accepted
+    );
+    assert_eq!(
+        ag.register(reg.clone()).await.unwrap_err().code(),
+        Code::ResourceExhausted
+    );
+    f.clock.advance(Duration::from_secs(61));
+    // Name bound to identity: agent-x cannot register as y.
+    let wrong = pb::RegisterRequest {
+        name: "y".into(),
+        ..Default::default()
+    };
+    assert_eq!(
+        ag.register(wrong).await.unwrap_err().code(),
+        Code::PermissionDenied
+    );
+    // An agent may not list nodes.
+    assert_eq!(
+        list_nodes(&mut ag).await.unwrap_err().code(),
+        Code::PermissionDenied
+    );
+
+    // No token at all.
+    let config = tls::client_config(&f.pki.ca_path, None).unwrap();
+    let channel = tls::connect_channel(
+        &format!("https://127.0.0.1:{}", addr.port()),
+        TlsConnector::new(Arc::new(config)),
+    )
+    .await
+    .unwrap();
+    let mut anon = McpMasterServiceClient::new(channel);
+    assert_eq!(
+        anon.list_nodes(pb::ListNodesRequest {})
+            .await
+            .unwrap_err()
+            .code(),
+        Code::Unauthenticated
+    );
+
+    let events = f.audit.events();
+    let summary: Vec<String> = events
+        .iter()
+        .map(|e| {
+            format!(
+                "{} {} {} {} {}",
+                e.method.rsplit('/').next().unwrap_or(""),
+                e.caller,
+                e.class,
+                e.target.as_deref().unwrap_or("-"),
+                e.outcome
+            )
+        })
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            "ListNodes alice operator - Ok",
+            "Register alice operator - PermissionDenied",
+            "Register agent-x agent(x) node=x Ok",
+            "Register agent-x agent(x) - ResourceExhausted",
+            "Register agent-x agent(x) node=y PermissionDenied",
+            "ListNodes agent-x agent(x) - PermissionDenied",
+        ]
+    );
+}
+
+/// Connects and calls; the attempt must fail, with `reason` in the error.
+async fn expect_refused(
+    f: &Fixture,
+    addr: SocketAddr,
+    ca: &Path,
+    cert: Option<(&Path, &Path)>,
+    reason: &str,
+) {
+    let tok = f.token("alice", Human);
+    let result = match f.client(addr, ca, cert, &tok).await {
+        Err(e) => Err(e),
+        Ok(mut c) => list_nodes(&mut c).await.map_err(|s| s.to_string()),
+    };
+    match result {
+        Ok(_) => panic!("connection should have been refused ({reason})"),
+        Err(e) => assert!(e.contains(reason), "refused, but not for {reason}: {e}"),
+    }
+}
+
+#[tokio::test]
+async fn wrong_ca_is_refused() {
+    let f = fixture();
+    let (sc, sk) = f.pki.leaf("server", &["127.0.0.1"], false);
+    let addr = f
+        .serve((&sc, &sk), ClientAuth::Optional(f.pki.ca_path.clone()))
+        .await;
+    // Client trusts another CA: the server's certificate does not verify.
+    expect_refused(&f, addr, &f.other.ca_path, None, "UnknownIssuer").await;
+    // Client certificate from another CA: the server refuses it.
+    let (ec, ek) = f.other.leaf("intruder", &["agent-x"], false);
+    expect_refused(&f, addr, &f.pki.ca_path, Some((&ec, &ek)), "UnknownCA").await;
+    // The server still serves good clients.
+    let tok = f.token("alice", Human);
+    let mut ok = f.client(addr, &f.pki.ca_path, None, &tok).await.unwrap();
+    assert_eq!(list_nodes(&mut ok).await.unwrap(), "alice");
+}
+
+#[tokio::test]
+async fn expired_server_certificate_is_refused() {
+    let f = fixture();
+    let (sc, sk) = f.pki.leaf("server", &["127.0.0.1"], true);
+    let addr = f.serve((&sc, &sk), ClientAuth::None).await;
+    expect_refused(&f, addr, &f.pki.ca_path, None, "Expired").await;
+}
+
+#[tokio::test]
+async fn required_client_certificate() {
+    let f = fixture();
+    let (sc, sk) = f.pki.leaf("server", &["127.0.0.1"], false);
+    let addr = f
+        .serve((&sc, &sk), ClientAuth::Required(f.pki.ca_path.clone()))
+        .await;
+    expect_refused(&f, addr, &f.pki.ca_path, None, "CertificateRequired").await;
+    let (xc, xk) = f.pki.leaf("expired-client", &["agent-x"], true);
+    expect_refused(
+        &f,
+        addr,
+        &f.pki.ca_path,
+        Some((&xc, &xk)),
+        "CertificateExpired",
+    )
+    .await;
+    let (cc, ck) = f.pki.leaf("master", &["mcp-master"], false);
+    let tok = f.token("alice", Human);
+    let mut ok = f
+        .client(addr, &f.pki.ca_path, Some((&cc, &ck)), &tok)
+        .await
+        .unwrap();
+    assert_eq!(list_nodes(&mut ok).await.unwrap(), "alice");
+}
+
+#[tokio::test]
+async fn plaintext_client_is_refused() {
+    let f = fixture();
+    let (sc, sk) = f.pki.leaf("server", &["127.0.0.1"], false);
+    let addr = f.serve((&sc, &sk), ClientAuth::None).await;
+    let tok = f.token("alice", Human);
+    let plain = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect_timeout(Duration::from_secs(5))
+        .timeout(Duration::from_secs(5));
+    let result = match plain.connect().await {
+        Err(e) => Err(e.to_string()),
+        Ok(ch) => {
+            let mut c =
+                McpMasterServiceClient::with_interceptor(ch, BearerInterceptor::new(&tok).unwrap());
+            list_nodes(&mut c).await.map_err(|s| s.to_string())
+        }
+    };
+    assert!(result.is_err(), "plaintext call succeeded: {result:?}");
+    let mut ok = f.client(addr, &f.pki.ca_path, None, &tok).await.unwrap();
+    assert_eq!(list_nodes(&mut ok).await.unwrap(), "alice");
+}
+
+#[test]
+fn config_errors_name_the_file_and_the_problem() {
+    let f = fixture();
+    let dir = f.pki.dir.clone();
+    let (sc, sk) = f.pki.leaf("server", &["127.0.0.1"], false);
+    let (_, other_key) = f.pki.leaf("other", &["127.0.0.1"], false);
+    let garbage = dir.join("garbage.pem");
+    std::fs::write(&garbage, "hello\n").unwrap();
+    let missing = dir.join("missing.pem");
+
+    let err = |cert: &Path, key: &Path, ca: ClientAuth| -> String {
+        let paths = CertKeyPaths {
+            cert: cert.to_path_buf(),
+            key: key.to_path_buf(),
+        };
+        tls::server_config(&paths, &ca).unwrap_err().to_string()
+    };
+    let e = err(&missing, &sk, ClientAuth::None);
+    assert!(
+        e.starts_with("server certificate ") && e.contains("missing.pem: cannot read"),
+        "{e}"
+    );
+    let e = err(&sc, &missing, ClientAuth::None);
+    assert!(
+        e.starts_with("server key ") && e.contains("cannot read"),
+        "{e}"
+    );
+    let e = err(&garbage, &sk, ClientAuth::None);
+    assert!(
+        e.contains("garbage.pem: contains no CERTIFICATE block"),
+        "{e}"
+    );
+    let e = err(&sc, &garbage, ClientAuth::None);
+    assert!(
+        e.contains("garbage.pem: contains no PRIVATE KEY block"),
+        "{e}"
+    );
+    let e = err(&sc, &sc, ClientAuth::None);
+    assert!(
+        e.contains("server.crt: contains no PRIVATE KEY block"),
+        "{e}"
+    );
+    let e = err(&sc, &sk, ClientAuth::Required(garbage.clone()));
+    assert!(
+        e.starts_with("CA bundle ") && e.contains("contains no CERTIFICATE"),
+        "{e}"
+    );
+    let e = err(&sc, &other_key, ClientAuth::None);
+    assert!(
+        e.contains("server.crt") && e.contains("other.key") && e.contains("do not match"),
+        "{e}"
+    );
+    let client_err = tls::client_config(&missing, None).unwrap_err();
+    assert!(
+        matches!(
+            client_err,
+            TlsError::Read {
+                what: "CA bundle",
+                ..
+            }
+        ),
+        "{client_err}"
+    );
+}
