@@ -3,7 +3,7 @@
 //!
 //! Domain → protocol (`From`) cannot fail. Protocol → domain (`TryFrom`)
 //! re-validates with exactly the rules the file loader applies
-//! ([`mcp_spec::validate`]), so a spec that arrives over the wire is as valid
+//! ([`mcp_spec::validate()`]), so a spec that arrives over the wire is as valid
 //! as one read from a file; every problem is reported with its field path.
 //!
 //! Proto3 has no "unset" for scalars, so the empty value means the default or

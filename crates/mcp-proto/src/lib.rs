@@ -9,6 +9,11 @@
 pub mod convert;
 
 #[allow(clippy::all, clippy::pedantic)]
+#[allow(
+    rustdoc::invalid_html_tags,
+    rustdoc::broken_intra_doc_links,
+    rustdoc::bare_urls
+)]
 pub mod pb {
     tonic::include_proto!("mcp.v1");
 }

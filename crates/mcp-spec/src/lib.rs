@@ -3,7 +3,7 @@
 //! - [`model`]: the validated spec types ([`ServiceSpec`] and friends).
 //! - [`load`]: reading `<name>.toml` files and whole services directories
 //!   into specs, with `file:line:col` diagnostics for every rule violation.
-//! - [`validate`]: the semantic rules over the model types, reporting field
+//! - [`validate`](mod@validate): the semantic rules over the model types, reporting field
 //!   paths; shared by the loader and the protocol conversion (`mcp-proto`).
 //! - [`canonical`]: the canonical TOML rendering and the spec hash.
 //! - [`names`]: DNS label and domain helpers shared with the security layer.

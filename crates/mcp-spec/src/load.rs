@@ -45,9 +45,13 @@ pub struct LoadOptions {
 /// One problem in one file, with its position (1-based line and column).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Diagnostic {
+    /// The display path given to the loader (e.g. `services/mcq.toml`).
     pub file: String,
+    /// 1-based.
     pub line: usize,
+    /// 1-based, in characters.
     pub column: usize,
+    /// Lowercase, no final period: what was expected and what was found.
     pub message: String,
 }
 

@@ -21,6 +21,7 @@ pub enum Tier {
 }
 
 impl Tier {
+    /// The file form: `"core"` or `"worker"`.
     pub fn as_str(self) -> &'static str {
         match self {
             Tier::Core => "core",
@@ -58,6 +59,7 @@ pub struct SnapshotConfig {
     pub exclude: Vec<String>,
 }
 
+/// `[snapshot] method`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum SnapshotMethod {
@@ -153,6 +155,7 @@ pub fn image_version(image: &str) -> String {
     }
 }
 
+/// How the node's reverse proxy handles a route.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum RouteMode {
@@ -163,6 +166,7 @@ pub enum RouteMode {
 }
 
 impl RouteMode {
+    /// The file form: `"l4"` or `"l7"`.
     pub fn as_str(self) -> &'static str {
         match self {
             RouteMode::L4 => "l4",
@@ -178,6 +182,8 @@ pub struct RouteSpec {
     pub name: Option<String>,
     /// Port on the node's reverse proxy.
     pub port: u16,
+    /// `mode` in the file; `"l7"` when the key is left out (the loader's
+    /// default, also for an empty `mode` in the protocol message).
     pub mode: RouteMode,
     /// `None` means `<service>.<internal_zone>`.
     pub hostname: Option<String>,
@@ -195,15 +201,20 @@ impl RouteSpec {
     }
 }
 
+/// What a health check probes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum HealthKind {
+    /// A TCP connect to the route's port.
     Tcp,
+    /// An HTTP GET of `path`; healthy on a 2xx status.
     Http,
+    /// The standard `grpc.health.v1.Health/Check` RPC.
     Grpc,
 }
 
 impl HealthKind {
+    /// The file form: `"tcp"`, `"http"` or `"grpc"`.
     pub fn as_str(self) -> &'static str {
         match self {
             HealthKind::Tcp => "tcp",
@@ -221,12 +232,18 @@ pub struct HealthCheck {
     pub route: Option<String>,
     /// HTTP path (kind `http` only; default `/`).
     pub path: Option<String>,
+    /// Per probe; `timeout` in the file, a humantime string (`"5s"`),
+    /// default [`HealthCheck::DEFAULT_TIMEOUT`]. Whole milliseconds, > 0.
     pub timeout: Duration,
+    /// Between probes; default [`HealthCheck::DEFAULT_INTERVAL`]. Whole
+    /// milliseconds, > 0.
     pub interval: Duration,
 }
 
 impl HealthCheck {
+    /// `timeout` when the file leaves it out.
     pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
+    /// `interval` when the file leaves it out.
     pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(10);
 }
 
@@ -242,6 +259,7 @@ impl ServiceSpec {
         }
     }
 
+    /// The component called `name`.
     pub fn component(&self, name: &str) -> Option<&ComponentSpec> {
         self.components.iter().find(|c| c.name == name)
     }
