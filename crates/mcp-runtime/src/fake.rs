@@ -76,7 +76,7 @@ pub enum FakeOp {
 /// Handler for `exec` commands the fake does not know (see
 /// [`FakeRuntime::set_exec_handler`]): gets the container's env and the
 /// argv; `None` means "executable not found".
-pub type ExecHandler = Arc<dyn Fn(&[String], &[String]) -> Option<ExecOutput> + Send + Sync>;
+type ExecHandler = Arc<dyn Fn(&[String], &[String]) -> Option<ExecOutput> + Send + Sync>;
 
 /// A container runtime that lives in memory and records every call.
 ///

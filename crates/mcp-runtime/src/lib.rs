@@ -32,20 +32,23 @@
 //!
 //! `tests/podman.rs` runs the suite against real podman. It needs podman,
 //! runc and busybox-static (Debian packages `podman runc busybox-static`)
-//! and root (or a working rootless setup). It:
+//! and runs as root (rootless podman is untested). It:
 //!
 //! - uses the engine config `tests/podman/containers.conf` (runc, ulimits
 //!   that fit small hosts, cgroupfs, file events) unless `CONTAINERS_CONF`
 //!   is already set;
-//! - keeps everything in an isolated storage under
-//!   `$CARGO_TARGET_TMPDIR/mcp-runtime-podman` (override with
-//!   `MCP_PODMAN_TEST_DIR`): `--root`, `--runroot`, `--tmpdir` and
-//!   `--storage-driver vfs` (no kernel overlay mounts, works inside CI
-//!   containers; the test images are 2 MB so copying is free), so it never
-//!   sees or touches the operator's containers and images;
+//! - keeps everything in an isolated storage, so it never sees or touches
+//!   the operator's containers and images: `--root
+//!   $CARGO_TARGET_TMPDIR/mcp-runtime-podman/root` (override the directory
+//!   with `MCP_PODMAN_TEST_DIR`), `--runroot /tmp/mcp-podman-<hash of that
+//!   dir>` and `--tmpdir <runroot>/tmp` (podman refuses runroots longer
+//!   than 50 characters), `--storage-driver vfs` (no kernel overlay mounts,
+//!   so it also works inside CI containers; the test images are 2 MB, so
+//!   copying them is free). Tests in one run share that storage and use
+//!   distinct container names; each removes its leftovers first;
 //! - builds its images into that storage with
-//!   `scripts/build-test-images.sh` (offline, idempotent, well under a
-//!   second);
+//!   `scripts/build-test-images.sh` (offline and idempotent: a few seconds
+//!   the first time, a tenth of a second once the images exist);
 //! - skips with a loud message when podman is missing, unless
 //!   `MCP_REQUIRE_PODMAN=1`, which turns a missing podman into a failure.
 //!   `MCP_PODMAN` names another podman binary.

@@ -38,7 +38,7 @@ pub fn suite_cmd() -> Vec<String> {
 }
 
 /// Reads `stream` until `done` holds for the lines so far, the stream ends,
-/// or [`WAIT`] passes. Returns the lines and whether the stream ended.
+/// or 15 seconds pass. Returns the lines and whether the stream ended.
 pub async fn read_lines(
     stream: &mut LogStream,
     done: impl Fn(&[LogLine]) -> bool,
