@@ -30,6 +30,11 @@ pub struct Plan {
     /// Fleet-level findings that are not per-service changes: orphans,
     /// unavailable nodes, the mass-deletion guard.
     pub notes: Vec<Note>,
+    /// Set when the mass-deletion guard refuses the whole plan: every entry
+    /// is still reported (prunes as [`Kind::Refused`]), but nothing may be
+    /// applied ([`Plan::actions`] is empty), so the guard cannot be bypassed
+    /// by applying the rest and re-planning with more placements.
+    pub refused: Option<String>,
 }
 
 impl Plan {
@@ -42,9 +47,14 @@ impl Plan {
     }
 
     /// The actions the master should execute, in order (blocked and refused
-    /// steps left out).
+    /// steps left out; none at all when the plan is refused).
     pub fn actions(&self) -> impl Iterator<Item = &Action> {
-        self.entries
+        let entries: &[Entry] = if self.refused.is_some() {
+            &[]
+        } else {
+            &self.entries
+        };
+        entries
             .iter()
             .flat_map(|e| e.steps.iter())
             .filter(|s| s.blocked.is_none())
@@ -275,7 +285,7 @@ pub enum HealMethod {
 /// One operation the master executes. Every variant is idempotent on its
 /// own: executing it twice leaves the fleet as executing it once.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "action", rename_all = "snake_case")]
+#[serde(tag = "type", rename_all = "snake_case")]
 pub enum Action {
     /// Agent `Deploy` on `node` with the desired spec of `service` (looked up
     /// in [`Desired`] by the master; `spec_hash` is what the agent must
@@ -289,10 +299,20 @@ pub enum Action {
     /// Agent `Undeploy` on `node` (data under `/srv/<service>/` kept); the
     /// master removes the placement.
     Undeploy { service: String, node: String },
-    /// Agent `Start` of every component.
-    Start { service: String, node: String },
-    /// Agent `Stop` of every component.
-    Stop { service: String, node: String },
+    /// Agent `Start` of every component. The deployed and desired specs
+    /// differ at most in `active`: the agent records the desired one, so it
+    /// reports `spec_hash` afterwards (no container is recreated).
+    Start {
+        service: String,
+        node: String,
+        spec_hash: String,
+    },
+    /// Agent `Stop` of every component; `spec_hash` as for `Start`.
+    Stop {
+        service: String,
+        node: String,
+        spec_hash: String,
+    },
     /// Self-heal of `components`: the master first records one heal attempt
     /// for each (attempts + 1, last attempt = now), then starts them or
     /// redeploys the desired spec.
@@ -372,8 +392,8 @@ impl std::fmt::Display for Action {
                 spec_hash,
             } => write!(f, "deploy {service} on {node} (spec {})", short(spec_hash)),
             Action::Undeploy { service, node } => write!(f, "undeploy {service} from {node}"),
-            Action::Start { service, node } => write!(f, "start {service} on {node}"),
-            Action::Stop { service, node } => write!(f, "stop {service} on {node}"),
+            Action::Start { service, node, .. } => write!(f, "start {service} on {node}"),
+            Action::Stop { service, node, .. } => write!(f, "stop {service} on {node}"),
             Action::Heal {
                 service,
                 node,
@@ -407,10 +427,17 @@ impl std::fmt::Display for Action {
                 backend_hostname,
                 backend_port,
                 ..
-            } => write!(
-                f,
-                "edge set {hostname} on {edge_node} -> {backend_hostname}:{backend_port}"
-            ),
+            } => {
+                let on = if edge_node.is_empty() {
+                    "(no edge node)"
+                } else {
+                    edge_node
+                };
+                write!(
+                    f,
+                    "edge set {hostname} on {on} -> {backend_hostname}:{backend_port}"
+                )
+            }
             Action::RemoveEdgeRoute {
                 hostname,
                 edge_node,
@@ -421,7 +448,7 @@ impl std::fmt::Display for Action {
 
 /// A fleet-level finding.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "note", rename_all = "snake_case")]
+#[serde(tag = "type", rename_all = "snake_case")]
 pub enum Note {
     /// An agent runs a service that has no placement on that node. Left alone.
     Orphan { node: String, service: String },
@@ -453,7 +480,7 @@ impl std::fmt::Display for Note {
                 services,
             } => write!(
                 f,
-                "node {node} is {why}: {} stay there (no automatic failover)",
+                "node {node} is {why}; placed there: {} (no automatic failover)",
                 services.join(", ")
             ),
             Note::MassPruneRefused {
@@ -462,8 +489,9 @@ impl std::fmt::Display for Note {
                 fraction,
             } => write!(
                 f,
-                "mass-deletion guard: refusing to prune {prunes} of {placements} placements \
-                 (all, or more than {:.0}%); rerun with --allow-mass-prune if this is intended",
+                "mass-deletion guard: the plan would prune {prunes} of {placements} placements \
+                 (all, or more than {:.0}%), so nothing is applied; rerun with \
+                 --allow-mass-prune if this is intended",
                 fraction * 100.0
             ),
         }
@@ -630,6 +658,7 @@ impl<'a> Planner<'a> {
             counts,
             entries,
             notes,
+            refused: self.prune_refused,
         }
     }
 
@@ -656,14 +685,13 @@ impl<'a> Planner<'a> {
         let too_many = prunes == placements
             || prunes as f64 > self.policy.mass_prune_fraction * placements as f64;
         if too_many {
-            self.prune_refused = Some(format!(
-                "refused by the mass-deletion guard ({prunes} of {placements} placements)"
-            ));
-            notes.push(Note::MassPruneRefused {
+            let note = Note::MassPruneRefused {
                 prunes,
                 placements,
                 fraction: self.policy.mass_prune_fraction,
-            });
+            };
+            self.prune_refused = Some(note.to_string());
+            notes.push(note);
         }
     }
 
@@ -776,11 +804,7 @@ impl<'a> Planner<'a> {
         }
         if d.kind.is_none() && !d.steps.is_empty() {
             d.kind = Some(Kind::Repair);
-            d.reason = if d.steps.iter().all(|s| s.blocked.is_some()) {
-                "DNS record or edge route needs repair".to_string()
-            } else {
-                "DNS record or edge route missing, wrong or stale".to_string()
-            };
+            d.reason = repair_reason(&d.steps);
             if d.node.is_none() {
                 d.node = placement.map(|p| p.node.clone());
             }
@@ -858,13 +882,31 @@ impl<'a> Planner<'a> {
         }
 
         let hash = spec_hash(spec);
+        let on_edge = self
+            .observed
+            .nodes
+            .get(node)
+            .is_some_and(|n| n.role == NodeRole::Edge);
+        if on_edge {
+            // Only possible through a bypass (`--direct`) or an old bug:
+            // never (re)deploy there; the operator moves it.
+            d.set(
+                Kind::Blocked,
+                format!("placed on edge node {node}, which runs no application containers"),
+            );
+            d.details
+                .push(format!("move it: run `mcp migrate {name} --to <worker>`"));
+            self.dns(d, name, node);
+            self.edges(d, spec);
+            return;
+        }
         match self.usable(node) {
             Err(why) => {
                 let last = p.spec.as_ref().map(spec_hash);
                 if last.as_deref().is_some_and(|h| h != hash) {
                     d.set(
                         Kind::Blocked,
-                        format!("spec changed but node {node} is {why}: the update waits"),
+                        format!("spec changed but node {node} is {why}: the change waits"),
                     );
                     d.steps.push(Step::blocked(
                         Action::Deploy {
@@ -879,10 +921,13 @@ impl<'a> Planner<'a> {
             Ok(()) => match self.report(node, name).flatten() {
                 None => {
                     let all: Vec<&str> = spec.components.iter().map(|c| c.name.as_str()).collect();
-                    self.heal(d, spec, node, &all, &all, "its agent does not run it");
+                    let what = format!("the agent on {node} does not run it");
+                    self.heal(d, spec, node, &all, &all, &what);
                 }
-                Some(sr) if sr.spec_hash != hash => self.update(d, spec, p, sr, hash),
-                Some(sr) => self.lifecycle(d, spec, node, sr),
+                Some(sr) if sr.spec_hash == hash || only_active_differs(spec, &sr.spec_hash) => {
+                    self.lifecycle(d, spec, node, sr, &hash);
+                }
+                Some(sr) => self.update(d, spec, p, sr, hash),
             },
         }
         self.dns(d, name, node);
@@ -928,7 +973,18 @@ impl<'a> Planner<'a> {
         });
     }
 
-    fn lifecycle(&mut self, d: &mut Draft, spec: &ServiceSpec, node: &str, sr: &ServiceReport) {
+    /// Start / stop / self-heal. `hash` is the desired spec hash; when it
+    /// differs from the reported one (only `active` differs) the start or
+    /// stop also records the desired spec on the agent.
+    fn lifecycle(
+        &mut self,
+        d: &mut Draft,
+        spec: &ServiceSpec,
+        node: &str,
+        sr: &ServiceReport,
+        hash: &str,
+    ) {
+        let record = sr.spec_hash != hash;
         let name = spec.name.as_str();
         let state_of = |c: &str| {
             sr.components
@@ -937,7 +993,7 @@ impl<'a> Planner<'a> {
         };
         let svc = name.to_string();
         let nd = node.to_string();
-        if spec.active && !sr.active {
+        if spec.active && (!sr.active || record) {
             let missing = spec
                 .components
                 .iter()
@@ -950,13 +1006,14 @@ impl<'a> Planner<'a> {
                 d.steps.push(Step::ready(Action::Deploy {
                     service: svc,
                     node: nd,
-                    spec_hash: sr.spec_hash.clone(),
+                    spec_hash: hash.to_string(),
                 }));
             } else {
                 d.set(Kind::Start, "desired running, stopped on the agent");
                 d.steps.push(Step::ready(Action::Start {
                     service: svc,
                     node: nd,
+                    spec_hash: hash.to_string(),
                 }));
             }
         } else if !spec.active {
@@ -966,7 +1023,7 @@ impl<'a> Planner<'a> {
                 .map(|c| c.name.as_str())
                 .filter(|c| state_of(c) == ContainerState::Running)
                 .collect();
-            if sr.active || !running.is_empty() {
+            if sr.active || record || !running.is_empty() {
                 let what = if running.is_empty() {
                     "the agent has it active".to_string()
                 } else {
@@ -976,6 +1033,7 @@ impl<'a> Planner<'a> {
                 d.steps.push(Step::ready(Action::Stop {
                     service: svc,
                     node: nd,
+                    spec_hash: hash.to_string(),
                 }));
             }
         } else {
@@ -1147,10 +1205,13 @@ impl<'a> Planner<'a> {
         }));
         self.stale_edges(d, name);
         self.stale_dns(d, name);
-        if let Some(why) = &self.prune_refused {
-            d.set(Kind::Refused, format!("not desired, prune {why}"));
+        if self.prune_refused.is_some() {
+            d.set(
+                Kind::Refused,
+                "no longer desired; prune refused by the mass-deletion guard",
+            );
             for s in &mut d.steps {
-                s.blocked = Some(why.clone());
+                s.blocked = Some("mass-deletion guard".to_string());
             }
         } else if let Err(why) = self.usable(node) {
             d.set(
@@ -1226,7 +1287,7 @@ impl<'a> Planner<'a> {
             let action = Action::SetEdgeRoute {
                 hostname: hostname.clone(),
                 service: name.to_string(),
-                edge_node: edge_node.unwrap_or("-").to_string(),
+                edge_node: edge_node.unwrap_or_default().to_string(),
                 backend_hostname: backend_hostname.clone(),
                 backend_port: route.port,
             };
@@ -1250,6 +1311,33 @@ impl<'a> Planner<'a> {
         }
         self.stale_edges(d, name);
     }
+}
+
+/// Why a repair-only entry exists, from its steps.
+fn repair_reason(steps: &[Step]) -> String {
+    let mut parts: Vec<&str> = Vec::new();
+    for s in steps {
+        let part = match s.action {
+            Action::SetDns { .. } => "DNS record missing or wrong",
+            Action::RemoveDns { .. } => "stale DNS record",
+            Action::SetEdgeRoute { .. } => "edge route missing or wrong",
+            Action::RemoveEdgeRoute { .. } => "stale edge route",
+            _ => continue,
+        };
+        if !parts.contains(&part) {
+            parts.push(part);
+        }
+    }
+    parts.join(", ")
+}
+
+/// True when `spec` with `active` flipped has hash `deployed`: the deployed
+/// spec differs from the desired one only in `active` (`mcp stop`/`start`
+/// edited the file), which is a stop or start, not a redeploy.
+fn only_active_differs(spec: &ServiceSpec, deployed: &str) -> bool {
+    let mut flipped = spec.clone();
+    flipped.active = !spec.active;
+    spec_hash(&flipped) == deployed
 }
 
 /// The public hostname of a route: its hostname (lowercased, without a

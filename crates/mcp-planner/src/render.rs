@@ -23,7 +23,7 @@ use std::fmt::Write as _;
 
 use similar::{ChangeTag, TextDiff};
 
-use crate::plan::{short, Entry, Kind, Plan, SpecChange};
+use crate::plan::{short, Entry, Kind, Note, Plan, SpecChange};
 
 const RESET: &str = "\x1b[0m";
 const BOLD: &str = "\x1b[1m";
@@ -106,9 +106,18 @@ pub fn render_text(plan: &Plan, color: bool) -> String {
             p.wrap(BOLD, &format!("Plan{source}: {}", counts.join(", ")))
         );
     }
-    if !plan.notes.is_empty() {
+    if let Some(why) = &plan.refused {
+        let _ = writeln!(out, "{}", p.wrap(BOLD_RED, &format!("REFUSED: {why}")));
+    }
+    // The guard's note is the REFUSED line above.
+    let notes: Vec<&Note> = plan
+        .notes
+        .iter()
+        .filter(|n| !matches!(n, Note::MassPruneRefused { .. }))
+        .collect();
+    if !notes.is_empty() {
         let _ = writeln!(out, "\nNotes:");
-        for n in &plan.notes {
+        for n in notes {
             let _ = writeln!(out, "  - {n}");
         }
     }
@@ -191,12 +200,13 @@ fn diff(out: &mut String, p: &Paint, service: &str, c: &SpecChange) {
                 ChangeTag::Equal => (' ', None),
             };
             let body = format!("{sign}{line}");
+            let body = body.trim_end();
             match colour {
                 Some(c) => {
-                    let _ = writeln!(out, "    {}", p.wrap(c, &body));
+                    let _ = writeln!(out, "    {}", p.wrap(c, body));
                 }
                 None => {
-                    let _ = writeln!(out, "    {body}");
+                    let _ = writeln!(out, "{}", format!("    {body}").trim_end());
                 }
             }
         }

@@ -70,10 +70,25 @@ pub fn apply_action(action: &Action, desired: &Desired, o: &mut Observed, now: T
             remove_from_agent(o, node, service);
             o.placements.remove(service);
         }
-        Action::Start { service, node } | Action::Stop { service, node } => {
+        Action::Start {
+            service,
+            node,
+            spec_hash,
+        }
+        | Action::Stop {
+            service,
+            node,
+            spec_hash,
+        } => {
             let start = matches!(action, Action::Start { .. });
+            if let (Some(spec), Some(p)) =
+                (desired.services.get(service), o.placements.get_mut(service))
+            {
+                p.spec = Some(spec.clone());
+            }
             if let Some(sr) = report_mut(o, node, service) {
                 sr.active = start;
+                sr.spec_hash.clone_from(spec_hash);
                 for c in sr.components.values_mut() {
                     if c.state != ContainerState::Missing {
                         c.state = if start {
