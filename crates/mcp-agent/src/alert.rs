@@ -1,0 +1,149 @@
+//! Sending alerts: the configured `[alerts] command`, run as an argv array
+//! without any shell, with the alert in its environment:
+//!
+//! | variable        | value                              |
+//! |-----------------|------------------------------------|
+//! | `MCP_SERVICE`   | service name                       |
+//! | `MCP_COMPONENT` | component name                     |
+//! | `MCP_NODE`      | this node's name                   |
+//! | `MCP_EVENT`     | `drift`, `flapping`, ...           |
+//! | `MCP_DETAIL`    | human-readable detail, verbatim    |
+//!
+//! Values are passed as data: nothing in them is ever interpreted. The
+//! command inherits the agent's environment otherwise, gets no stdin, and is
+//! killed after a timeout (default 30s). A non-zero exit is an error carrying
+//! the start of its stderr.
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use tokio::process::Command;
+
+use crate::config::Config;
+use crate::monitor::Alert;
+
+/// Most of the command's stderr kept in an error.
+const STDERR_KEEP: usize = 2048;
+
+#[derive(Debug, thiserror::Error)]
+pub enum AlertError {
+    #[error("cannot run alert command {program} for {key}: {source}")]
+    Spawn {
+        program: String,
+        key: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("alert command {program} for {key} failed ({status}): {stderr}")]
+    Failed {
+        program: String,
+        key: String,
+        status: std::process::ExitStatus,
+        stderr: String,
+    },
+    #[error("alert command {program} for {key} did not finish within {}", humantime::format_duration(*after))]
+    Timeout {
+        program: String,
+        key: String,
+        after: Duration,
+    },
+}
+
+/// Runs the alert command.
+#[derive(Debug, Clone)]
+pub struct Alerter {
+    program: String,
+    args: Vec<String>,
+    node: String,
+    timeout: Duration,
+}
+
+impl Alerter {
+    pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+
+    /// `None` when `argv` is empty or its program is empty.
+    pub fn new(argv: Vec<String>, node: impl Into<String>) -> Option<Alerter> {
+        let mut argv = argv.into_iter();
+        let program = argv.next().filter(|p| !p.is_empty())?;
+        Some(Alerter {
+            program,
+            args: argv.collect(),
+            node: node.into(),
+            timeout: Alerter::DEFAULT_TIMEOUT,
+        })
+    }
+
+    /// The configured alerter; `None` when `[alerts] command` is not set.
+    pub fn from_config(c: &Config) -> Option<Alerter> {
+        Alerter::new(c.alerts.command.clone()?, c.node.name.clone())
+    }
+
+    pub fn with_timeout(mut self, timeout: Duration) -> Alerter {
+        self.timeout = timeout;
+        self
+    }
+
+    /// The program and its arguments.
+    pub fn argv(&self) -> Vec<String> {
+        std::iter::once(self.program.clone())
+            .chain(self.args.iter().cloned())
+            .collect()
+    }
+
+    /// Runs the command once for `alert` and waits for it.
+    pub async fn send(&self, alert: &Alert) -> Result<(), AlertError> {
+        let program = &self.program;
+        let mut cmd = Command::new(program);
+        cmd.args(&self.args)
+            .env("MCP_SERVICE", &alert.service)
+            .env("MCP_COMPONENT", &alert.component)
+            .env("MCP_NODE", &self.node)
+            .env("MCP_EVENT", &alert.event)
+            .env("MCP_DETAIL", &alert.detail)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        let child = cmd.spawn().map_err(|source| AlertError::Spawn {
+            program: program.clone(),
+            key: alert.key.clone(),
+            source,
+        })?;
+        let output = match tokio::time::timeout(self.timeout, child.wait_with_output()).await {
+            Err(_) => {
+                return Err(AlertError::Timeout {
+                    program: program.clone(),
+                    key: alert.key.clone(),
+                    after: self.timeout,
+                })
+            }
+            Ok(Err(source)) => {
+                return Err(AlertError::Spawn {
+                    program: program.clone(),
+                    key: alert.key.clone(),
+                    source,
+                })
+            }
+            Ok(Ok(output)) => output,
+        };
+        if output.status.success() {
+            Ok(())
+        } else {
+            let mut stderr = String::from_utf8_lossy(&output.stderr).trim().to_string();
+            if stderr.len() > STDERR_KEEP {
+                let mut cut = STDERR_KEEP;
+                while !stderr.is_char_boundary(cut) {
+                    cut -= 1;
+                }
+                stderr.truncate(cut);
+                stderr.push_str("...");
+            }
+            Err(AlertError::Failed {
+                program: program.clone(),
+                key: alert.key.clone(),
+                status: output.status,
+                stderr,
+            })
+        }
+    }
+}

@@ -1,0 +1,41 @@
+//! MCP node agent (DESIGN.md §4): the pieces the agent daemon is assembled
+//! from.
+//!
+//! - [`config`]: `mcp-agent.toml`, parsed strictly and validated.
+//! - [`registry`]: the SQLite registry (services, components, ports,
+//!   events, alert cooldowns, edge routes, certificates) with versioned
+//!   migrations.
+//! - [`ports`]: host port allocation for routes, persisted in the registry.
+//! - [`snapshot`]: `mcp-agent snapshot`, a `VACUUM INTO` backup with
+//!   retention.
+//! - [`monitor`]: the monitor's decisions as a pure function (state events,
+//!   drift, flapping, alerts with cooldown).
+//! - [`alert`]: running the alert command (argv, no shell).
+//! - [`clock`]: the stored time representation (unix seconds).
+//!
+//! Layering: `monitor` and `clock` do no I/O; `registry`, `ports` and
+//! `snapshot` touch only the database file and the snapshot directory;
+//! `alert` runs one configured program. Nothing here talks to podman or the
+//! network yet.
+
+pub mod alert;
+pub mod clock;
+pub mod config;
+pub mod monitor;
+pub mod ports;
+pub mod registry;
+pub mod snapshot;
+
+pub use alert::{AlertError, Alerter};
+pub use clock::Timestamp;
+pub use config::{Config, ConfigError, ConfigProblem, NodeRole};
+pub use monitor::{
+    observe, Alert, Finding, FindingKind, MonitorInput, MonitorOutcome, MonitorPolicy,
+    ObservedContainer, ObservedUpdate,
+};
+pub use ports::{BindProbe, PortAllocation, PortAssignment, PortProbe, PortRange};
+pub use registry::{
+    ComponentRecord, DesiredState, Event, EventKind, EventQuery, NewEvent, ObservedState, Registry,
+    RegistryError, ServiceRecord, UpsertOutcome,
+};
+pub use snapshot::{snapshot_database, SnapshotError, SnapshotFile, SnapshotOutcome};
