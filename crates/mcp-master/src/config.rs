@@ -1,0 +1,1032 @@
+//! The master config (DESIGN.md §11), usually `/etc/mcp/master.toml`.
+//!
+//! A complete example; every key shown with a value in a comment is optional
+//! and the comment shows its default:
+//!
+//! ```toml
+//! [server]
+//! grpc_addr = "100.64.0.1:9443"          # the overlay address, never 0.0.0.0 by default
+//! tls_cert  = "/etc/mcp/master.pem"
+//! tls_key   = "/etc/mcp/master.key"
+//! ca_cert   = "/etc/mcp/ca.pem"          # peers (CLI, agents) are verified against it
+//!
+//! [database]
+//! path = "/var/lib/mcp/master.db"
+//!
+//! [auth]
+//! # Exactly one way to verify callers' tokens:
+//! issuer_public_key = "/etc/mcp/issuer.pub"   # Ed25519 JWT verified locally...
+//! issuer   = "mcias"                          # ...with these two claims checked
+//! audience = "mcp"
+//! # identity_service_url = "https://mcias.example:8443/v1/token/validate"
+//! token_file = "/etc/mcp/master.token"        # bearer token for the master's own calls to agents
+//! # master_identity = "mcp-master"
+//!
+//! [services]                  # omit the section for push mode (`mcp sync`)
+//! dir = "/srv/platform/services"   # a git work tree (or a directory inside one)
+//! # debounce = "500ms"        # quiet time after a change under .git before HEAD is checked
+//! # poll = "30s"              # fallback periodic HEAD check
+//!
+//! [edge]
+//! internal_zone   = "svc.example.internal"
+//! allowed_domains = ["example.net"]
+//! # overlay_cidrs = ["100.64.0.0/10"]
+//!
+//! [registration]
+//! allowed_agents = ["agent-orion", "agent-vega", "agent-edge1"]
+//! # max_nodes = 16
+//! # heartbeat_interval = "30s"
+//! # heartbeat_timeout = "90s"          # then the master calls HealthCheck
+//! # register_min_interval = "1m"       # rate limit per identity
+//! # heartbeat_min_interval = "10s"     # rate limit per identity
+//!
+//! [timeouts]
+//! # deploy = "5m"
+//! # edge_route = "30s"
+//! # health_check = "5s"
+//! # undeploy = "2m"
+//! # snapshot = "10m"
+//!
+//! [snapshots]                 # omit: no stored snapshots (scheduled or migration restores)
+//! dir = "/var/lib/mcp/snapshots"
+//! # interval = "24h"
+//! # retain = 7
+//!
+//! [dns]                       # omit: DNS steps are skipped and reported as skipped
+//! adapter = "rfc2136"
+//! server = "100.64.0.1:53"
+//! # zone = <edge.internal_zone>
+//! tsig_key_name = "mcp"
+//! # tsig_algorithm = "hmac-sha256"
+//! tsig_secret_file = "/etc/mcp/tsig.secret"
+//! # ttl = "60s"
+//! # ...or the platform's DNS server:
+//! # adapter = "mcns"
+//! # url = "https://mcns.example:8443"
+//! # token_file = "/etc/mcp/mcns.token"
+//! # ca_cert = "/etc/mcp/ca.pem"
+//!
+//! [reconcile]
+//! # interval = "60s"          # periodic re-plan
+//! # concurrency = 4           # services handled at once
+//! # allow_auto_migrate = false
+//! # heal_max_attempts = 5     # then the component is marked degraded
+//! # heal_backoff = "30s"      # first retry delay, doubled per attempt
+//!
+//! [[nodes]]                   # bootstrap entries (the master's own agent)
+//! name    = "orion"
+//! address = "https://100.64.0.1:9444"
+//! role    = "master"          # "master" | "worker" | "edge"
+//! ```
+//!
+//! Durations use humantime syntax (`"500ms"`, `"1m 30s"`, `"24h"`).
+//! Relative paths are resolved against the directory of the config file.
+//! [`Config::load`] reads, parses and [validates](Config::validate); every
+//! problem is reported at once. [`Config::check_paths`] additionally checks
+//! the files and directories it names (used by `mcp-master check-config`).
+
+use std::collections::BTreeSet;
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+use mcp_spec::names::{is_dns_label, is_hostname};
+use serde::{Deserialize, Serialize};
+
+/// Why a config cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("config {path} is invalid:\n{}", bullet_list(.problems))]
+    Invalid {
+        path: PathBuf,
+        problems: Vec<String>,
+    },
+}
+
+fn bullet_list(problems: &[String]) -> String {
+    problems
+        .iter()
+        .map(|p| format!("  - {p}"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// The whole master config.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub database: DatabaseConfig,
+    pub auth: AuthConfig,
+    /// `Some`: GitOps mode; `None`: push mode.
+    #[serde(default)]
+    pub services: Option<ServicesConfig>,
+    pub edge: EdgeConfig,
+    #[serde(default)]
+    pub registration: RegistrationConfig,
+    #[serde(default)]
+    pub timeouts: Timeouts,
+    #[serde(default)]
+    pub snapshots: Option<SnapshotsConfig>,
+    #[serde(default)]
+    pub dns: Option<DnsConfig>,
+    #[serde(default)]
+    pub reconcile: ReconcileConfig,
+    #[serde(default)]
+    pub nodes: Vec<NodeEntry>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    pub grpc_addr: SocketAddr,
+    pub tls_cert: PathBuf,
+    pub tls_key: PathBuf,
+    /// CA bundle that peers' certificates are verified against.
+    pub ca_cert: PathBuf,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatabaseConfig {
+    pub path: PathBuf,
+}
+
+/// The default name of the master's own identity.
+pub const DEFAULT_MASTER_IDENTITY: &str = "mcp-master";
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthConfig {
+    /// Ed25519 public key (PEM) of the token issuer: tokens are verified
+    /// locally. Requires `issuer` and `audience`.
+    #[serde(default)]
+    pub issuer_public_key: Option<PathBuf>,
+    #[serde(default)]
+    pub issuer: Option<String>,
+    #[serde(default)]
+    pub audience: Option<String>,
+    /// Alternative to `issuer_public_key`: tokens are validated by calling
+    /// the identity service (answers cached 30s).
+    #[serde(default)]
+    pub identity_service_url: Option<String>,
+    /// The master's own identity: allowed on every agent RPC and on the
+    /// CLI-facing master RPCs.
+    #[serde(default = "default_master_identity")]
+    pub master_identity: String,
+    /// Bearer token the master presents when it calls agents.
+    pub token_file: PathBuf,
+}
+
+fn default_master_identity() -> String {
+    DEFAULT_MASTER_IDENTITY.to_string()
+}
+
+/// How the master verifies callers' tokens (see [`AuthConfig::verification`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TokenVerification<'a> {
+    Jwt {
+        public_key: &'a Path,
+        issuer: &'a str,
+        audience: &'a str,
+    },
+    IdentityService {
+        url: &'a str,
+    },
+}
+
+impl AuthConfig {
+    /// The configured verification method; `None` only for an invalid config
+    /// (validation rejects it).
+    pub fn verification(&self) -> Option<TokenVerification<'_>> {
+        match (&self.issuer_public_key, &self.identity_service_url) {
+            (Some(key), None) => Some(TokenVerification::Jwt {
+                public_key: key,
+                issuer: self.issuer.as_deref()?,
+                audience: self.audience.as_deref()?,
+            }),
+            (None, Some(url)) => Some(TokenVerification::IdentityService { url }),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServicesConfig {
+    /// Git work tree (or a directory inside one) holding `<name>.toml` files.
+    pub dir: PathBuf,
+    #[serde(default = "d_500ms", with = "humantime_serde")]
+    pub debounce: Duration,
+    #[serde(default = "d_30s", with = "humantime_serde")]
+    pub poll: Duration,
+}
+
+/// The default overlay network (CGNAT range, as Tailscale-like overlays use).
+pub const DEFAULT_OVERLAY_CIDR: &str = "100.64.0.0/10";
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EdgeConfig {
+    /// Public hostnames must equal one of these or be under it (label match).
+    #[serde(default)]
+    pub allowed_domains: Vec<String>,
+    /// Internal names are `<service>.<internal_zone>`.
+    pub internal_zone: String,
+    /// Backend hostnames must resolve into one of these.
+    #[serde(default = "default_overlay_cidrs")]
+    pub overlay_cidrs: Vec<Cidr>,
+}
+
+fn default_overlay_cidrs() -> Vec<Cidr> {
+    vec![Cidr {
+        addr: IpAddr::from([100, 64, 0, 0]),
+        prefix: 10,
+    }]
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegistrationConfig {
+    /// Identities (`agent-<node>`) allowed to register. Empty: nobody.
+    #[serde(default)]
+    pub allowed_agents: Vec<String>,
+    #[serde(default = "default_max_nodes")]
+    pub max_nodes: usize,
+    #[serde(default = "d_30s", with = "humantime_serde")]
+    pub heartbeat_interval: Duration,
+    /// Silence after which the master probes the node with `HealthCheck`.
+    #[serde(default = "d_90s", with = "humantime_serde")]
+    pub heartbeat_timeout: Duration,
+    /// At most one `Register` per identity per this interval.
+    #[serde(default = "d_1m", with = "humantime_serde")]
+    pub register_min_interval: Duration,
+    /// At most one `Heartbeat` per identity per this interval.
+    #[serde(default = "d_10s", with = "humantime_serde")]
+    pub heartbeat_min_interval: Duration,
+}
+
+/// The default node limit.
+pub const DEFAULT_MAX_NODES: usize = 16;
+
+fn default_max_nodes() -> usize {
+    DEFAULT_MAX_NODES
+}
+
+impl Default for RegistrationConfig {
+    fn default() -> Self {
+        Self {
+            allowed_agents: Vec::new(),
+            max_nodes: DEFAULT_MAX_NODES,
+            heartbeat_interval: d_30s(),
+            heartbeat_timeout: d_90s(),
+            register_min_interval: d_1m(),
+            heartbeat_min_interval: d_10s(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Timeouts {
+    #[serde(default = "d_5m", with = "humantime_serde")]
+    pub deploy: Duration,
+    #[serde(default = "d_30s", with = "humantime_serde")]
+    pub edge_route: Duration,
+    #[serde(default = "d_5s", with = "humantime_serde")]
+    pub health_check: Duration,
+    #[serde(default = "d_2m", with = "humantime_serde")]
+    pub undeploy: Duration,
+    #[serde(default = "d_10m", with = "humantime_serde")]
+    pub snapshot: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Self {
+            deploy: d_5m(),
+            edge_route: d_30s(),
+            health_check: d_5s(),
+            undeploy: d_2m(),
+            snapshot: d_10m(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SnapshotsConfig {
+    /// `<dir>/<service>/<RFC3339>.tar.zst`.
+    pub dir: PathBuf,
+    #[serde(default = "d_24h", with = "humantime_serde")]
+    pub interval: Duration,
+    /// Snapshots kept per service (keep-last-N).
+    #[serde(default = "default_retain")]
+    pub retain: u32,
+}
+
+fn default_retain() -> u32 {
+    7
+}
+
+/// DNS adapter settings (DESIGN.md §7).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "adapter", rename_all = "lowercase")]
+pub enum DnsConfig {
+    /// RFC 2136 dynamic update with TSIG (BIND, Knot, PowerDNS).
+    Rfc2136(Rfc2136Config),
+    /// The platform's DNS server, REST `/v1/zones/{zone}/records`.
+    Mcns(McnsConfig),
+}
+
+impl DnsConfig {
+    /// The zone records are written in, given the config's internal zone.
+    pub fn zone<'a>(&'a self, internal_zone: &'a str) -> &'a str {
+        let z = match self {
+            DnsConfig::Rfc2136(c) => c.zone.as_deref(),
+            DnsConfig::Mcns(c) => c.zone.as_deref(),
+        };
+        z.unwrap_or(internal_zone)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Rfc2136Config {
+    /// `host:port` of the primary server.
+    pub server: String,
+    /// Default: `[edge] internal_zone`.
+    #[serde(default)]
+    pub zone: Option<String>,
+    pub tsig_key_name: String,
+    #[serde(default = "default_tsig_algorithm")]
+    pub tsig_algorithm: String,
+    /// File holding the base64 TSIG secret.
+    pub tsig_secret_file: PathBuf,
+    #[serde(default = "d_60s", with = "humantime_serde")]
+    pub ttl: Duration,
+}
+
+/// TSIG algorithms an adapter is expected to implement.
+pub const TSIG_ALGORITHMS: &[&str] = &["hmac-sha256", "hmac-sha384", "hmac-sha512"];
+
+fn default_tsig_algorithm() -> String {
+    "hmac-sha256".to_string()
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct McnsConfig {
+    /// Base URL, e.g. `https://mcns.example:8443`.
+    pub url: String,
+    /// Default: `[edge] internal_zone`.
+    #[serde(default)]
+    pub zone: Option<String>,
+    pub token_file: PathBuf,
+    /// CA bundle for the server; default: `[server] ca_cert`.
+    #[serde(default)]
+    pub ca_cert: Option<PathBuf>,
+    #[serde(default = "d_60s", with = "humantime_serde")]
+    pub ttl: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReconcileConfig {
+    #[serde(default = "d_60s", with = "humantime_serde")]
+    pub interval: Duration,
+    /// Services whose operations run at once.
+    #[serde(default = "default_concurrency")]
+    pub concurrency: usize,
+    /// Let the reconciler migrate a service whose pin changed (default: the
+    /// plan shows the migration as blocked with the `mcp migrate` command).
+    #[serde(default)]
+    pub allow_auto_migrate: bool,
+    /// Self-heal attempts before a component is marked degraded.
+    #[serde(default = "default_heal_max_attempts")]
+    pub heal_max_attempts: u32,
+    /// Delay before the first self-heal retry, doubled for each attempt.
+    #[serde(default = "d_30s", with = "humantime_serde")]
+    pub heal_backoff: Duration,
+}
+
+fn default_concurrency() -> usize {
+    4
+}
+
+fn default_heal_max_attempts() -> u32 {
+    5
+}
+
+impl Default for ReconcileConfig {
+    fn default() -> Self {
+        Self {
+            interval: d_60s(),
+            concurrency: default_concurrency(),
+            allow_auto_migrate: false,
+            heal_max_attempts: default_heal_max_attempts(),
+            heal_backoff: d_30s(),
+        }
+    }
+}
+
+/// A node's role (DESIGN.md §1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NodeRole {
+    Master,
+    Worker,
+    Edge,
+}
+
+impl NodeRole {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NodeRole::Master => "master",
+            NodeRole::Worker => "worker",
+            NodeRole::Edge => "edge",
+        }
+    }
+}
+
+impl fmt::Display for NodeRole {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for NodeRole {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "master" => Ok(NodeRole::Master),
+            "worker" => Ok(NodeRole::Worker),
+            "edge" => Ok(NodeRole::Edge),
+            other => Err(format!(
+                "node role must be \"master\", \"worker\" or \"edge\", found {other:?}"
+            )),
+        }
+    }
+}
+
+/// A `[[nodes]]` bootstrap entry: known before the node registers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeEntry {
+    pub name: String,
+    /// The agent's address, e.g. `https://100.64.0.1:9444`.
+    pub address: String,
+    pub role: NodeRole,
+}
+
+/// An IP network in CIDR notation (`100.64.0.0/10`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cidr {
+    pub addr: IpAddr,
+    pub prefix: u8,
+}
+
+impl Cidr {
+    /// True when `ip` is inside this network (same address family only).
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        match (self.addr, ip) {
+            (IpAddr::V4(net), IpAddr::V4(ip)) => {
+                prefix_match(&net.octets(), &ip.octets(), self.prefix)
+            }
+            (IpAddr::V6(net), IpAddr::V6(ip)) => {
+                prefix_match(&net.octets(), &ip.octets(), self.prefix)
+            }
+            _ => false,
+        }
+    }
+}
+
+fn prefix_match(net: &[u8], ip: &[u8], prefix: u8) -> bool {
+    let mut bits = usize::from(prefix);
+    for (n, i) in net.iter().zip(ip) {
+        if bits == 0 {
+            return true;
+        }
+        let take = bits.min(8);
+        // `take` is 1..=8, so the shift is 0..=7.
+        let mask = 0xffu8 << (8 - take);
+        if n & mask != i & mask {
+            return false;
+        }
+        bits -= take;
+    }
+    true
+}
+
+impl fmt::Display for Cidr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.addr, self.prefix)
+    }
+}
+
+impl FromStr for Cidr {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (addr, prefix) = s
+            .split_once('/')
+            .ok_or_else(|| format!("{s:?} is not in CIDR notation (address/prefix)"))?;
+        let addr: IpAddr = addr
+            .parse()
+            .map_err(|_| format!("{s:?}: {addr:?} is not an IP address"))?;
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        let prefix: u8 = prefix
+            .parse()
+            .ok()
+            .filter(|p| *p <= max)
+            .ok_or_else(|| format!("{s:?}: prefix must be a number from 0 to {max}"))?;
+        Ok(Cidr { addr, prefix })
+    }
+}
+
+impl Serialize for Cidr {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Cidr {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// Durations as humantime strings (`"500ms"`, `"24h"`).
+mod humantime_serde {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(&humantime::format_duration(*d))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let s = String::deserialize(d)?;
+        humantime::parse_duration(&s).map_err(|e| {
+            serde::de::Error::custom(format!(
+                "invalid duration {s:?}: {e} (examples: \"500ms\", \"30s\", \"5m\", \"24h\")"
+            ))
+        })
+    }
+}
+
+fn d_5s() -> Duration {
+    Duration::from_secs(5)
+}
+fn d_10s() -> Duration {
+    Duration::from_secs(10)
+}
+fn d_30s() -> Duration {
+    Duration::from_secs(30)
+}
+fn d_60s() -> Duration {
+    Duration::from_secs(60)
+}
+fn d_1m() -> Duration {
+    Duration::from_secs(60)
+}
+fn d_90s() -> Duration {
+    Duration::from_secs(90)
+}
+fn d_2m() -> Duration {
+    Duration::from_secs(120)
+}
+fn d_5m() -> Duration {
+    Duration::from_secs(300)
+}
+fn d_10m() -> Duration {
+    Duration::from_secs(600)
+}
+fn d_24h() -> Duration {
+    Duration::from_secs(24 * 3600)
+}
+fn d_500ms() -> Duration {
+    Duration::from_millis(500)
+}
+
+impl Config {
+    /// Reads, parses and validates `path`; relative paths in it are resolved
+    /// against the directory of `path`.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let mut cfg = Config::parse(path, &text)?;
+        let base = path.parent().unwrap_or(Path::new(""));
+        cfg.resolve_paths(base);
+        cfg.validate().map_err(|problems| ConfigError::Invalid {
+            path: path.to_path_buf(),
+            problems,
+        })?;
+        Ok(cfg)
+    }
+
+    /// Parses config text without validating it or resolving paths;
+    /// `path` only names the file in errors.
+    pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
+        toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.to_path_buf(),
+            message: parse_message(&e, text),
+        })
+    }
+
+    /// Every semantic problem, each naming its key; no I/O.
+    pub fn validate(&self) -> Result<(), Vec<String>> {
+        let mut p = Vec::new();
+
+        if self.server.grpc_addr.port() == 0 {
+            p.push("server.grpc_addr: port must not be 0".to_string());
+        }
+        for (key, path) in [
+            ("server.tls_cert", &self.server.tls_cert),
+            ("server.tls_key", &self.server.tls_key),
+            ("server.ca_cert", &self.server.ca_cert),
+            ("database.path", &self.database.path),
+            ("auth.token_file", &self.auth.token_file),
+        ] {
+            if path.as_os_str().is_empty() {
+                p.push(format!("{key} must not be empty"));
+            }
+        }
+
+        let a = &self.auth;
+        match (&a.issuer_public_key, &a.identity_service_url) {
+            (Some(_), Some(_)) => p.push(
+                "auth: set either issuer_public_key (local JWT verification) or identity_service_url, not both"
+                    .to_string(),
+            ),
+            (None, None) => p.push(
+                "auth: set issuer_public_key (local JWT verification) or identity_service_url".to_string(),
+            ),
+            (Some(_), None) => {
+                for (key, v) in [("issuer", &a.issuer), ("audience", &a.audience)] {
+                    if v.as_deref().is_none_or(str::is_empty) {
+                        p.push(format!(
+                            "auth.{key} is required with auth.issuer_public_key"
+                        ));
+                    }
+                }
+            }
+            (None, Some(url)) => {
+                if !url.starts_with("https://") && !url.starts_with("http://") {
+                    p.push(format!(
+                        "auth.identity_service_url must be an http(s) URL, found {url:?}"
+                    ));
+                }
+            }
+        }
+        if a.master_identity.is_empty() {
+            p.push("auth.master_identity must not be empty".to_string());
+        } else if a.master_identity.starts_with("agent-") {
+            p.push(format!(
+                "auth.master_identity {:?} must not be an agent identity (agent-*)",
+                a.master_identity
+            ));
+        }
+
+        if let Some(s) = &self.services {
+            if s.dir.as_os_str().is_empty() {
+                p.push("services.dir must not be empty".to_string());
+            }
+            if s.poll.is_zero() {
+                p.push("services.poll must be more than 0s".to_string());
+            }
+        }
+
+        let e = &self.edge;
+        if !is_hostname(&e.internal_zone) {
+            p.push(format!(
+                "edge.internal_zone {:?} is not a valid domain name",
+                e.internal_zone
+            ));
+        }
+        for d in &e.allowed_domains {
+            if !is_hostname(d) {
+                p.push(format!(
+                    "edge.allowed_domains: {d:?} is not a valid domain name"
+                ));
+            } else if !d.contains('.') {
+                p.push(format!(
+                    "edge.allowed_domains: {d:?} is a top-level domain; name a domain you control"
+                ));
+            }
+        }
+        if e.overlay_cidrs.is_empty() {
+            p.push(format!(
+                "edge.overlay_cidrs must not be empty (default [\"{DEFAULT_OVERLAY_CIDR}\"])"
+            ));
+        }
+
+        let r = &self.registration;
+        let mut seen = BTreeSet::new();
+        for agent in &r.allowed_agents {
+            match agent.strip_prefix("agent-") {
+                Some(node) if is_dns_label(node) => {}
+                _ => p.push(format!(
+                    "registration.allowed_agents: {agent:?} is not an agent identity (agent-<node>)"
+                )),
+            }
+            if !seen.insert(agent) {
+                p.push(format!(
+                    "registration.allowed_agents: {agent:?} is listed twice"
+                ));
+            }
+        }
+        if r.max_nodes == 0 {
+            p.push("registration.max_nodes must be at least 1".to_string());
+        }
+        if r.heartbeat_interval.is_zero() {
+            p.push("registration.heartbeat_interval must be more than 0s".to_string());
+        }
+        if r.heartbeat_timeout <= r.heartbeat_interval {
+            p.push(format!(
+                "registration.heartbeat_timeout ({}) must be longer than heartbeat_interval ({})",
+                humantime::format_duration(r.heartbeat_timeout),
+                humantime::format_duration(r.heartbeat_interval)
+            ));
+        }
+        if r.heartbeat_min_interval >= r.heartbeat_interval {
+            p.push(format!(
+                "registration.heartbeat_min_interval ({}) must be shorter than heartbeat_interval ({}), or every heartbeat is refused",
+                humantime::format_duration(r.heartbeat_min_interval),
+                humantime::format_duration(r.heartbeat_interval)
+            ));
+        }
+
+        let t = &self.timeouts;
+        for (key, d) in [
+            ("deploy", t.deploy),
+            ("edge_route", t.edge_route),
+            ("health_check", t.health_check),
+            ("undeploy", t.undeploy),
+            ("snapshot", t.snapshot),
+        ] {
+            if d.is_zero() {
+                p.push(format!("timeouts.{key} must be more than 0s"));
+            }
+        }
+
+        if let Some(s) = &self.snapshots {
+            if s.dir.as_os_str().is_empty() {
+                p.push("snapshots.dir must not be empty".to_string());
+            }
+            if s.interval < Duration::from_secs(60) {
+                p.push("snapshots.interval must be at least 1m".to_string());
+            }
+            if s.retain == 0 {
+                p.push("snapshots.retain must be at least 1".to_string());
+            }
+        }
+
+        match &self.dns {
+            None => {}
+            Some(DnsConfig::Rfc2136(c)) => {
+                if !is_host_port(&c.server) {
+                    p.push(format!(
+                        "dns.server must be host:port, found {:?}",
+                        c.server
+                    ));
+                }
+                check_zone(&mut p, c.zone.as_deref());
+                if c.tsig_key_name.is_empty() {
+                    p.push("dns.tsig_key_name must not be empty".to_string());
+                }
+                if !TSIG_ALGORITHMS.contains(&c.tsig_algorithm.as_str()) {
+                    p.push(format!(
+                        "dns.tsig_algorithm must be one of {}, found {:?}",
+                        TSIG_ALGORITHMS.join(", "),
+                        c.tsig_algorithm
+                    ));
+                }
+                if c.tsig_secret_file.as_os_str().is_empty() {
+                    p.push("dns.tsig_secret_file must not be empty".to_string());
+                }
+            }
+            Some(DnsConfig::Mcns(c)) => {
+                if !c.url.starts_with("https://") && !c.url.starts_with("http://") {
+                    p.push(format!("dns.url must be an http(s) URL, found {:?}", c.url));
+                }
+                check_zone(&mut p, c.zone.as_deref());
+                if c.token_file.as_os_str().is_empty() {
+                    p.push("dns.token_file must not be empty".to_string());
+                }
+            }
+        }
+        if let Some(dns) = &self.dns {
+            let zone = dns.zone(&e.internal_zone);
+            if is_hostname(zone)
+                && is_hostname(&e.internal_zone)
+                && !mcp_spec::names::is_under_domain(&e.internal_zone, zone)
+            {
+                p.push(format!(
+                    "dns.zone {zone:?} does not contain edge.internal_zone {:?}, so service records cannot be written there",
+                    e.internal_zone
+                ));
+            }
+        }
+
+        let rc = &self.reconcile;
+        if rc.interval.is_zero() {
+            p.push("reconcile.interval must be more than 0s".to_string());
+        }
+        if rc.concurrency == 0 {
+            p.push("reconcile.concurrency must be at least 1".to_string());
+        }
+        if rc.heal_max_attempts == 0 {
+            p.push("reconcile.heal_max_attempts must be at least 1".to_string());
+        }
+
+        let mut names = BTreeSet::new();
+        let mut masters = 0;
+        for (i, n) in self.nodes.iter().enumerate() {
+            let at = format!("nodes[{i}]");
+            if !is_dns_label(&n.name) {
+                p.push(format!(
+                    "{at}.name {:?} is not a DNS label (lowercase letters, digits, '-')",
+                    n.name
+                ));
+            }
+            if !names.insert(n.name.as_str()) {
+                p.push(format!("{at}.name {:?} is listed twice", n.name));
+            }
+            if n.address.is_empty() || n.address.chars().any(char::is_whitespace) {
+                p.push(format!(
+                    "{at}.address must be a non-empty address without spaces, found {:?}",
+                    n.address
+                ));
+            }
+            if n.role == NodeRole::Master {
+                masters += 1;
+            }
+        }
+        if masters > 1 {
+            p.push(format!(
+                "nodes: {masters} nodes have role \"master\"; at most one may"
+            ));
+        }
+        if self.nodes.len() > r.max_nodes {
+            p.push(format!(
+                "nodes: {} bootstrap nodes exceed registration.max_nodes ({})",
+                self.nodes.len(),
+                r.max_nodes
+            ));
+        }
+
+        if p.is_empty() {
+            Ok(())
+        } else {
+            Err(p)
+        }
+    }
+
+    /// Checks the files and directories the config names: TLS material and
+    /// token files readable, the services directory and the database's and
+    /// snapshots' parent directories present. Returns every problem.
+    pub fn check_paths(&self) -> Vec<String> {
+        let mut p = Vec::new();
+        let mut files: Vec<(&str, &Path)> = vec![
+            ("server.tls_cert", &self.server.tls_cert),
+            ("server.tls_key", &self.server.tls_key),
+            ("server.ca_cert", &self.server.ca_cert),
+            ("auth.token_file", &self.auth.token_file),
+        ];
+        if let Some(k) = &self.auth.issuer_public_key {
+            files.push(("auth.issuer_public_key", k));
+        }
+        match &self.dns {
+            Some(DnsConfig::Rfc2136(c)) => {
+                files.push(("dns.tsig_secret_file", &c.tsig_secret_file))
+            }
+            Some(DnsConfig::Mcns(c)) => {
+                files.push(("dns.token_file", &c.token_file));
+                if let Some(ca) = &c.ca_cert {
+                    files.push(("dns.ca_cert", ca));
+                }
+            }
+            None => {}
+        }
+        for (key, path) in files {
+            if let Err(e) = std::fs::File::open(path) {
+                p.push(format!("{key}: cannot read {}: {e}", path.display()));
+            }
+        }
+        if let Some(s) = &self.services {
+            if !s.dir.is_dir() {
+                p.push(format!(
+                    "services.dir: {} is not a directory",
+                    s.dir.display()
+                ));
+            }
+        }
+        let mut parents = vec![("database.path", &self.database.path)];
+        if let Some(s) = &self.snapshots {
+            parents.push(("snapshots.dir", &s.dir));
+        }
+        for (key, path) in parents {
+            let parent = match path.parent() {
+                Some(d) if !d.as_os_str().is_empty() => d,
+                _ => Path::new("."),
+            };
+            if !parent.is_dir() {
+                p.push(format!(
+                    "{key}: directory {} does not exist",
+                    parent.display()
+                ));
+            }
+        }
+        p
+    }
+
+    /// True when desired state comes from a git work tree.
+    pub fn gitops(&self) -> bool {
+        self.services.is_some()
+    }
+
+    fn resolve_paths(&mut self, base: &Path) {
+        let fix = |p: &mut PathBuf| {
+            if p.is_relative() && !p.as_os_str().is_empty() {
+                *p = base.join(&*p);
+            }
+        };
+        fix(&mut self.server.tls_cert);
+        fix(&mut self.server.tls_key);
+        fix(&mut self.server.ca_cert);
+        fix(&mut self.database.path);
+        fix(&mut self.auth.token_file);
+        if let Some(k) = &mut self.auth.issuer_public_key {
+            fix(k);
+        }
+        if let Some(s) = &mut self.services {
+            fix(&mut s.dir);
+        }
+        if let Some(s) = &mut self.snapshots {
+            fix(&mut s.dir);
+        }
+        match &mut self.dns {
+            Some(DnsConfig::Rfc2136(c)) => fix(&mut c.tsig_secret_file),
+            Some(DnsConfig::Mcns(c)) => {
+                fix(&mut c.token_file);
+                if let Some(ca) = &mut c.ca_cert {
+                    fix(ca);
+                }
+            }
+            None => {}
+        }
+    }
+}
+
+fn check_zone(p: &mut Vec<String>, zone: Option<&str>) {
+    if let Some(z) = zone {
+        if !is_hostname(z) {
+            p.push(format!("dns.zone {z:?} is not a valid domain name"));
+        }
+    }
+}
+
+/// `host:port` with a non-zero port (`[v6]:port` accepted).
+fn is_host_port(s: &str) -> bool {
+    if s.parse::<SocketAddr>().is_ok() {
+        return !s.ends_with(":0");
+    }
+    match s.rsplit_once(':') {
+        Some((host, port)) => is_hostname(host) && port.parse::<u16>().is_ok_and(|p| p != 0),
+        None => false,
+    }
+}
+
+/// toml's message with its `line N, column M` and the source excerpt, made
+/// to read `line N, column M: message`.
+fn parse_message(e: &toml::de::Error, text: &str) -> String {
+    let msg = e.message().trim_end_matches('.').to_string();
+    match e.span() {
+        Some(span) => {
+            let before = text.get(..span.start).unwrap_or(text);
+            let line = before.matches('\n').count() + 1;
+            let col = before
+                .rfind('\n')
+                .map_or(before.chars().count(), |i| before[i + 1..].chars().count())
+                + 1;
+            format!("line {line}, column {col}: {msg}")
+        }
+        None => msg,
+    }
+}
+
+#[cfg(test)]
+mod tests;
