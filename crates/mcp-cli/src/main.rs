@@ -105,10 +105,7 @@ fn show(dir: &Path, service: &str, output: Output) -> Result<ExitCode> {
         bail!("service {service}: {} is invalid", u.file.display());
     }
     let Some(spec) = loaded.services.get(service) else {
-        bail!(
-            "service {service}: no {service}.toml in {}",
-            dir.display()
-        );
+        bail!("service {service}: no {service}.toml in {}", dir.display());
     };
     match output {
         Output::Json => println!("{}", serde_json::to_string_pretty(spec)?),

@@ -28,12 +28,16 @@ fn write_doc(path: &Path, doc: &DocumentMut) -> Result<()> {
     std::fs::rename(&tmp, path).with_context(|| format!("replacing {}", path.display()))
 }
 
-fn nodes_mut(doc: &mut DocumentMut, path: &Path) -> Result<&mut ArrayOfTables> {
+fn nodes_mut<'a>(doc: &'a mut DocumentMut, path: &Path) -> Result<&'a mut ArrayOfTables> {
     let item = doc
         .entry("nodes")
         .or_insert(Item::ArrayOfTables(ArrayOfTables::new()));
-    item.as_array_of_tables_mut()
-        .with_context(|| format!("{}: `nodes` must be an array of tables ([[nodes]])", path.display()))
+    item.as_array_of_tables_mut().with_context(|| {
+        format!(
+            "{}: `nodes` must be an array of tables ([[nodes]])",
+            path.display()
+        )
+    })
 }
 
 pub fn add(path: &Path, name: &str, address: &str) -> Result<()> {
@@ -87,7 +91,13 @@ pub fn list(cfg: &Config, json: bool) -> Result<()> {
     if cfg.nodes.is_empty() {
         println!("no nodes in the CLI config (add one with `mcp node add NAME ADDRESS`)");
     }
-    let width = cfg.nodes.iter().map(|n| n.name.len()).max().unwrap_or(4).max(4);
+    let width = cfg
+        .nodes
+        .iter()
+        .map(|n| n.name.len())
+        .max()
+        .unwrap_or(4)
+        .max(4);
     if !cfg.nodes.is_empty() {
         println!("{:width$}  ADDRESS", "NODE");
     }
