@@ -10,4 +10,8 @@
 //!   into a channel of "HEAD changed" events.
 
 pub mod config;
+pub mod gitsource;
 pub mod state;
+
+#[cfg(test)]
+mod testutil;
