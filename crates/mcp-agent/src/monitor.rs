@@ -11,8 +11,8 @@
 //! - **State events**: a component whose container state differs from the
 //!   registry's `observed_state` gets a `state` event (`prev` → `new`); no
 //!   container at all is the state `missing`. A restart count that grew
-//!   between two observations gives a `restart` event (the container went
-//!   down and came back without us seeing it down).
+//!   while the state stayed the same gives a `restart` event (the container
+//!   went down and came back between two observations).
 //! - **Drift**: desired `running` but not running, or desired `stopped` but
 //!   running. Reported on every call while it lasts (`drift`); a `drift`
 //!   event is recorded only when it begins.
@@ -228,7 +228,7 @@ pub fn observe(input: &MonitorInput<'_>, policy: &MonitorPolicy) -> MonitorOutco
                 detail,
             ));
         }
-        if container.is_some() && !first_observation && restarts > c.restart_count {
+        if container.is_some() && state == *prev && restarts > c.restart_count {
             new_events.push(event(
                 EventKind::Restart,
                 Some(state.to_string()),
