@@ -528,6 +528,45 @@ impl Config {
         }
     }
 
+    /// Checks what [`Config::validate`] does not: that the files the agent
+    /// will read exist (TLS material, issuer key, token) and that the
+    /// directories it writes into exist. `check-config` runs it; loading
+    /// does not (tests and tools parse configs of other machines).
+    pub fn check_files(&self) -> Vec<ConfigProblem> {
+        let mut p = Problems::default();
+        for (field, path) in [
+            ("server.tls_cert", &self.server.tls_cert),
+            ("server.tls_key", &self.server.tls_key),
+            ("server.ca_cert", &self.server.ca_cert),
+            ("auth.issuer_public_key", &self.auth.issuer_public_key),
+            ("auth.token_file", &self.auth.token_file),
+        ] {
+            match std::fs::metadata(path) {
+                Ok(m) if m.is_file() => {}
+                Ok(_) => p.push(field, format!("{} is not a file", path.display())),
+                Err(e) => p.push(field, format!("{}: {e}", path.display())),
+            }
+        }
+        let db_dir = self
+            .database
+            .path
+            .parent()
+            .unwrap_or_else(|| Path::new("/"));
+        if !db_dir.is_dir() {
+            p.push(
+                "database.path",
+                format!("directory {} does not exist", db_dir.display()),
+            );
+        }
+        if !self.files.root.is_dir() {
+            p.push(
+                "files.root",
+                format!("directory {} does not exist", self.files.root.display()),
+            );
+        }
+        p.0
+    }
+
     /// Where snapshots of the agent database go: `snapshot.dir`, or
     /// `snapshots/` in the database's directory.
     pub fn snapshot_dir(&self) -> PathBuf {
@@ -847,6 +886,46 @@ path = "/var/lib/mcp/agent.db"
             .replace("path = \"/var/lib/mcp/agent.db\"", "path = \"rel.db\"");
         let got = problems(&text);
         assert_eq!(got.len(), 2, "{got:?}");
+    }
+
+    #[test]
+    fn check_files_names_what_is_missing() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let d = dir.path().display().to_string();
+        let text = MINIMAL.replace("/etc/mcp", &d).replace("/var/lib/mcp", &d)
+            + &format!("[files]\nroot = \"{d}\"\n");
+        let c = parse(&text).expect("config");
+        let fields =
+            |c: &Config| -> Vec<String> { c.check_files().into_iter().map(|p| p.field).collect() };
+        assert_eq!(
+            fields(&c),
+            vec![
+                "server.tls_cert",
+                "server.tls_key",
+                "server.ca_cert",
+                "auth.issuer_public_key",
+                "auth.token_file"
+            ]
+        );
+        for f in [
+            "agent.crt",
+            "agent.key",
+            "ca.pem",
+            "issuer.pub",
+            "agent.token",
+        ] {
+            std::fs::write(dir.path().join(f), "x").expect("write");
+        }
+        assert!(fields(&c).is_empty(), "{:?}", c.check_files());
+        let gone = parse(&text.replace(&format!("root = \"{d}\""), "root = \"/nonexistent-srv\""))
+            .expect("config");
+        assert_eq!(
+            gone.check_files()
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>(),
+            vec!["files.root: directory /nonexistent-srv does not exist".to_string()]
+        );
     }
 
     #[test]

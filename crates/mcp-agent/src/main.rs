@@ -60,6 +60,15 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => serve(&config),
         Command::CheckConfig => {
+            let problems = config.check_files();
+            if !problems.is_empty() {
+                let lines: Vec<String> = problems.iter().map(|p| format!("  {p}")).collect();
+                anyhow::bail!(
+                    "config {} is valid, but:\n{}",
+                    path.display(),
+                    lines.join("\n")
+                );
+            }
             println!(
                 "{}: ok (node {}, role {}, grpc {})",
                 path.display(),

@@ -41,12 +41,24 @@ token_file = "{d}/agent.token"
 [database]
 path = "{d}/agent.db"
 
+[files]
+root = "{d}"
+
 [snapshot]
 dir = "{d}/snaps"
 keep = 2
 {extra}
 "#
     );
+    for f in [
+        "agent.crt",
+        "agent.key",
+        "ca.pem",
+        "issuer.pub",
+        "agent.token",
+    ] {
+        std::fs::write(dir.join(f), "placeholder").expect("write file");
+    }
     let path = dir.join("mcp-agent.toml");
     std::fs::write(&path, text).expect("write config");
     path
@@ -103,6 +115,18 @@ fn check_config_reports_syntax_errors_with_position() {
     assert_eq!(code, 1);
     assert!(err.contains("unknown field `intervall`"), "{err}");
     assert!(err.contains("line"), "{err}");
+}
+
+#[test]
+fn check_config_reports_missing_files() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = write_config(dir.path(), "");
+    std::fs::remove_file(dir.path().join("agent.key")).expect("rm");
+    let (code, _, err) = run(bin().arg("check-config").arg("--config").arg(&cfg));
+    assert_eq!(code, 1);
+    assert!(err.contains("is valid, but:"), "{err}");
+    assert!(err.contains("server.tls_key: "), "{err}");
+    assert!(err.contains("agent.key: No such file"), "{err}");
 }
 
 #[test]
