@@ -12,6 +12,7 @@
 pub mod config;
 pub mod gitsource;
 pub mod state;
+pub mod watch;
 
 #[cfg(test)]
 mod testutil;
