@@ -190,14 +190,10 @@ async fn run(
     let mut trigger = Some(Trigger::Start);
     loop {
         if let Some(t) = trigger.take() {
-            match check(&source, &mut last, &mut last_error).await {
-                Some(commit) => {
-                    if tx.send(HeadEvent { commit, trigger: t }).await.is_err() {
-                        return;
-                    }
+            if let Some(commit) = check(&source, &mut last, &mut last_error).await {
+                if tx.send(HeadEvent { commit, trigger: t }).await.is_err() {
+                    return;
                 }
-                None if tx.is_closed() => return,
-                None => {}
             }
         }
         tokio::select! {
