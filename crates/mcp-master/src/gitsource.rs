@@ -167,9 +167,16 @@ impl GitSource {
             ],
         )?;
         if !out.status.success() {
+            let mut detail = stderr_text(&out.stderr);
+            if detail.contains("dubious ownership") {
+                detail.push_str(
+                    " (the repository belongs to another user than the master's; \
+                     add it to safe.directory in the master user's git config)",
+                );
+            }
             return Err(GitError::NotARepo {
                 dir: dir.to_path_buf(),
-                detail: stderr_text(&out.stderr),
+                detail,
             });
         }
         let protocol = |detail: &str| GitError::Protocol {

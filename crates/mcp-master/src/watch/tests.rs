@@ -164,6 +164,54 @@ async fn the_first_commit_of_an_empty_repository_is_reported() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn linked_worktrees_are_watched() {
+    let (repo, _) = repo_with_commit();
+    let wt_parent = tempfile::tempdir().unwrap();
+    let wt = wt_parent.path().join("wt");
+    repo.git(&[
+        "worktree",
+        "add",
+        "-q",
+        "-b",
+        "deploy",
+        wt.to_str().unwrap(),
+    ]);
+    let src = GitSource::open(&wt.join("services")).unwrap();
+    assert_ne!(src.git_dir(), src.common_dir());
+    let head = src.head().unwrap();
+    let (tx, mut rx) = mpsc::channel(8);
+    let _w = HeadWatcher::spawn(src, head, opts(true, Duration::from_secs(3600)), tx);
+    none(&mut rx).await;
+
+    // A commit on another branch of the same repository changes nothing here.
+    repo.write("services/b.toml", service_toml("b", "v1"));
+    repo.commit_all("on main");
+    none(&mut rx).await;
+
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new("git")
+            .arg("-C")
+            .arg(&wt)
+            .args(["-c", "user.name=t", "-c", "user.email=t@example.invalid"])
+            .args(args)
+            .env("GIT_CONFIG_GLOBAL", "/dev/null")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap().trim().to_string()
+    };
+    std::fs::write(wt.join("services/c.toml"), service_toml("c", "v1")).unwrap();
+    run(&["add", "-A"]);
+    run(&["commit", "-q", "-m", "on deploy"]);
+    let c = run(&["rev-parse", "HEAD"]);
+    assert_eq!(next(&mut rx).await.commit, commit_id(&c));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_watcher_stops_when_the_receiver_is_dropped() {
     let (repo, head) = repo_with_commit();
     let (w, rx) = start(
