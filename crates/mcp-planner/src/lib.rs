@@ -17,6 +17,11 @@
 //!   back-off.
 //! - `now`: a [`Timestamp`] (Unix seconds) passed in; it only matters for
 //!   the heal back-off.
+//! - Specs are compared by [`mcp_spec::spec_hash`]: the agent reports the
+//!   hash of what it deployed. A difference only in `active` is a stop or
+//!   start (the action carries the new hash for the agent to record), any
+//!   other difference a redeploy with a diff. Actions name services; the
+//!   master takes the spec itself from [`Desired`].
 //! - [`Plan`]: [`Entry`]s (one per service that differs: a [`Kind`] with its
 //!   symbol, node, reason, ordered [`Step`]s each holding an [`Action`],
 //!   maybe a spec diff), fleet-level [`Note`]s and [`Counts`].
@@ -39,10 +44,17 @@
 //! - **Held services are untouched**: no step ever names a held service, its
 //!   DNS record or its edge routes.
 //! - **Mass-deletion guard**: unless [`Policy::allow_mass_prune`], a plan
-//!   never has ready prunes for all placements or for more than
-//!   [`Policy::mass_prune_fraction`] of them; the rest of the plan stands.
+//!   that would prune all placements or more than
+//!   [`Policy::mass_prune_fraction`] of them is refused as a whole:
+//!   [`Plan::refused`] says why, prunes are [`Kind::Refused`], everything
+//!   else is still reported, and [`Plan::actions`] is empty (applying "the
+//!   rest" would add placements and let the next plan slip under the
+//!   fraction).
 //! - **No application on an edge or unavailable node**: every ready deploy or
 //!   migration targets a registered, healthy, reporting, non-edge node.
+//! - **Exit status**: [`Plan::has_changes`] (any entry) is `mcp sync
+//!   --dry-run`'s 2; notes alone (orphans, unavailable nodes) are not
+//!   changes.
 //! - **No failover.** Services on an unavailable node are reported, not
 //!   moved; only an explicit pin change moves a service, and only when
 //!   [`Policy::allow_auto_migrate`] is set.

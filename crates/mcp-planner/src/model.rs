@@ -202,6 +202,11 @@ pub struct Placement {
     /// not match the hash the agent reports) the plan shows only hashes.
     #[serde(default)]
     pub spec: Option<ServiceSpec>,
+    /// `mcp_spec::spec_hash(spec)`, recorded with it. When the desired spec
+    /// equals `spec` the planner takes this instead of hashing again (the
+    /// canonical rendering dominates planning time).
+    #[serde(default)]
+    pub spec_hash: Option<String>,
 }
 
 /// One agent's bulk status, or the fact that there is none.

@@ -7,8 +7,8 @@ use mcp_spec::{canonical_toml, spec_hash, ServiceSpec, Tier};
 use serde::{Deserialize, Serialize};
 
 use crate::model::{
-    AgentStatus, ContainerState, Desired, NodeHealth, NodeRole, Observed, Placement, Policy,
-    ServiceReport, Timestamp,
+    AgentStatus, ContainerState, Desired, EdgeRoute, NodeHealth, NodeRole, Observed, Placement,
+    Policy, ServiceReport, Timestamp,
 };
 
 // ---------------------------------------------------------------------------
@@ -526,6 +526,8 @@ struct Planner<'a> {
     /// Healthy, reachable edge nodes, by name.
     edges: Vec<&'a str>,
     prune_refused: Option<String>,
+    /// Observed edge routes by the service they belong to.
+    routes_of: BTreeMap<&'a str, Vec<(&'a String, &'a EdgeRoute)>>,
 }
 
 /// How an entry is being built.
@@ -587,7 +589,15 @@ impl<'a> Planner<'a> {
             claims,
             edges: Vec::new(),
             prune_refused: None,
+            routes_of: BTreeMap::new(),
         };
+        for (host, route) in &observed.edge_routes {
+            planner
+                .routes_of
+                .entry(route.service.as_str())
+                .or_default()
+                .push((host, route));
+        }
         planner.edges = observed
             .nodes
             .iter()
@@ -881,7 +891,10 @@ impl<'a> Planner<'a> {
             return;
         }
 
-        let hash = spec_hash(spec);
+        let hash = match (&p.spec, &p.spec_hash) {
+            (Some(deployed), Some(h)) if deployed == spec => h.clone(),
+            _ => spec_hash(spec),
+        };
         let on_edge = self
             .observed
             .nodes
@@ -1251,10 +1264,11 @@ impl<'a> Planner<'a> {
     /// Removes edge routes recorded for `service` that no desired service
     /// claims (a claimed one is replaced by its claimant's `SetEdgeRoute`).
     fn stale_edges(&self, d: &mut Draft, service: &str) {
-        for (host, route) in &self.observed.edge_routes {
-            if route.service == service && !self.claims.contains_key(host) {
+        let routes = self.routes_of.get(service).map_or(&[][..], Vec::as_slice);
+        for (host, route) in routes {
+            if !self.claims.contains_key(*host) {
                 d.steps.push(Step::ready(Action::RemoveEdgeRoute {
-                    hostname: host.clone(),
+                    hostname: (*host).clone(),
                     edge_node: route.edge_node.clone(),
                 }));
             }

@@ -85,6 +85,7 @@ pub fn apply_action(action: &Action, desired: &Desired, o: &mut Observed, now: T
                 (desired.services.get(service), o.placements.get_mut(service))
             {
                 p.spec = Some(spec.clone());
+                p.spec_hash = Some(spec_hash.clone());
             }
             if let Some(sr) = report_mut(o, node, service) {
                 sr.active = start;
@@ -229,7 +230,7 @@ pub fn report_for(spec: &ServiceSpec, hash: String) -> ServiceReport {
 
 fn deploy(o: &mut Observed, spec: &ServiceSpec, node: &str, hash: String, now: Timestamp) {
     remove_from_agent(o, node, &spec.name);
-    let report = report_for(spec, hash);
+    let report = report_for(spec, hash.clone());
     let added = count(report.components.len());
     let status = o
         .agents
@@ -248,6 +249,7 @@ fn deploy(o: &mut Observed, spec: &ServiceSpec, node: &str, hash: String, now: T
             tier: spec.tier,
             deployed_at: now,
             spec: Some(spec.clone()),
+            spec_hash: Some(hash),
         },
     );
 }

@@ -169,13 +169,15 @@ fn chaotic_fleet(seed: u64) -> (Desired, Observed) {
             if r.chance(20) {
                 deployed.active = !deployed.active;
             }
+            let known = r.chance(70);
             o.placements.insert(
                 name.to_string(),
                 Placement {
                     node: on.clone(),
                     tier: deployed.tier,
                     deployed_at: Timestamp(NOW.0 - 86_400),
-                    spec: r.chance(70).then(|| deployed.clone()),
+                    spec: known.then(|| deployed.clone()),
+                    spec_hash: known.then(|| spec_hash(&deployed)),
                 },
             );
             if r.chance(85) {

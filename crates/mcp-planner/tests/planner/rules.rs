@@ -831,9 +831,11 @@ fn missing_wrong_and_stale_edge_routes_are_repaired() {
     f.spec_mut("c").components[0].routes[0].public = false;
     let hash = mcp_spec::spec_hash(&f.desired.services["c"]);
     if let Some(AgentStatus::Reported { services }) = f.observed.agents.get_mut("w1") {
-        services.get_mut("c").unwrap().spec_hash = hash;
+        services.get_mut("c").unwrap().spec_hash = hash.clone();
     }
-    f.observed.placements.get_mut("c").unwrap().spec = Some(f.desired.services["c"].clone());
+    let placement = f.observed.placements.get_mut("c").unwrap();
+    placement.spec = Some(f.desired.services["c"].clone());
+    placement.spec_hash = Some(hash);
     check(
         &f,
         expect![[r#"
@@ -916,6 +918,7 @@ fn placement_on_a_removed_node_is_reported() {
             tier: Tier::Worker,
             deployed_at: NOW,
             spec: None,
+            spec_hash: None,
         },
     );
     check(
