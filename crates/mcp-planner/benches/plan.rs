@@ -37,13 +37,13 @@ fn component(name: &str, image: String, public_host: Option<String>) -> Componen
 
 fn service(i: usize) -> ServiceSpec {
     let name = format!("svc{i:04}");
-    let public = (i % 3 == 0).then(|| format!("{name}.example.net"));
+    let public = i.is_multiple_of(3).then(|| format!("{name}.example.net"));
     let mut components = vec![component(
         "api",
         format!("registry.example:8443/{name}:v1.0.{}", i % 7),
         public,
     )];
-    if i % 4 == 0 {
+    if i.is_multiple_of(4) {
         components.push(component(
             "worker",
             format!("registry.example:8443/{name}-worker:v1"),
