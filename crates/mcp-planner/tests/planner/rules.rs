@@ -932,3 +932,128 @@ fn placement_on_a_removed_node_is_reported() {
         "#]],
     );
 }
+
+#[test]
+fn public_hostname_claimed_twice_goes_to_the_first_service_by_name() {
+    let a = public_svc("a");
+    let mut b = public_svc("b");
+    b.components[0].routes[0].hostname = Some("a.example.net".to_string());
+    check(
+        &Fleet::new().want(a).want(b),
+        expect![[r#"
+        Plan (source 4f2a9c1): 2 to deploy
+
+        + a on w1
+            new service, least containers among healthy workers (w1 has 0)
+            1. deploy a on w1 (spec c8cc3b5028e9)
+            2. dns set a.mcp.internal -> 100.64.0.2
+            3. edge set a.example.net on e1 -> a.mcp.internal:8443
+
+        + b on w2
+            new service, least containers among healthy workers (w2 has 0)
+            1. deploy b on w2 (spec 88b0474e2613)
+            2. dns set b.mcp.internal -> 100.64.0.3
+            3. edge set a.example.net on e1 -> b.mcp.internal:8443 [not run: a.example.net is also claimed by a]
+    "#]],
+    );
+}
+
+#[test]
+fn edge_route_of_a_held_service_is_not_taken_over() {
+    let mut f = Fleet::new()
+        .want(public_svc("a"))
+        .want(svc("b"))
+        .converged();
+    f.desired.services.remove("a");
+    f.desired.held.insert(
+        "a".to_string(),
+        Held {
+            file: "services/a.toml".to_string(),
+            errors: vec!["services/a.toml:1:1: broken".to_string()],
+        },
+    );
+    let mut b = public_svc("b");
+    b.components[0].routes[0].hostname = Some("a.example.net".to_string());
+    f = f.want(b);
+    check(
+        &f,
+        expect![[r#"
+        Plan (source 4f2a9c1): 1 to update, 1 held
+
+        ! a on w1
+            file services/a.toml is unreadable: service left as it is
+              services/a.toml:1:1: broken
+
+        ~ b on w2
+            spec changed (df008a082dbe -> 88b0474e2613): redeploy on the same node
+            1. deploy b on w2 (spec 88b0474e2613)
+            2. edge set a.example.net on e1 -> b.mcp.internal:8443 [not run: a.example.net is routed to held service a]
+            --- b (deployed df008a082dbe)
+            +++ b (desired 88b0474e2613)
+            @@ -9,4 +9,5 @@
+             [[components.routes]]
+             port = 8443
+             mode = "l7"
+            -public = false
+            +hostname = "a.example.net"
+            +public = true
+    "#]],
+    );
+}
+
+#[test]
+fn migration_from_an_unreachable_node_is_still_planned_when_allowed() {
+    let mut s = svc("a");
+    s.node = Some("w1".to_string());
+    let mut f = Fleet::new().want(s).converged();
+    f.spec_mut("a").node = Some("w2".to_string());
+    f.policy.allow_auto_migrate = true;
+    f.observed.agents.insert(
+        "w1".to_string(),
+        AgentStatus::Unreachable {
+            error: "no route to host".to_string(),
+        },
+    );
+    check(
+        &f,
+        expect![[r#"
+        Plan (source 4f2a9c1): 1 to migrate
+
+        Notes:
+          - node w1 is unreachable (no route to host); placed there: a (no automatic failover)
+
+        > a on w2
+            node pin changed from w1 to w2
+            1. migrate a from w1 to w2
+            2. dns set a.mcp.internal -> 100.64.0.3
+    "#]],
+    );
+}
+
+#[test]
+fn recorded_spec_hash_is_trusted_only_for_an_equal_spec() {
+    // The placement records the deployed spec and its hash; a desired spec
+    // that differs in any field is hashed afresh and shows as an update.
+    let mut f = Fleet::new().want(svc("a")).converged();
+    f.spec_mut("a").components[0].user = Some("1000:1000".to_string());
+    check(
+        &f,
+        expect![[r#"
+        Plan (source 4f2a9c1): 1 to update
+
+        ~ a on w1
+            spec changed (c2fa3a44f725 -> 1c369444ae5b): redeploy on the same node
+            1. deploy a on w1 (spec 1c369444ae5b)
+            --- a (deployed c2fa3a44f725)
+            +++ a (desired 1c369444ae5b)
+            @@ -5,6 +5,7 @@
+             [[components]]
+             name = "api"
+             image = "registry.example:8443/a:v1"
+            +user = "1000:1000"
+
+             [[components.routes]]
+             port = 8443
+    "#]],
+    );
+}
