@@ -137,8 +137,9 @@ fn pem_encode(label: &str, der: &[u8]) -> String {
     out
 }
 
-/// A secret string: never shown by `Debug` and wiped... at least never
-/// printed. Use [`Secret::expose`] where the value is really needed.
+/// A secret string (token, private key PEM): `Debug` is redacted and there
+/// is no `Display`, so it cannot be printed or logged by accident. Use
+/// [`Secret::expose`] where the value is really needed.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Secret(String);
 
