@@ -21,6 +21,7 @@
 pub mod alert;
 pub mod clock;
 pub mod config;
+pub mod files;
 pub mod monitor;
 pub mod ports;
 pub mod registry;

@@ -1,0 +1,943 @@
+//! `PushFile` / `PullFile` (DESIGN.md §4): single-file transfer confined to
+//! `<root>/<service>/`, where `root` is the agent config's `[files] root`.
+//!
+//! ## Confinement
+//!
+//! The request names a service (a DNS label) and a path relative to that
+//! service's directory. The path is checked lexically first: relative,
+//! non-empty, at most [`MAX_PATH_LEN`] bytes, no NUL, and every
+//! `/`-separated component non-empty, not `.`, not `..` and at most
+//! [`MAX_COMPONENT_LEN`] bytes. There is no normalisation: `a//b`, `./a`
+//! and `a/` are refused rather than rewritten.
+//!
+//! The filesystem is then walked one component at a time, each directory
+//! opened with `openat(parent_fd, name, O_DIRECTORY | O_NOFOLLOW)` relative
+//! to the descriptor of its parent, starting from the service directory
+//! (itself opened with `O_NOFOLLOW` relative to the root). Nothing is ever
+//! resolved by path string after the root, so a directory swapped for a
+//! symlink between a check and a use cannot redirect us: the kernel refuses
+//! to follow it at the moment of the open. This is the point of the walk;
+//! canonicalise-and-compare would be open to exactly that race, and the
+//! race is real: a service's containers can usually write to their own
+//! `/srv/<service>/`, so they can plant and swap links there while an RPC
+//! runs.
+//!
+//! **No symbolic link is followed anywhere below the root**, whether it
+//! points outside the service directory or inside it: the service
+//! directory itself, every intermediate directory and the final component
+//! must be real directories / files. Telling a harmless inside link from an
+//! escaping one would need path resolution we would have to get right
+//! against races; refusing all of them is simpler and safer, and services
+//! have no need to push through links. (The root itself, e.g. `/srv`, is
+//! operator configuration and may be a symlink.)
+//!
+//! ## Writes
+//!
+//! [`push_file`] creates missing directories (the service directory
+//! included) with mode 0755, writes the content to a fresh temp file in the
+//! destination directory (`O_CREAT | O_EXCL`, so it never opens an existing
+//! file or link), sets its mode with `fchmod` (so the umask does not
+//! apply), `fsync`s it, `renameat`s it over the destination and `fsync`s the
+//! directory. A reader sees the old file or the new one, never a partial
+//! one. `rename` replaces a link at the destination rather than following
+//! it, and cannot replace a directory with a file, so a race there cannot
+//! escape either; the destination is nevertheless checked first so that a
+//! directory or link is refused with a clear error instead of being
+//! replaced.
+//!
+//! ## Reads
+//!
+//! [`pull_file`] reads regular files only, up to [`MAX_FILE_SIZE`]. The
+//! final component is classified with `fstatat(AT_SYMLINK_NOFOLLOW)` before
+//! it is opened (so fifos and devices are not opened), then opened with
+//! `O_NOFOLLOW | O_NONBLOCK | O_NOCTTY` and checked again with `fstat` on
+//! the descriptor actually read.
+
+use std::fs::File;
+use std::io::{Read, Write};
+use std::os::fd::OwnedFd;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use mcp_spec::names::is_dns_label;
+use rustix::fs::{AtFlags, FileType, Mode, OFlags, Stat, CWD};
+use rustix::io::Errno;
+
+/// Largest file [`push_file`] writes and [`pull_file`] returns (64 MiB).
+pub const MAX_FILE_SIZE: u64 = 64 * 1024 * 1024;
+/// Longest accepted relative path, in bytes.
+pub const MAX_PATH_LEN: usize = 1024;
+/// Longest accepted path component, in bytes (Linux `NAME_MAX`).
+pub const MAX_COMPONENT_LEN: usize = 255;
+/// Mode of a pushed file when the request says 0.
+pub const DEFAULT_FILE_MODE: u32 = 0o644;
+/// Mode of directories [`push_file`] creates.
+pub const DIR_MODE: u32 = 0o755;
+
+/// Why a push or pull was refused or failed. Every variant names the
+/// service and the path as the caller gave them.
+#[derive(Debug, thiserror::Error)]
+pub enum FileError {
+    #[error("invalid service name {service:?}: not a DNS label")]
+    InvalidService { service: String },
+
+    #[error("service {service}: invalid path {path:?}: {reason}")]
+    InvalidPath {
+        service: String,
+        path: String,
+        reason: String,
+    },
+
+    #[error("service {service}: path {path:?}: invalid mode {mode:#o}: {reason}")]
+    InvalidMode {
+        service: String,
+        path: String,
+        mode: u32,
+        reason: &'static str,
+    },
+
+    /// A symbolic link was found on the path; `at` is where, relative to
+    /// the files root (`<service>` when the service directory itself is a
+    /// link).
+    #[error(
+        "service {service}: path {path:?}: {at:?} is a symbolic link; \
+         links are never followed under the service directory"
+    )]
+    Escape {
+        service: String,
+        path: String,
+        at: String,
+    },
+
+    #[error("service {service}: path {path:?}: no such file")]
+    NotFound { service: String, path: String },
+
+    #[error("service {service}: path {path:?}: is a {kind}, not a regular file")]
+    NotAFile {
+        service: String,
+        path: String,
+        kind: &'static str,
+    },
+
+    #[error("service {service}: path {path:?}: {size} bytes exceeds the limit of {limit} bytes")]
+    TooLarge {
+        service: String,
+        path: String,
+        size: u64,
+        limit: u64,
+    },
+
+    #[error("service {service}: path {path:?}: {op}: {source}")]
+    Io {
+        service: String,
+        path: String,
+        op: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Writes `content` to `<root>/<service>/<rel>` atomically with permission
+/// bits `mode` (0 means [`DEFAULT_FILE_MODE`]), creating missing
+/// directories. See the module docs for what is refused.
+pub fn push_file(
+    root: &Path,
+    service: &str,
+    rel: &str,
+    content: &[u8],
+    mode: u32,
+) -> Result<(), FileError> {
+    let req = Request::new(service, rel)?;
+    let mode = req.file_mode(mode)?;
+    let size = u64::try_from(content.len()).unwrap_or(u64::MAX);
+    if size > MAX_FILE_SIZE {
+        return Err(req.too_large(size));
+    }
+    let (dir, name) = req.open_parent(root, true)?;
+
+    match statat(&dir, name) {
+        Ok(st) => match FileType::from_raw_mode(st.st_mode) {
+            FileType::RegularFile => {}
+            FileType::Symlink => return Err(req.escape_final()),
+            other => return Err(req.not_a_file(other)),
+        },
+        Err(Errno::NOENT) => {}
+        Err(e) => return Err(req.io(format!("stat {name}"), e)),
+    }
+
+    let (tmp_name, tmp_fd) = create_temp(&dir, mode).map_err(|e| req.io("create temp file", e))?;
+    let written = write_and_sync(tmp_fd, content, mode)
+        .map_err(|e| req.io_std(format!("write temp file {tmp_name}"), e))
+        .and_then(|()| {
+            rustix::fs::renameat(&dir, &tmp_name, &dir, name).map_err(|e| match e {
+                Errno::ISDIR | Errno::NOTEMPTY | Errno::EXIST => {
+                    req.not_a_file(FileType::Directory)
+                }
+                e => req.io(format!("rename {tmp_name} to {name}"), e),
+            })
+        });
+    if let Err(e) = written {
+        // Best effort: the temp file is ours and must not be left behind.
+        let _ = rustix::fs::unlinkat(&dir, &tmp_name, AtFlags::empty());
+        return Err(e);
+    }
+    rustix::fs::fsync(&dir).map_err(|e| req.io("sync directory", e))
+}
+
+/// Reads `<root>/<service>/<rel>`: its content and permission bits
+/// (`mode & 0o7777`). Regular files only, at most [`MAX_FILE_SIZE`] bytes.
+pub fn pull_file(root: &Path, service: &str, rel: &str) -> Result<(Vec<u8>, u32), FileError> {
+    let req = Request::new(service, rel)?;
+    let (dir, name) = req.open_parent(root, false)?;
+
+    // Classify before opening, so that a fifo or a device is never opened.
+    match statat(&dir, name) {
+        Ok(st) => req.check_readable(&st)?,
+        Err(Errno::NOENT) => return Err(req.not_found()),
+        Err(e) => return Err(req.io(format!("stat {name}"), e)),
+    }
+    let flags =
+        OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::NOCTTY | OFlags::CLOEXEC;
+    let fd = match rustix::fs::openat(&dir, name, flags, Mode::empty()) {
+        Ok(fd) => fd,
+        Err(Errno::LOOP) => return Err(req.escape_final()),
+        Err(Errno::NOENT) => return Err(req.not_found()),
+        Err(e) => return Err(req.io(format!("open {name}"), e)),
+    };
+    // The name may have been replaced since the stat: check what we opened.
+    let st = rustix::fs::fstat(&fd).map_err(|e| req.io(format!("stat {name}"), e))?;
+    req.check_readable(&st)?;
+
+    let mut content = Vec::new();
+    File::from(fd)
+        .take(MAX_FILE_SIZE + 1)
+        .read_to_end(&mut content)
+        .map_err(|e| req.io_std(format!("read {name}"), e))?;
+    let size = u64::try_from(content.len()).unwrap_or(u64::MAX);
+    if size > MAX_FILE_SIZE {
+        return Err(req.too_large(size));
+    }
+    Ok((content, st.st_mode & 0o7777))
+}
+
+/// One validated request: the service and the path as given, and the
+/// path's components.
+struct Request<'a> {
+    service: &'a str,
+    rel: &'a str,
+    components: Vec<&'a str>,
+}
+
+impl<'a> Request<'a> {
+    fn new(service: &'a str, rel: &'a str) -> Result<Self, FileError> {
+        if !is_dns_label(service) {
+            return Err(FileError::InvalidService {
+                service: service.to_owned(),
+            });
+        }
+        let invalid = |reason: String| FileError::InvalidPath {
+            service: service.to_owned(),
+            path: rel.to_owned(),
+            reason,
+        };
+        if rel.is_empty() {
+            return Err(invalid("path is empty".into()));
+        }
+        if rel.len() > MAX_PATH_LEN {
+            return Err(invalid(format!("longer than {MAX_PATH_LEN} bytes")));
+        }
+        if rel.contains('\0') {
+            return Err(invalid("contains a NUL byte".into()));
+        }
+        if rel.starts_with('/') {
+            return Err(invalid("absolute paths are not allowed".into()));
+        }
+        let components: Vec<&str> = rel.split('/').collect();
+        for c in &components {
+            match *c {
+                "" => {
+                    return Err(invalid(
+                        "empty component (leading, trailing or repeated '/')".into(),
+                    ))
+                }
+                "." => return Err(invalid("'.' components are not allowed".into())),
+                ".." => return Err(invalid("'..' components are not allowed".into())),
+                c if c.len() > MAX_COMPONENT_LEN => {
+                    return Err(invalid(format!(
+                        "component longer than {MAX_COMPONENT_LEN} bytes"
+                    )))
+                }
+                _ => {}
+            }
+        }
+        Ok(Self {
+            service,
+            rel,
+            components,
+        })
+    }
+
+    fn file_mode(&self, mode: u32) -> Result<u32, FileError> {
+        let invalid = |reason| FileError::InvalidMode {
+            service: self.service.to_owned(),
+            path: self.rel.to_owned(),
+            mode,
+            reason,
+        };
+        if mode & !0o7777 != 0 {
+            Err(invalid("only permission bits (0o777) may be set"))
+        } else if mode & 0o7000 != 0 {
+            Err(invalid("setuid, setgid and sticky bits are refused"))
+        } else if mode == 0 {
+            Ok(DEFAULT_FILE_MODE)
+        } else {
+            Ok(mode)
+        }
+    }
+
+    /// Opens the directory that holds the final component (creating the
+    /// way there if `create`), returning it and the final component.
+    fn open_parent(&self, root: &Path, create: bool) -> Result<(OwnedFd, &'a str), FileError> {
+        let root_fd = rustix::fs::openat(
+            CWD,
+            root,
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|e| self.io(format!("open files root {}", root.display()), e))?;
+        let mut dir = self.open_dir(&root_fd, self.service, 0, create)?;
+        let (name, parents) = self
+            .components
+            .split_last()
+            .ok_or_else(|| self.not_found())?;
+        for (i, c) in parents.iter().enumerate() {
+            dir = self.open_dir(&dir, c, i + 1, create)?;
+        }
+        Ok((dir, name))
+    }
+
+    /// Opens directory `name` in `parent` without following a link;
+    /// `depth` is the number of path components `name` ends (0 for the
+    /// service directory), for messages.
+    fn open_dir(
+        &self,
+        parent: &OwnedFd,
+        name: &str,
+        depth: usize,
+        create: bool,
+    ) -> Result<OwnedFd, FileError> {
+        let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+        let mut created = false;
+        let mut tried_create = false;
+        loop {
+            match rustix::fs::openat(parent, name, flags, Mode::empty()) {
+                Ok(fd) => {
+                    if created {
+                        // mkdirat's mode is filtered by the umask.
+                        rustix::fs::fchmod(&fd, Mode::from_raw_mode(DIR_MODE))
+                            .map_err(|e| self.io(format!("chmod {}", self.at(depth)), e))?;
+                        rustix::fs::fsync(parent).map_err(|e| {
+                            self.io(format!("sync parent of {}", self.at(depth)), e)
+                        })?;
+                    }
+                    return Ok(fd);
+                }
+                Err(Errno::NOENT) if create && !tried_create => {
+                    tried_create = true;
+                    match rustix::fs::mkdirat(parent, name, Mode::from_raw_mode(DIR_MODE)) {
+                        Ok(()) => created = true,
+                        // Created concurrently: open whatever is there now,
+                        // with the same checks.
+                        Err(Errno::EXIST) => {}
+                        Err(e) => {
+                            return Err(self.io(format!("create directory {}", self.at(depth)), e))
+                        }
+                    }
+                }
+                Err(Errno::NOENT) => return Err(self.not_found()),
+                Err(e @ (Errno::LOOP | Errno::NOTDIR)) => {
+                    // O_NOFOLLOW | O_DIRECTORY on a link gives ELOOP or
+                    // ENOTDIR depending on the kernel; look without
+                    // following to say which it is.
+                    return Err(match statat(parent, name) {
+                        Ok(st) if FileType::from_raw_mode(st.st_mode) == FileType::Symlink => {
+                            self.escape(self.at(depth))
+                        }
+                        Ok(_) => self.invalid(format!("{:?} is not a directory", self.at(depth))),
+                        Err(_) => self.io(format!("open directory {}", self.at(depth)), e),
+                    });
+                }
+                Err(e) => return Err(self.io(format!("open directory {}", self.at(depth)), e)),
+            }
+        }
+    }
+
+    /// The first `depth` components, prefixed by the service: a location
+    /// relative to the files root.
+    fn at(&self, depth: usize) -> String {
+        std::iter::once(self.service)
+            .chain(self.components[..depth].iter().copied())
+            .collect::<Vec<_>>()
+            .join("/")
+    }
+
+    fn check_readable(&self, st: &Stat) -> Result<(), FileError> {
+        match FileType::from_raw_mode(st.st_mode) {
+            FileType::RegularFile => {}
+            FileType::Symlink => return Err(self.escape_final()),
+            other => return Err(self.not_a_file(other)),
+        }
+        let size = u64::try_from(st.st_size).unwrap_or(0);
+        if size > MAX_FILE_SIZE {
+            return Err(self.too_large(size));
+        }
+        Ok(())
+    }
+
+    fn invalid(&self, reason: String) -> FileError {
+        FileError::InvalidPath {
+            service: self.service.to_owned(),
+            path: self.rel.to_owned(),
+            reason,
+        }
+    }
+
+    /// A link at the final component.
+    fn escape_final(&self) -> FileError {
+        self.escape(self.at(self.components.len()))
+    }
+
+    fn escape(&self, at: String) -> FileError {
+        FileError::Escape {
+            service: self.service.to_owned(),
+            path: self.rel.to_owned(),
+            at,
+        }
+    }
+
+    fn not_found(&self) -> FileError {
+        FileError::NotFound {
+            service: self.service.to_owned(),
+            path: self.rel.to_owned(),
+        }
+    }
+
+    fn not_a_file(&self, kind: FileType) -> FileError {
+        FileError::NotAFile {
+            service: self.service.to_owned(),
+            path: self.rel.to_owned(),
+            kind: kind_name(kind),
+        }
+    }
+
+    fn too_large(&self, size: u64) -> FileError {
+        FileError::TooLarge {
+            service: self.service.to_owned(),
+            path: self.rel.to_owned(),
+            size,
+            limit: MAX_FILE_SIZE,
+        }
+    }
+
+    fn io(&self, op: impl Into<String>, e: Errno) -> FileError {
+        self.io_std(op, e.into())
+    }
+
+    fn io_std(&self, op: impl Into<String>, source: std::io::Error) -> FileError {
+        FileError::Io {
+            service: self.service.to_owned(),
+            path: self.rel.to_owned(),
+            op: op.into(),
+            source,
+        }
+    }
+}
+
+fn statat(dir: &OwnedFd, name: &str) -> Result<Stat, Errno> {
+    rustix::fs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW)
+}
+
+fn kind_name(kind: FileType) -> &'static str {
+    match kind {
+        FileType::RegularFile => "regular file",
+        FileType::Directory => "directory",
+        FileType::Symlink => "symbolic link",
+        FileType::Fifo => "fifo",
+        FileType::Socket => "socket",
+        FileType::CharacterDevice => "character device",
+        FileType::BlockDevice => "block device",
+        FileType::Unknown => "special file",
+    }
+}
+
+/// Creates a new temp file in `dir`, never opening an existing entry.
+fn create_temp(dir: &OwnedFd, mode: u32) -> Result<(String, OwnedFd), Errno> {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let flags = OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    let mut last = Errno::EXIST;
+    for _ in 0..16 {
+        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+        let name = format!(".mcp-push.{}.{n}.tmp", std::process::id());
+        match rustix::fs::openat(dir, &name, flags, Mode::from_raw_mode(mode)) {
+            Ok(fd) => return Ok((name, fd)),
+            Err(Errno::EXIST) => last = Errno::EXIST,
+            Err(e) => return Err(e),
+        }
+    }
+    Err(last)
+}
+
+fn write_and_sync(fd: OwnedFd, content: &[u8], mode: u32) -> std::io::Result<()> {
+    // The create mode was filtered by the umask; set the requested one.
+    rustix::fs::fchmod(&fd, Mode::from_raw_mode(mode))?;
+    let mut file = File::from(fd);
+    file.write_all(content)?;
+    file.sync_all()
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+    use std::fs;
+    use std::os::unix::fs::{symlink, MetadataExt, PermissionsExt};
+    use std::path::PathBuf;
+
+    use proptest::prelude::*;
+    use tempfile::TempDir;
+
+    /// `<base>/root` is the files root, `<base>/outside` a directory that
+    /// must never change; `root/svc` holds the links used to try escaping.
+    struct Fixture {
+        _tmp: TempDir,
+        base: PathBuf,
+        root: PathBuf,
+        outside: PathBuf,
+    }
+
+    impl Fixture {
+        fn new() -> Self {
+            let tmp = tempfile::tempdir().unwrap();
+            let base = tmp.path().to_path_buf();
+            let root = base.join("root");
+            let outside = base.join("outside");
+            fs::create_dir(&root).unwrap();
+            fs::create_dir(&outside).unwrap();
+            fs::write(outside.join("passwd"), "root:x:0:0\n").unwrap();
+            fs::create_dir(outside.join("etc")).unwrap();
+            Self {
+                _tmp: tmp,
+                base,
+                root,
+                outside,
+            }
+        }
+
+        /// `svc` with a real subdirectory and links of every kind.
+        fn with_links() -> Self {
+            let f = Self::new();
+            let svc = f.svc();
+            fs::create_dir_all(svc.join("real")).unwrap();
+            fs::write(svc.join("real/f"), "inside").unwrap();
+            symlink(&f.outside, svc.join("out")).unwrap();
+            symlink("../../outside", svc.join("out-rel")).unwrap();
+            symlink(svc.join("real"), svc.join("in")).unwrap();
+            symlink(f.outside.join("passwd"), svc.join("link")).unwrap();
+            symlink(f.outside.join("new"), svc.join("dangling")).unwrap();
+            symlink("real/f", svc.join("inlink")).unwrap();
+            // A link at the root level pointing outside, under another name.
+            symlink(&f.outside, f.root.join("evil")).unwrap();
+            f
+        }
+
+        fn svc(&self) -> PathBuf {
+            self.root.join("svc")
+        }
+
+        /// Everything under the temp dir except the inside of a real
+        /// `root/svc` directory: what no request may change.
+        fn outside_state(&self) -> BTreeMap<PathBuf, String> {
+            let mut out = BTreeMap::new();
+            let svc = self.svc();
+            walk(&self.base, &mut |p, meta| {
+                let skip = p == svc && meta.is_dir();
+                let desc = if meta.is_symlink() {
+                    format!("link {}", fs::read_link(p).unwrap().display())
+                } else if meta.is_dir() {
+                    format!("dir {:o}", meta.mode())
+                } else if meta.is_file() {
+                    format!("file {:o} {:?}", meta.mode(), fs::read(p).unwrap())
+                } else {
+                    format!("other {:o}", meta.mode())
+                };
+                out.insert(p.to_path_buf(), desc);
+                !skip
+            });
+            out
+        }
+    }
+
+    /// Visits every entry under `dir` without following links; `f`
+    /// returns whether to descend into a directory.
+    fn walk(dir: &Path, f: &mut dyn FnMut(&Path, &fs::Metadata) -> bool) {
+        for entry in fs::read_dir(dir).unwrap() {
+            let p = entry.unwrap().path();
+            let meta = fs::symlink_metadata(&p).unwrap();
+            if f(&p, &meta) && meta.is_dir() {
+                walk(&p, f);
+            }
+        }
+    }
+
+    fn names(dir: &Path) -> Vec<String> {
+        let mut v: Vec<String> = fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        v.sort();
+        v
+    }
+
+    fn mode_of(p: &Path) -> u32 {
+        fs::symlink_metadata(p).unwrap().permissions().mode() & 0o7777
+    }
+
+    #[test]
+    fn push_then_pull_roundtrips_content_and_mode() {
+        let f = Fixture::new();
+        push_file(&f.root, "svc", "app.conf", b"listen = 8080\n", 0o600).unwrap();
+        assert_eq!(
+            pull_file(&f.root, "svc", "app.conf").unwrap(),
+            (b"listen = 8080\n".to_vec(), 0o600)
+        );
+        assert_eq!(mode_of(&f.svc().join("app.conf")), 0o600);
+
+        // Mode 0 means 0644; the umask does not apply to explicit modes.
+        push_file(&f.root, "svc", "default", b"", 0).unwrap();
+        assert_eq!(
+            pull_file(&f.root, "svc", "default").unwrap(),
+            (vec![], 0o644)
+        );
+        push_file(&f.root, "svc", "wide", b"x", 0o666).unwrap();
+        assert_eq!(mode_of(&f.svc().join("wide")), 0o666);
+    }
+
+    #[test]
+    fn push_creates_service_dir_and_nested_dirs() {
+        let f = Fixture::new();
+        push_file(&f.root, "svc", "conf/d/10-site.conf", b"a", 0o640).unwrap();
+        assert_eq!(fs::read(f.svc().join("conf/d/10-site.conf")).unwrap(), b"a");
+        for d in ["", "conf", "conf/d"] {
+            let p = f.svc().join(d);
+            assert!(
+                fs::symlink_metadata(&p).unwrap().is_dir(),
+                "{}",
+                p.display()
+            );
+            assert_eq!(mode_of(&p), DIR_MODE, "{}", p.display());
+        }
+        // Existing directories are reused as they are.
+        push_file(&f.root, "svc", "conf/other", b"b", 0).unwrap();
+        assert_eq!(names(&f.svc().join("conf")), ["d", "other"]);
+    }
+
+    #[test]
+    fn push_replaces_atomically_and_leaves_no_temp_files() {
+        let f = Fixture::new();
+        push_file(&f.root, "svc", "d/file", b"old content", 0o600).unwrap();
+        let old_ino = fs::metadata(f.svc().join("d/file")).unwrap().ino();
+        push_file(&f.root, "svc", "d/file", b"new", 0o644).unwrap();
+        let meta = fs::metadata(f.svc().join("d/file")).unwrap();
+        assert_ne!(meta.ino(), old_ino, "replaced by rename, not rewritten");
+        assert_eq!(
+            pull_file(&f.root, "svc", "d/file").unwrap(),
+            (b"new".to_vec(), 0o644)
+        );
+        assert_eq!(names(&f.svc().join("d")), ["file"]);
+        assert_eq!(names(&f.svc()), ["d"]);
+    }
+
+    #[test]
+    fn push_over_a_directory_is_refused_and_leaves_no_temp_file() {
+        let f = Fixture::with_links();
+        let before = names(&f.svc().join("real"));
+        // Destination is a directory: refused before or at the rename.
+        assert!(matches!(
+            push_file(&f.root, "svc", "real", b"x", 0),
+            Err(FileError::NotAFile {
+                kind: "directory",
+                ..
+            })
+        ));
+        assert_eq!(names(&f.svc().join("real")), before);
+        assert!(!names(&f.svc()).iter().any(|n| n.contains("mcp-push")));
+    }
+
+    /// What a refusal must be, for the table below.
+    #[derive(Debug, Clone, Copy, PartialEq)]
+    enum Refused {
+        Service,
+        Path,
+        Escape,
+        NotAFile,
+    }
+
+    fn kind(e: &FileError) -> Option<Refused> {
+        match e {
+            FileError::InvalidService { .. } => Some(Refused::Service),
+            FileError::InvalidPath { .. } => Some(Refused::Path),
+            FileError::Escape { .. } => Some(Refused::Escape),
+            FileError::NotAFile { .. } => Some(Refused::NotAFile),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn refused_requests_write_nothing_outside_the_service_dir() {
+        use Refused::*;
+        let cases: &[(&str, &str, Refused)] = &[
+            ("svc", "../etc/passwd", Path),
+            ("svc", "../outside/passwd", Path),
+            ("svc", "/etc/passwd", Path),
+            ("svc", "a/../../x", Path),
+            ("svc", "..", Path),
+            ("svc", "", Path),
+            ("svc", ".", Path),
+            ("svc", "./a", Path),
+            ("svc", "a/./b", Path),
+            ("svc", "a//b", Path),
+            ("svc", "a/", Path),
+            ("svc", "a\0b", Path),
+            ("svc", "real/f/x", Path),
+            // A link at the final component, outside, dangling or inside.
+            ("svc", "link", Escape),
+            ("svc", "dangling", Escape),
+            ("svc", "inlink", Escape),
+            // A path through a linked directory, outside or inside.
+            ("svc", "out/passwd", Escape),
+            ("svc", "out/new", Escape),
+            ("svc", "out/etc/new", Escape),
+            ("svc", "out-rel/passwd", Escape),
+            ("svc", "in/f", Escape),
+            ("svc", "in/new/deeper", Escape),
+            // The service directory itself is a link.
+            ("evil", "passwd", Escape),
+            ("evil", "new", Escape),
+            ("svc", "real", NotAFile),
+            ("../x", "f", Service),
+            ("Bad_Name", "f", Service),
+            ("", "f", Service),
+            ("a/b", "f", Service),
+        ];
+        let f = Fixture::with_links();
+        let before = f.outside_state();
+        let inside_before = names(&f.svc());
+        for &(service, rel, want) in cases {
+            let err = push_file(&f.root, service, rel, b"pwned", 0o644).unwrap_err();
+            assert_eq!(kind(&err), Some(want), "push {service:?} {rel:?}: {err}");
+            assert_eq!(
+                f.outside_state(),
+                before,
+                "push {service:?} {rel:?} wrote outside"
+            );
+            assert_eq!(names(&f.svc()), inside_before, "push {service:?} {rel:?}");
+            if want != NotAFile {
+                let err = pull_file(&f.root, service, rel).unwrap_err();
+                assert_eq!(kind(&err), Some(want), "pull {service:?} {rel:?}: {err}");
+            }
+        }
+        assert_eq!(fs::read(f.outside.join("passwd")).unwrap(), b"root:x:0:0\n");
+        assert_eq!(fs::read(f.svc().join("real/f")).unwrap(), b"inside");
+    }
+
+    #[test]
+    fn service_dir_that_is_a_link_is_refused_even_if_it_points_inside() {
+        let f = Fixture::new();
+        push_file(&f.root, "real", "f", b"x", 0).unwrap();
+        symlink(f.root.join("real"), f.svc()).unwrap();
+        let err = push_file(&f.root, "svc", "f", b"y", 0).unwrap_err();
+        let FileError::Escape { at, .. } = &err else {
+            panic!("{err}")
+        };
+        assert_eq!(at, "svc");
+        assert!(matches!(
+            pull_file(&f.root, "svc", "f"),
+            Err(FileError::Escape { .. })
+        ));
+        assert_eq!(fs::read(f.root.join("real/f")).unwrap(), b"x");
+    }
+
+    #[test]
+    fn escape_names_the_link() {
+        let f = Fixture::with_links();
+        let err = push_file(&f.root, "svc", "out/etc/new", b"", 0).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "service svc: path \"out/etc/new\": \"svc/out\" is a symbolic link; \
+             links are never followed under the service directory"
+        );
+        let err = pull_file(&f.root, "svc", "link").unwrap_err();
+        assert!(
+            matches!(&err, FileError::Escape { at, .. } if at == "svc/link"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn modes_with_special_or_type_bits_are_refused() {
+        let f = Fixture::new();
+        for mode in [0o4755, 0o2755, 0o1777, 0o6644, 0o100_644, 0o170_000] {
+            let err = push_file(&f.root, "svc", "f", b"x", mode).unwrap_err();
+            assert!(
+                matches!(err, FileError::InvalidMode { .. }),
+                "{mode:o}: {err}"
+            );
+        }
+        assert!(!f.svc().exists(), "nothing created for a refused mode");
+        let err = push_file(&f.root, "svc", "f", b"x", 0o4755).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "service svc: path \"f\": invalid mode 0o4755: setuid, setgid and sticky bits are refused"
+        );
+    }
+
+    #[test]
+    fn pull_reports_directories_missing_files_and_fifos() {
+        let f = Fixture::new();
+        push_file(&f.root, "svc", "dir/f", b"x", 0).unwrap();
+        let svc = rustix::fs::openat(
+            CWD,
+            f.svc(),
+            OFlags::RDONLY | OFlags::DIRECTORY,
+            Mode::empty(),
+        )
+        .unwrap();
+        rustix::fs::mknodat(&svc, "fifo", FileType::Fifo, Mode::from_raw_mode(0o644), 0).unwrap();
+
+        let msg = |r: Result<(Vec<u8>, u32), FileError>| r.unwrap_err().to_string();
+        assert_eq!(
+            msg(pull_file(&f.root, "svc", "dir")),
+            "service svc: path \"dir\": is a directory, not a regular file"
+        );
+        assert_eq!(
+            msg(pull_file(&f.root, "svc", "fifo")),
+            "service svc: path \"fifo\": is a fifo, not a regular file"
+        );
+        assert_eq!(
+            msg(pull_file(&f.root, "svc", "missing")),
+            "service svc: path \"missing\": no such file"
+        );
+        assert_eq!(
+            msg(pull_file(&f.root, "svc", "nodir/f")),
+            "service svc: path \"nodir/f\": no such file"
+        );
+        assert_eq!(
+            msg(pull_file(&f.root, "other", "f")),
+            "service other: path \"f\": no such file"
+        );
+        assert!(!f.root.join("other").exists(), "pull creates nothing");
+        assert_eq!(
+            msg(pull_file(&f.root, "svc", "dir/f/x")),
+            "service svc: invalid path \"dir/f/x\": \"svc/dir/f\" is not a directory"
+        );
+        // Pushing over a fifo is refused too (and does not block on it).
+        assert!(matches!(
+            push_file(&f.root, "svc", "fifo", b"x", 0),
+            Err(FileError::NotAFile { kind: "fifo", .. })
+        ));
+    }
+
+    #[test]
+    fn size_limit_is_enforced_both_ways() {
+        let f = Fixture::new();
+        fs::create_dir(f.svc()).unwrap();
+        let big = f.svc().join("big");
+        fs::File::create(&big)
+            .unwrap()
+            .set_len(MAX_FILE_SIZE + 1)
+            .unwrap();
+        let err = pull_file(&f.root, "svc", "big").unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "service svc: path \"big\": {} bytes exceeds the limit of {MAX_FILE_SIZE} bytes",
+                MAX_FILE_SIZE + 1
+            )
+        );
+        let content = vec![0u8; usize::try_from(MAX_FILE_SIZE).unwrap() + 1];
+        assert!(matches!(
+            push_file(&f.root, "svc", "big2", &content, 0),
+            Err(FileError::TooLarge { .. })
+        ));
+        assert!(!f.svc().join("big2").exists());
+    }
+
+    #[test]
+    fn path_length_limits() {
+        let f = Fixture::new();
+        let long_component = "a".repeat(MAX_COMPONENT_LEN + 1);
+        let long_path = vec!["a"; MAX_PATH_LEN / 2 + 1].join("/");
+        for rel in [long_component.as_str(), long_path.as_str()] {
+            assert!(matches!(
+                push_file(&f.root, "svc", rel, b"", 0),
+                Err(FileError::InvalidPath { .. })
+            ));
+        }
+        push_file(&f.root, "svc", &"a".repeat(MAX_COMPONENT_LEN), b"ok", 0).unwrap();
+    }
+
+    #[test]
+    fn missing_root_is_an_io_error_naming_it() {
+        let f = Fixture::new();
+        let err = push_file(&f.base.join("nope"), "svc", "f", b"", 0).unwrap_err();
+        assert!(matches!(err, FileError::Io { .. }), "{err}");
+        assert!(err.to_string().contains("open files root"), "{err}");
+        assert!(!f.base.join("nope").exists());
+    }
+
+    fn segment() -> impl Strategy<Value = &'static str> {
+        prop::sample::select(vec!["a", "b", "..", ".", "", "out", "in", "link"])
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(128))]
+
+        /// Random relative paths made of `a`, `b`, `..`, `.`, empty
+        /// segments and the fixture's links never write outside the
+        /// service directory; a push that succeeds wrote exactly the path
+        /// it was given.
+        #[test]
+        fn random_paths_never_write_outside(
+            segments in prop::collection::vec(segment(), 1..7),
+            leading_slash in any::<bool>(),
+        ) {
+            let f = Fixture::with_links();
+            let rel = format!("{}{}", if leading_slash { "/" } else { "" }, segments.join("/"));
+            let before = f.outside_state();
+            match push_file(&f.root, "svc", &rel, b"written", 0o600) {
+                Ok(()) => {
+                    // Only plain names, and not through a link.
+                    prop_assert!(!leading_slash);
+                    prop_assert!(
+                        segments.iter().all(|s| !matches!(*s, "" | "." | "..")),
+                        "{rel:?}"
+                    );
+                    prop_assert!(!matches!(segments[0], "out" | "in" | "link"), "{rel:?}");
+                    let p = f.svc().join(&rel);
+                    prop_assert!(fs::symlink_metadata(&p).unwrap().is_file());
+                    prop_assert_eq!(fs::read(&p).unwrap(), b"written");
+                    prop_assert_eq!(
+                        pull_file(&f.root, "svc", &rel).unwrap(),
+                        (b"written".to_vec(), 0o600)
+                    );
+                }
+                Err(e) => prop_assert!(
+                    !matches!(e, FileError::Io { .. }),
+                    "{rel:?}: unexpected {e}"
+                ),
+            }
+            prop_assert_eq!(f.outside_state(), before, "{:?} wrote outside", rel);
+        }
+    }
+}
