@@ -265,9 +265,18 @@ pub enum TokenCommand {
         /// Lifetime, e.g. "12h", "30d".
         #[arg(long, default_value = "12h")]
         ttl: String,
-        /// The Ed25519 private key (PKCS#8 PEM).
+        /// The Ed25519 private key (PKCS#8 PEM), from `mcp token keygen`.
+        #[arg(long, env = "MCP_SIGNING_KEY", value_name = "FILE")]
+        key: PathBuf,
+        /// The `iss` claim; verifiers check it.
+        #[arg(long, default_value = mcp_security::jwt::DEFAULT_ISSUER)]
+        issuer: String,
+        /// The `aud` claim; verifiers check it.
+        #[arg(long, default_value = mcp_security::jwt::DEFAULT_AUDIENCE)]
+        audience: String,
+        /// Write the token to this file (mode 0600) instead of standard output.
         #[arg(long, value_name = "FILE")]
-        key: Option<PathBuf>,
+        out: Option<PathBuf>,
     },
     /// Create an Ed25519 key pair for signing tokens.
     Keygen {

@@ -3,6 +3,7 @@
 mod cli;
 mod config;
 mod nodes;
+mod tokens;
 
 use std::io::Write;
 use std::path::Path;
@@ -11,7 +12,7 @@ use std::process::ExitCode;
 use anyhow::{bail, Context, Result};
 use clap::{CommandFactory, Parser};
 
-use cli::{Cli, Command, NodeCommand, Output};
+use cli::{Cli, Command, NodeCommand, Output, TokenCommand};
 use mcp_spec::{LoadOptions, LoadedDir};
 
 fn main() -> ExitCode {
@@ -46,6 +47,31 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 NodeCommand::Add { name, address } => nodes::add(&path, name, address)?,
                 NodeCommand::Remove { name } => nodes::remove(&path, name)?,
                 NodeCommand::List => nodes::list(&cfg, cli.output == Output::Json)?,
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Token { command } => {
+            match command {
+                TokenCommand::Keygen { out } => tokens::keygen(out)?,
+                TokenCommand::Issue {
+                    identity,
+                    account_type,
+                    roles,
+                    ttl,
+                    key,
+                    issuer,
+                    audience,
+                    out,
+                } => tokens::issue(&tokens::IssueArgs {
+                    identity,
+                    account_type,
+                    roles,
+                    ttl,
+                    key,
+                    issuer,
+                    audience,
+                    out: out.as_deref(),
+                })?,
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -136,11 +162,11 @@ fn not_available(cmd: &Command) -> Result<ExitCode> {
         Command::Snapshot(_) => ("snapshot", "snapshots and migration"),
         Command::Agent { .. } => ("agent", "the agent daemon"),
         Command::Login => ("login", "an identity service client"),
-        Command::Token { .. } => ("token", "the security layer"),
         Command::Dev { .. } => ("dev", "the master and agent daemons"),
         Command::Validate { .. }
         | Command::Show { .. }
         | Command::Node { .. }
+        | Command::Token { .. }
         | Command::Completions { .. } => {
             unreachable!("handled above")
         }

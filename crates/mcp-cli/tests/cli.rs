@@ -209,3 +209,72 @@ fn node_add_and_remove_edit_the_config_keeping_comments() {
     let bad = mcp(&["--config", c, "node", "add", "Bad_Name", "x"]);
     assert_eq!(bad.status.code(), Some(1));
 }
+
+/// keygen writes a 0600 private key and a public key; issue signs a token the
+/// security crate's verifier accepts, and refuses nonsense.
+#[test]
+fn token_keygen_and_issue() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("signing.pem");
+    let k = key.to_str().unwrap();
+    let out = mcp(&["token", "keygen", "--out", k]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        !stdout(&out).contains("PRIVATE"),
+        "the key is never printed"
+    );
+    let mode = std::fs::metadata(&key).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    // keygen never overwrites a key.
+    assert_eq!(mcp(&["token", "keygen", "--out", k]).status.code(), Some(1));
+
+    let tok = dir.path().join("op.token");
+    let out = mcp(&[
+        "token",
+        "issue",
+        "alice",
+        "--type",
+        "human",
+        "--roles",
+        "admin,ops",
+        "--ttl",
+        "1h",
+        "--key",
+        k,
+        "--out",
+        tok.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let token = std::fs::read_to_string(&tok).unwrap();
+    let public =
+        mcp_security::jwt::PublicKey::from_file(&dir.path().join("signing.pem.pub")).unwrap();
+    let id = mcp_security::jwt::JwtVerifier::new(public, "mcp", "mcp")
+        .verify_token(token.trim())
+        .unwrap();
+    assert_eq!(id.name, "alice");
+    assert_eq!(id.roles, vec!["admin".to_string(), "ops".to_string()]);
+
+    // Piped stdout gets the token.
+    let out = mcp(&[
+        "token",
+        "issue",
+        "agent-orion",
+        "--type",
+        "system",
+        "--key",
+        k,
+    ]);
+    assert!(out.status.success());
+    assert_eq!(stdout(&out).trim().split('.').count(), 3, "a compact JWS");
+
+    for bad in [
+        &["token", "issue", "x", "--type", "robot", "--key", k][..],
+        &["token", "issue", "x", "--ttl", "forever", "--key", k],
+        &["token", "issue", "x", "--key", "/nonexistent/key.pem"],
+    ] {
+        let out = mcp(bad);
+        assert_eq!(out.status.code(), Some(1), "{bad:?}");
+        assert!(stderr(&out).starts_with("mcp: error:"), "{}", stderr(&out));
+    }
+}
