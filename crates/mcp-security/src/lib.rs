@@ -82,6 +82,7 @@ pub mod identity;
 pub mod idsvc;
 pub mod jwt;
 pub mod layer;
+pub mod pki;
 pub mod registration;
 pub mod tls;
 pub mod token;

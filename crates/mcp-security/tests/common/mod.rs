@@ -58,31 +58,21 @@ pub fn verifier(keys: &Keys, clock: &ManualClock) -> JwtVerifier {
     JwtVerifier::new(keys.public.clone(), ISSUER, AUDIENCE).with_clock(Arc::new(clock.clone()))
 }
 
-/// A CA that issues leaf certificates into a directory.
+/// A CA that issues leaf certificates into a directory (over `mcp_security::pki`).
 pub struct Pki {
     pub dir: PathBuf,
-    issuer: rcgen::CertifiedIssuer<'static, rcgen::KeyPair>,
+    ca: mcp_security::pki::Ca,
     pub ca_path: PathBuf,
 }
 
 impl Pki {
     pub fn new(dir: &Path, name: &str) -> Self {
-        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-        params
-            .distinguished_name
-            .push(rcgen::DnType::CommonName, format!("{name} CA"));
-        params.key_usages = vec![
-            rcgen::KeyUsagePurpose::KeyCertSign,
-            rcgen::KeyUsagePurpose::CrlSign,
-        ];
-        let key = rcgen::KeyPair::generate().unwrap();
-        let issuer = rcgen::CertifiedIssuer::self_signed(params, key).unwrap();
+        let ca = mcp_security::pki::Ca::generate(name).unwrap();
         let ca_path = dir.join(format!("{name}-ca.pem"));
-        std::fs::write(&ca_path, issuer.pem()).unwrap();
+        ca.write_cert(&ca_path).unwrap();
         Self {
             dir: dir.to_path_buf(),
-            issuer,
+            ca,
             ca_path,
         }
     }
@@ -90,27 +80,12 @@ impl Pki {
     /// Issues a leaf for `sans`; `expired` makes it valid only in 2020.
     /// Returns (cert path, key path).
     pub fn leaf(&self, file: &str, sans: &[&str], expired: bool) -> (PathBuf, PathBuf) {
-        let mut params =
-            rcgen::CertificateParams::new(sans.iter().map(|s| s.to_string()).collect::<Vec<_>>())
-                .unwrap();
-        params.distinguished_name.push(
-            rcgen::DnType::CommonName,
-            sans.first().copied().unwrap_or(file),
-        );
-        params.extended_key_usages = vec![
-            rcgen::ExtendedKeyUsagePurpose::ServerAuth,
-            rcgen::ExtendedKeyUsagePurpose::ClientAuth,
-        ];
-        if expired {
-            params.not_before = rcgen::date_time_ymd(2020, 1, 1);
-            params.not_after = rcgen::date_time_ymd(2020, 6, 1);
-        }
-        let key = rcgen::KeyPair::generate().unwrap();
-        let cert = params.signed_by(&key, &self.issuer).unwrap();
-        let cert_path = self.dir.join(format!("{file}.crt"));
-        let key_path = self.dir.join(format!("{file}.key"));
-        std::fs::write(&cert_path, cert.pem()).unwrap();
-        std::fs::write(&key_path, key.serialize_pem()).unwrap();
-        (cert_path, key_path)
+        let validity = if expired {
+            mcp_security::pki::Validity::Expired
+        } else {
+            mcp_security::pki::Validity::Days(30)
+        };
+        let files = self.ca.write_leaf(&self.dir, file, sans, validity).unwrap();
+        (files.cert, files.key)
     }
 }
