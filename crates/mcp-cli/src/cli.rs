@@ -182,8 +182,12 @@ pub enum Command {
     Dev {
         #[arg(long, value_name = "DIR")]
         services: Option<PathBuf>,
-        #[arg(long, default_value_t = 2)]
+        /// Number of agents: the first is the master node, the others workers.
+        #[arg(long, default_value_t = 3)]
         agents: u32,
+        /// Also start an edge node (role edge).
+        #[arg(long)]
+        edge: bool,
         #[arg(long, value_name = "DIR")]
         state_dir: Option<PathBuf>,
     },

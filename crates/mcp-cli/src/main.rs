@@ -2,6 +2,7 @@
 
 mod cli;
 mod config;
+mod dev;
 mod nodes;
 mod tokens;
 
@@ -75,6 +76,17 @@ fn run(cli: Cli) -> Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        Command::Dev {
+            services,
+            agents,
+            edge,
+            state_dir,
+        } => dev::run(&dev::DevOptions {
+            services: services.clone(),
+            agents: *agents,
+            edge: *edge,
+            state_dir: state_dir.clone(),
+        }),
         other => not_available(other),
     }
 }
@@ -162,11 +174,11 @@ fn not_available(cmd: &Command) -> Result<ExitCode> {
         Command::Snapshot(_) => ("snapshot", "snapshots and migration"),
         Command::Agent { .. } => ("agent", "the agent daemon"),
         Command::Login => ("login", "an identity service client"),
-        Command::Dev { .. } => ("dev", "the master and agent daemons"),
         Command::Validate { .. }
         | Command::Show { .. }
         | Command::Node { .. }
         | Command::Token { .. }
+        | Command::Dev { .. }
         | Command::Completions { .. } => {
             unreachable!("handled above")
         }

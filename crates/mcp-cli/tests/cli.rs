@@ -148,7 +148,6 @@ fn commands_not_built_yet_fail_clearly() {
         &["sync", "--dry-run"][..],
         &["deploy", "mcq"],
         &["migrate", "mcq", "--to", "vega"],
-        &["dev"],
     ] {
         let out = mcp(args);
         assert_eq!(out.status.code(), Some(1), "{args:?}");
