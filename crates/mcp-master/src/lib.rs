@@ -9,8 +9,11 @@
 //! - [`watch`]: a thin adapter turning `.git` file events and a periodic poll
 //!   into a channel of "HEAD changed" events.
 
+pub mod agents;
 pub mod config;
+pub mod fake;
 pub mod gitsource;
+pub mod reconcile;
 pub mod state;
 pub mod watch;
 

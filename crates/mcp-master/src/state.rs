@@ -142,6 +142,11 @@ CREATE TABLE audit (
 ) STRICT;
 CREATE INDEX audit_time ON audit (time);
 "#,
+    // 2: the degraded alert of a heal streak is raised once (the planner's
+    // `HealRecord::alerted`).
+    r#"
+ALTER TABLE heal_history ADD COLUMN alerted INTEGER NOT NULL DEFAULT 0;
+"#,
 ];
 
 /// The schema version this build writes.
@@ -531,6 +536,8 @@ pub struct HealRecord {
     pub attempts: u32,
     pub last_attempt: SystemTime,
     pub last_error: Option<String>,
+    /// The degraded alert has been raised for this streak.
+    pub alerted: bool,
 }
 
 /// Where an operation stands.
@@ -785,6 +792,7 @@ fn heal_row(r: &Row<'_>) -> rusqlite::Result<(HealRecord, i64)> {
             attempts: 0,
             last_attempt: from_ms(r.get(3)?),
             last_error: r.get(4)?,
+            alerted: r.get::<_, i64>(5)? != 0,
         },
         attempts,
     ))
@@ -1098,7 +1106,7 @@ impl Reader<'_> {
     pub fn heal_record(&self, service: &str, component: &str) -> Result<Option<HealRecord>> {
         self.query_one(
             &format!("reading heal history of {service}/{component}"),
-            "SELECT service, component, attempts, last_attempt, last_error FROM heal_history WHERE service = ?1 AND component = ?2",
+            "SELECT service, component, attempts, last_attempt, last_error, alerted FROM heal_history WHERE service = ?1 AND component = ?2",
             [service, component],
             heal_row,
             heal_from,
@@ -1109,7 +1117,7 @@ impl Reader<'_> {
     pub fn heal_records(&self) -> Result<Vec<HealRecord>> {
         self.query(
             "listing heal history",
-            "SELECT service, component, attempts, last_attempt, last_error FROM heal_history ORDER BY service, component",
+            "SELECT service, component, attempts, last_attempt, last_error, alerted FROM heal_history ORDER BY service, component",
             [],
             heal_row,
             heal_from,
@@ -1489,6 +1497,25 @@ impl Writer<'_> {
                 what: format!("heal history of {service}/{component}"),
                 detail: "row missing right after it was written".to_string(),
             })
+    }
+
+    /// Records why the last heal attempt of `service`/`component` failed.
+    pub fn record_heal_error(&self, service: &str, component: &str, error: &str) -> Result<bool> {
+        Ok(self.exec(
+            &format!("recording heal error of {service}/{component}"),
+            "UPDATE heal_history SET last_error = ?3 WHERE service = ?1 AND component = ?2",
+            [service, component, error],
+        )? == 1)
+    }
+
+    /// Marks the degraded alert of `service`/`component` as raised (no-op
+    /// without a heal record). Returns true when a record was marked.
+    pub fn mark_heal_alerted(&self, service: &str, component: &str) -> Result<bool> {
+        Ok(self.exec(
+            &format!("marking heal alert of {service}/{component}"),
+            "UPDATE heal_history SET alerted = 1 WHERE service = ?1 AND component = ?2",
+            [service, component],
+        )? == 1)
     }
 
     /// Forgets the attempts of one component (it is running again).

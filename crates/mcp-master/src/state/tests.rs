@@ -547,6 +547,7 @@ fn heal_history_counts_and_resets() {
             attempts: 2,
             last_attempt: t(2),
             last_error: Some("exit 1".into()),
+            alerted: false,
         }
     );
     state
