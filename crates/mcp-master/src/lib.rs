@@ -11,9 +11,12 @@
 
 pub mod agents;
 pub mod config;
+pub mod daemon;
 pub mod fake;
+pub mod fleet;
 pub mod gitsource;
 pub mod reconcile;
+pub mod server;
 pub mod state;
 pub mod watch;
 

@@ -49,14 +49,54 @@ fn main() -> ExitCode {
 }
 
 fn serve(path: &Path) -> ExitCode {
-    if let Err(e) = Config::load(path) {
-        return fail(&e);
+    let cfg = match Config::load(path) {
+        Ok(c) => c,
+        Err(e) => return fail(&e),
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("MCP_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let rt = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("mcp-master: error: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(mcp_master::daemon::serve(cfg, shutdown_signal())) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("mcp-master: error: {e:#}");
+            ExitCode::FAILURE
+        }
     }
-    eprintln!(
-        "mcp-master: error: the master's control loop is not assembled yet (config {} is valid; try `mcp-master check-config`)",
-        path.display()
-    );
-    ExitCode::FAILURE
+}
+
+/// SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
 }
 
 fn check_config(path: &Path) -> ExitCode {

@@ -30,7 +30,7 @@ use mcp_planner::{
     Policy, Timestamp,
 };
 use mcp_security::clock::Clock;
-use mcp_spec::{LoadOptions, ServiceSpec, Tier, Unreadable};
+use mcp_spec::{LoadOptions, ServiceSpec, Tier};
 use tokio::sync::{Mutex, Notify, Semaphore};
 use tokio::task::JoinSet;
 
@@ -406,17 +406,17 @@ impl Reconciler {
     pub fn store_pushed(
         &self,
         specs: &[ServiceSpec],
-        unreadable: &[Unreadable],
+        held: &[String],
         source: &str,
     ) -> Result<(), ReconcileError> {
         let now = self.now();
         self.state.write(|w| {
             let mut all: Vec<ServiceSpec> = specs.to_vec();
-            for u in unreadable {
-                if all.iter().any(|s| s.name == u.name) {
+            for name in held {
+                if all.iter().any(|s| &s.name == name) {
                     continue;
                 }
-                if let Some(old) = w.desired_spec(&u.name)? {
+                if let Some(old) = w.desired_spec(name)? {
                     all.push(old.spec);
                 }
             }

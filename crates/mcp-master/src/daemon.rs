@@ -1,0 +1,270 @@
+//! `mcp-master serve`: everything wired together from a [`Config`].
+//!
+//! Start-up order:
+//! 1. open the database; add the config's `[[nodes]]` bootstrap entries;
+//! 2. mark operations a previous master left running as abandoned (logged);
+//! 3. TLS (server and agent-client configs), the token verifier, the
+//!    master's own token for agent calls;
+//! 4. listen (TLS 1.3, `AuthLayer` with rate limits and the database audit
+//!    sink) so agents can register during the warm-up;
+//! 5. warm-up: probe every known node at once (no alerts), then plan
+//!    without applying and log orphans, services on unavailable nodes and
+//!    stored snapshots older than twice the interval;
+//! 6. ready: the control loop (timer, commits, fleet changes, `Sync`) and
+//!    the health prober run until SIGINT/SIGTERM, then the server stops
+//!    accepting calls and the pass in progress finishes.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use mcp_planner::Note;
+use mcp_proto::pb::mcp_master_service_server::McpMasterServiceServer;
+use mcp_security::authz::AuthzTable;
+use mcp_security::clock::{Clock, SystemClock};
+use mcp_security::identity::TokenVerifier;
+use mcp_security::layer::{AuthLayer, Authorizer};
+use mcp_security::registration::{RateLimiter, RateLimits};
+use mcp_security::tls::{self, CertKeyPaths, ClientAuth};
+use mcp_spec::LoadOptions;
+use tokio::sync::watch;
+
+use crate::agents::{AgentApi, GrpcAgents};
+use crate::config::{Config, TokenVerification};
+use crate::fleet::{Fleet, FleetSettings};
+use crate::gitsource::GitSource;
+use crate::reconcile::{DesiredSource, PassOptions, Reconciler, Settings};
+use crate::server::{MasterService, StateAuditSink};
+use crate::state::State;
+use crate::watch::{HeadWatcher, WatchOptions};
+
+/// The gRPC paths of the registration RPCs (rate limited per identity).
+pub const REGISTER_PATH: &str = "/mcp.v1.McpMasterService/Register";
+pub const HEARTBEAT_PATH: &str = "/mcp.v1.McpMasterService/Heartbeat";
+
+/// Builds the token verifier the config asks for.
+pub fn verifier(cfg: &Config) -> anyhow::Result<Arc<dyn TokenVerifier>> {
+    match cfg.auth.verification() {
+        Some(TokenVerification::Jwt {
+            public_key,
+            issuer,
+            audience,
+        }) => {
+            let key = mcp_security::jwt::PublicKey::from_file(public_key)
+                .with_context(|| format!("auth.issuer_public_key {}", public_key.display()))?;
+            Ok(Arc::new(mcp_security::JwtVerifier::new(key, issuer, audience)))
+        }
+        Some(TokenVerification::IdentityService { url }) => {
+            let tls = tls::client_config(&cfg.server.ca_cert, None)
+                .context("CA bundle for the identity service")?;
+            let v = mcp_security::idsvc::IdentityServiceVerifier::new(url, Some(tls))
+                .with_context(|| format!("auth.identity_service_url {url}"))?;
+            Ok(Arc::new(v))
+        }
+        None => anyhow::bail!("auth: no token verification configured"),
+    }
+}
+
+/// The desired-state source of the config.
+pub fn desired_source(cfg: &Config) -> anyhow::Result<DesiredSource> {
+    Ok(match &cfg.services {
+        Some(s) => DesiredSource::Git {
+            source: GitSource::open(&s.dir)
+                .with_context(|| format!("services.dir {}", s.dir.display()))?,
+            options: LoadOptions {
+                allowed_public_domains: cfg.edge.allowed_domains.clone(),
+            },
+        },
+        None => DesiredSource::Push,
+    })
+}
+
+/// Runs the master until `shutdown` resolves.
+pub async fn serve(
+    cfg: Config,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let state = Arc::new(
+        State::open(&cfg.database.path).context("opening the master database")?,
+    );
+    state.write(|w| {
+        for n in &cfg.nodes {
+            w.add_bootstrap_node(&n.name, n.role, &n.address)?;
+        }
+        Ok(())
+    })?;
+
+    // TLS and tokens.
+    let server_tls = tls::server_config(
+        &CertKeyPaths {
+            cert: cfg.server.tls_cert.clone(),
+            key: cfg.server.tls_key.clone(),
+        },
+        &ClientAuth::Optional(cfg.server.ca_cert.clone()),
+    )
+    .context("server TLS")?;
+    let client_tls = tls::client_config(
+        &cfg.server.ca_cert,
+        Some(&CertKeyPaths {
+            cert: cfg.server.tls_cert.clone(),
+            key: cfg.server.tls_key.clone(),
+        }),
+    )
+    .context("TLS for calls to agents")?;
+    let token = mcp_security::token::read_token(Some(&cfg.auth.token_file))
+        .context("the master's own token (auth.token_file)")?;
+    let bearer = mcp_security::token::BearerInterceptor::new(&token)
+        .context("the master's own token")?;
+    let agents: Arc<dyn AgentApi> = Arc::new(GrpcAgents::new(
+        Arc::new(client_tls),
+        bearer,
+        cfg.timeouts,
+    ));
+
+    // The loop and the registry.
+    let source = desired_source(&cfg)?;
+    let rec = Arc::new(Reconciler::new(
+        state.clone(),
+        agents.clone(),
+        clock.clone(),
+        source.clone(),
+        Settings::from_config(&cfg),
+    ));
+    let abandoned = rec.recover_journal()?;
+    if !abandoned.is_empty() {
+        tracing::warn!(
+            count = abandoned.len(),
+            "operations interrupted by the previous master were marked abandoned"
+        );
+    }
+    let kick_rec = rec.clone();
+    let fleet = Arc::new(Fleet::new(
+        state.clone(),
+        agents.clone(),
+        clock.clone(),
+        FleetSettings::from_config(&cfg),
+        Box::new(move || kick_rec.kick()),
+    ));
+
+    // The server.
+    let rate = RateLimits::new()
+        .with(REGISTER_PATH, cfg.registration.register_min_interval)
+        .with(HEARTBEAT_PATH, cfg.registration.heartbeat_min_interval);
+    let authorizer = Authorizer::new(
+        verifier(&cfg)?,
+        AuthzTable::standard(cfg.auth.master_identity.clone()),
+    )
+    .with_rate_limiter(RateLimiter::new(rate));
+    let layer = AuthLayer::new(authorizer).with_audit_sink(Arc::new(StateAuditSink(state.clone())));
+    let listener = tls::bind(cfg.server.grpc_addr)
+        .await
+        .context("listening for gRPC")?;
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let svc = McpMasterServiceServer::new(MasterService::new(rec.clone(), fleet.clone()));
+    let mut server_stop = stop_rx.clone();
+    let server = tokio::spawn(
+        tonic::transport::Server::builder()
+            .layer(layer)
+            .add_service(svc)
+            .serve_with_incoming_shutdown(
+                tls::tls_incoming(listener, Arc::new(server_tls)),
+                async move {
+                    let _ = server_stop.wait_for(|s| *s).await;
+                },
+            ),
+    );
+    tracing::info!(addr = %cfg.server.grpc_addr, mode = if rec.gitops() { "gitops" } else { "push" }, "listening");
+
+    // Warm-up.
+    fleet.warm_up().await?;
+    warm_up_report(&rec, &cfg).await;
+    tracing::info!("mcp-master ready");
+
+    // GitOps watcher.
+    let (head_tx, head_rx) = tokio::sync::mpsc::channel(8);
+    let _watcher = match (&source, &cfg.services) {
+        (DesiredSource::Git { source, .. }, Some(s)) => {
+            let last = source.head().ok().flatten();
+            Some(HeadWatcher::spawn(
+                source.clone(),
+                last,
+                WatchOptions {
+                    debounce: s.debounce,
+                    poll: s.poll,
+                    file_events: true,
+                },
+                head_tx,
+            ))
+        }
+        _ => None,
+    };
+    let heads = _watcher.as_ref().map(|_| head_rx);
+    let control = tokio::spawn(rec.clone().run(heads, stop_rx.clone()));
+    let probe_every = (cfg.registration.heartbeat_timeout / 3).max(Duration::from_millis(100));
+    let prober = tokio::spawn(fleet.clone().run_prober(probe_every, stop_rx.clone()));
+
+    // Run until asked to stop, or until the server fails.
+    let server_failed = tokio::select! {
+        () = shutdown => None,
+        r = server => Some(r),
+    };
+    tracing::info!("shutting down");
+    let _ = stop_tx.send(true);
+    let _ = tokio::time::timeout(Duration::from_secs(30), control).await;
+    let _ = prober.await;
+    match server_failed {
+        Some(Ok(Err(e))) => Err(anyhow::Error::new(e).context("gRPC server failed")),
+        Some(Err(e)) => Err(anyhow::Error::new(e).context("gRPC server task failed")),
+        _ => Ok(()),
+    }
+}
+
+/// Start-up checks: plan without applying and log orphans, services on
+/// unavailable nodes, pending changes and stale snapshots.
+async fn warm_up_report(rec: &Arc<Reconciler>, cfg: &Config) {
+    match rec
+        .reconcile(PassOptions {
+            dry_run: true,
+            reason: "start-up check".to_string(),
+            ..PassOptions::default()
+        })
+        .await
+    {
+        Ok(out) => {
+            for n in &out.plan.notes {
+                match n {
+                    Note::Orphan { .. } => tracing::warn!(note = %n, "start-up: orphan"),
+                    Note::NodeUnavailable { .. } => {
+                        tracing::warn!(note = %n, "start-up: stale placement")
+                    }
+                    Note::MassPruneRefused { .. } => tracing::warn!(note = %n, "start-up"),
+                }
+            }
+            tracing::info!(
+                entries = out.plan.entries.len(),
+                source = out.plan.source.as_deref().unwrap_or("-"),
+                "start-up: plan computed; the control loop applies it"
+            );
+        }
+        Err(e) => tracing::warn!(error = %e, "start-up: cannot plan yet"),
+    }
+    if let Ok(routes) = rec.state().read(|r| r.edge_routes()) {
+        if !routes.is_empty() {
+            tracing::info!(
+                routes = routes.len(),
+                "start-up: edge routes recorded (not verified: no edge adapter)"
+            );
+        }
+    }
+    if let Some(s) = &cfg.snapshots {
+        let now = rec.now();
+        if let Ok(times) = rec.state().read(|r| r.latest_snapshot_times()) {
+            for (service, at) in times {
+                if now.duration_since(at).is_ok_and(|d| d > s.interval * 2) {
+                    tracing::warn!(service = %service, last = %humantime::format_rfc3339_seconds(at), "start-up: latest snapshot is older than twice the interval");
+                }
+            }
+        }
+    }
+}

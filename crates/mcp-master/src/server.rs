@@ -1,0 +1,825 @@
+//! The master's gRPC service (`McpMasterService`), over the reconciler and
+//! the fleet registry. Authentication, authorization, rate limits and the
+//! audit record happen before these handlers, in `mcp-security`'s
+//! `AuthLayer`; handlers name their target for the audit line.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use mcp_planner::{
+    Action, AgentStatus, ContainerState, Desired, Held, Kind, NodeHealth, Observed, Plan,
+};
+use mcp_proto::pb;
+use mcp_proto::pb::mcp_master_service_server::McpMasterService;
+use mcp_security::audit::{set_audit_target, target, AuditEvent, AuditSink};
+use mcp_security::layer::require_caller;
+use mcp_spec::ServiceSpec;
+use tonic::{Request, Response, Status};
+
+use crate::agents::{AgentError, LogStream};
+use crate::fleet::Fleet;
+use crate::reconcile::{PassOptions, PassOutcome, ReconcileError, Reconciler, StepStatus, SKIPPED};
+use crate::state::{self, AuditEntry, State};
+
+type R<T> = Result<Response<T>, Status>;
+
+/// The `McpMasterService` implementation.
+#[derive(Debug, Clone)]
+pub struct MasterService {
+    rec: Arc<Reconciler>,
+    fleet: Arc<Fleet>,
+}
+
+impl MasterService {
+    pub fn new(rec: Arc<Reconciler>, fleet: Arc<Fleet>) -> Self {
+        Self { rec, fleet }
+    }
+}
+
+/// Stores audit records in the master database.
+#[derive(Debug, Clone)]
+pub struct StateAuditSink(pub Arc<State>);
+
+impl AuditSink for StateAuditSink {
+    fn record(&self, e: &AuditEvent) {
+        let entry = AuditEntry {
+            time: e.time,
+            method: e.method.clone(),
+            caller: format!("{} ({})", e.caller, e.class),
+            target: e.target.clone().unwrap_or_default(),
+            outcome: e.outcome.clone(),
+            duration_ms: u64::try_from(e.duration.as_millis()).unwrap_or(u64::MAX),
+        };
+        if let Err(err) = self.0.write(|w| w.audit(&entry)) {
+            tracing::error!(error = %err, "cannot store audit record");
+        }
+    }
+}
+
+fn rec_status(e: ReconcileError) -> Status {
+    match e {
+        ReconcileError::State(e) => Status::internal(e.to_string()),
+        ReconcileError::Desired(m) => Status::failed_precondition(m),
+        ReconcileError::Refused(m) => Status::failed_precondition(m),
+    }
+}
+
+fn agent_status(e: AgentError) -> Status {
+    e.to_status()
+}
+
+fn rfc3339(t: SystemTime) -> String {
+    humantime::format_rfc3339_seconds(t).to_string()
+}
+
+fn spec_from_pb(m: Option<pb::ServiceSpec>) -> Result<ServiceSpec, Status> {
+    let m = m.ok_or_else(|| Status::invalid_argument("no service spec in the request"))?;
+    let name = m.name.clone();
+    ServiceSpec::try_from(m).map_err(|e| Status::invalid_argument(format!("service {name:?}: {e}")))
+}
+
+fn step(step: &str, status: StepStatus, error: &str, detail: &str) -> pb::StepResult {
+    use pb::StepStatus as S;
+    pb::StepResult {
+        step: step.to_string(),
+        success: status == StepStatus::Succeeded,
+        error: error.to_string(),
+        status: match status {
+            StepStatus::Succeeded => S::Succeeded,
+            StepStatus::Failed => S::Failed,
+            StepStatus::Skipped => S::Skipped,
+        } as i32,
+        detail: detail.to_string(),
+    }
+}
+
+/// The entry of `service` in a plan that is not going to happen (held,
+/// blocked, refused...), as an error line.
+fn not_done(plan: &Plan, service: &str) -> Option<String> {
+    if let Some(r) = &plan.refused {
+        return Some(r.clone());
+    }
+    let e = plan.entry(service)?;
+    match e.kind {
+        Kind::Held | Kind::Blocked | Kind::Refused | Kind::Degraded | Kind::Waiting => {
+            let mut s = format!("{}: {}", e.kind.as_str(), e.reason);
+            for d in &e.details {
+                s.push_str("; ");
+                s.push_str(d);
+            }
+            for st in &e.steps {
+                if let Some(b) = st.blocked.as_deref().filter(|b| !b.starts_with(SKIPPED)) {
+                    s.push_str(&format!("; {} blocked: {b}", st.action));
+                }
+            }
+            Some(s)
+        }
+        _ => None,
+    }
+}
+
+impl MasterService {
+    async fn pass(&self, opts: PassOptions) -> Result<PassOutcome, Status> {
+        self.rec.reconcile(opts).await.map_err(rec_status)
+    }
+
+    fn placement(&self, service: &str) -> Result<state::Placement, Status> {
+        self.rec
+            .state()
+            .read(|r| r.placement(service))
+            .map_err(|e| Status::internal(e.to_string()))?
+            .ok_or_else(|| Status::not_found(format!("service {service} is not placed on any node")))
+    }
+
+    async fn lifecycle(
+        &self,
+        req: Request<pb::ServiceLifecycleRequest>,
+        op: &'static str,
+    ) -> R<pb::ServiceLifecycleResponse> {
+        let req = req.into_inner();
+        let p = self.placement(&req.service_name)?;
+        let t = self
+            .rec
+            .target(&p.node)
+            .map_err(|e| Status::failed_precondition(e.to_string()))?;
+        let _lock = self.rec.locks().lock(&req.service_name).await;
+        let agents = self.rec.agents();
+        let r = match op {
+            "stop" => agents.stop(&t, &req.service_name, &req.component).await,
+            "start" => agents.start(&t, &req.service_name, &req.component).await,
+            _ => agents.restart(&t, &req.service_name, &req.component).await,
+        }
+        .map_err(agent_status)?;
+        let mut results = r;
+        if op != "restart" {
+            let desired = if p.spec.active { "running" } else { "stopped" };
+            results.push(step(
+                "note",
+                StepStatus::Skipped,
+                "",
+                &format!(
+                    "{op} on {} done; the service file says {desired}, so the reconciler restores that on its next pass unless the file's `active` is changed",
+                    p.node
+                ),
+            ));
+        }
+        Ok(Response::new(pb::ServiceLifecycleResponse { results }))
+    }
+
+    /// Status of every service in `desired` ∪ placements (or just `only`).
+    pub async fn status_of(&self, only: Option<&str>) -> Result<Vec<pb::ServiceStatus>, Status> {
+        let desired = match self.rec.desired().await {
+            Ok(d) => d,
+            Err(e) => {
+                tracing::warn!(error = %e, "status: desired state unavailable");
+                Desired::default()
+            }
+        };
+        let observed = self.rec.observe().await.map_err(rec_status)?;
+        let mut names: BTreeSet<&String> = desired.services.keys().collect();
+        names.extend(desired.held.keys());
+        names.extend(observed.placements.keys());
+        let max = self.rec.settings().policy.heal_max_attempts;
+        let out: Vec<pb::ServiceStatus> = names
+            .into_iter()
+            .filter(|n| only.is_none_or(|o| o == n.as_str()))
+            .map(|n| service_status(n, &desired, &observed, max))
+            .collect();
+        if let Some(o) = only {
+            if out.is_empty() {
+                return Err(Status::not_found(format!(
+                    "service {o} is neither desired nor placed"
+                )));
+            }
+        }
+        Ok(out)
+    }
+}
+
+fn service_status(name: &str, desired: &Desired, o: &Observed, max: u32) -> pb::ServiceStatus {
+    let spec = desired.services.get(name);
+    let placement = o.placements.get(name);
+    let tier = spec
+        .map(|s| s.tier)
+        .or(placement.map(|p| p.tier))
+        .map(|t| t.as_str().to_string())
+        .unwrap_or_default();
+    let mut s = pb::ServiceStatus {
+        name: name.to_string(),
+        node: placement.map(|p| p.node.clone()).unwrap_or_default(),
+        tier,
+        status: "unknown".to_string(),
+        edge_routes: o
+            .edge_routes
+            .iter()
+            .filter(|(_, r)| r.service == name)
+            .map(|(h, r)| pb::EdgeRouteStatus {
+                hostname: h.clone(),
+                edge_node: r.edge_node.clone(),
+                cert_expires: String::new(),
+            })
+            .collect(),
+        detail: String::new(),
+        components: Vec::new(),
+    };
+    let mut detail: Vec<String> = Vec::new();
+    if let Some(Held { file, errors }) = desired.held.get(name) {
+        detail.push(format!(
+            "file {file} cannot be read, the service is held as it is: {}",
+            errors.join("; ")
+        ));
+    }
+    match placement {
+        None => detail.push("not deployed yet".to_string()),
+        Some(p) => {
+            let node = o.nodes.get(&p.node);
+            let report = o.agents.get(&p.node);
+            match (node, report) {
+                (None, _) => {
+                    s.status = "unhealthy".to_string();
+                    detail.push(format!("node {} is not registered", p.node));
+                }
+                (Some(n), _) if n.health != NodeHealth::Healthy => {
+                    s.status = "unhealthy".to_string();
+                    detail.push(format!("node {} is {}", p.node, n.health.as_str()));
+                }
+                (_, None) => {
+                    s.status = "unknown".to_string();
+                    detail.push(format!("node {} did not report", p.node));
+                }
+                (_, Some(AgentStatus::Unreachable { error })) => {
+                    s.status = "unknown".to_string();
+                    detail.push(format!("node {} is unreachable: {error}", p.node));
+                }
+                (_, Some(AgentStatus::Reported { services })) => match services.get(name) {
+                    None => {
+                        s.status = "unknown".to_string();
+                        detail.push(format!("the agent on {} does not report it", p.node));
+                    }
+                    Some(r) => {
+                        s.components = r
+                            .components
+                            .iter()
+                            .map(|(c, cr)| pb::ComponentInfo {
+                                name: c.clone(),
+                                image: cr.image.clone(),
+                                version: cr.version.clone(),
+                                desired_state: if r.active { "running" } else { "stopped" }
+                                    .to_string(),
+                                observed_state: cr.state.as_str().to_string(),
+                                restart_count: cr.restarts,
+                                ..Default::default()
+                            })
+                            .collect();
+                        let down: Vec<&String> = r
+                            .components
+                            .iter()
+                            .filter(|(_, c)| c.state != ContainerState::Running)
+                            .map(|(n, _)| n)
+                            .collect();
+                        let heal = o.heal.get(name);
+                        let degraded: Vec<String> = down
+                            .iter()
+                            .filter_map(|c| {
+                                heal.and_then(|h| h.get(*c))
+                                    .filter(|h| h.attempts >= max)
+                                    .map(|h| {
+                                        format!("{c} degraded after {} heal attempts", h.attempts)
+                                    })
+                            })
+                            .collect();
+                        if !degraded.is_empty() {
+                            s.status = "degraded".to_string();
+                            detail.extend(degraded);
+                        } else if down.is_empty() {
+                            s.status = "running".to_string();
+                        } else if !r.active && down.len() == r.components.len() {
+                            s.status = "stopped".to_string();
+                        } else {
+                            s.status = "unhealthy".to_string();
+                            detail.push(format!(
+                                "down: {}",
+                                down.iter()
+                                    .map(|c| format!(
+                                        "{c} {}",
+                                        r.components[*c].state.as_str()
+                                    ))
+                                    .collect::<Vec<_>>()
+                                    .join(", ")
+                            ));
+                        }
+                    }
+                },
+            }
+        }
+    }
+    s.detail = detail.join("; ");
+    s
+}
+
+/// The main result of a one-service pass: the deploy-like step, DNS, edge.
+fn deploy_response(service: &str, out: &PassOutcome, node: String) -> pb::MasterDeployResponse {
+    let mut deploy = None;
+    let mut dns = None;
+    let mut edge = None;
+    let mut errors = Vec::new();
+    for r in out.results.iter().filter(|r| r.service == service) {
+        match &r.action {
+            Action::SetDns { .. } | Action::RemoveDns { .. } => {
+                dns.get_or_insert_with(|| r.to_pb());
+            }
+            Action::SetEdgeRoute { .. } | Action::RemoveEdgeRoute { .. } => {
+                edge.get_or_insert_with(|| r.to_pb());
+            }
+            _ => {
+                if deploy.is_none() || r.status == StepStatus::Failed {
+                    deploy = Some(r.to_pb());
+                }
+            }
+        }
+        if r.status == StepStatus::Failed {
+            errors.push(format!("{}: {}", r.step(), r.error));
+        }
+    }
+    if let Some(e) = not_done(&out.plan, service) {
+        errors.push(e);
+    }
+    let deploy = deploy.unwrap_or_else(|| {
+        if errors.is_empty() {
+            step(
+                &format!("deploy {service}"),
+                StepStatus::Succeeded,
+                "",
+                "already deployed as desired; nothing to do",
+            )
+        } else {
+            step(&format!("deploy {service}"), StepStatus::Failed, &errors.join("; "), "")
+        }
+    });
+    let dns = dns.unwrap_or_else(|| {
+        step(
+            "dns",
+            StepStatus::Skipped,
+            "",
+            "skipped: no DNS change (or no DNS adapter configured)",
+        )
+    });
+    let edge = edge.unwrap_or_else(|| {
+        step(
+            "edge route",
+            StepStatus::Skipped,
+            "",
+            "skipped: no edge route change (no public route, or no edge adapter configured)",
+        )
+    });
+    pb::MasterDeployResponse {
+        node,
+        success: errors.is_empty(),
+        error: errors.join("; "),
+        deploy_result: Some(deploy),
+        edge_route_result: Some(edge),
+        dns_result: Some(dns),
+    }
+}
+
+#[tonic::async_trait]
+impl McpMasterService for MasterService {
+    async fn deploy(&self, req: Request<pb::MasterDeployRequest>) -> R<pb::MasterDeployResponse> {
+        let caller = require_caller(&req)?.identity.name.clone();
+        let inner = req.get_ref().clone();
+        let spec = spec_from_pb(inner.service)?;
+        let name = spec.name.clone();
+        set_audit_target(&req, target(Some(&name), None));
+        if !inner.component.is_empty() {
+            return Err(Status::unimplemented(
+                "deploying a single component through the master is not available yet; deploy the whole service",
+            ));
+        }
+        let mut note = None;
+        let desired = if self.rec.gitops() {
+            let d = self.rec.desired().await.map_err(rec_status)?;
+            match d.services.get(&name) {
+                None if d.held.contains_key(&name) => {
+                    return Err(Status::failed_precondition(format!(
+                        "GitOps mode: the committed file of {name} cannot be read; fix and commit it"
+                    )))
+                }
+                None => {
+                    return Err(Status::failed_precondition(format!(
+                        "GitOps mode: {name} is not in the committed services directory; commit its file first"
+                    )))
+                }
+                Some(committed) if *committed != spec => {
+                    note = Some(format!(
+                        "GitOps mode: deployed the committed spec of {name}; the request's spec differs (commit it to deploy it)"
+                    ));
+                }
+                Some(_) => {}
+            }
+            d
+        } else {
+            let now = self.rec.now();
+            self.rec
+                .state()
+                .write(|w| w.put_desired_spec(&spec, &format!("deploy by {caller}"), now))
+                .map_err(|e| Status::internal(e.to_string()))?;
+            self.rec.desired().await.map_err(rec_status)?
+        };
+        let out = self
+            .pass(PassOptions {
+                only: Some(name.clone()),
+                desired: Some(desired),
+                reason: format!("deploy {name} by {caller}"),
+                ..PassOptions::default()
+            })
+            .await?;
+        let node = self
+            .rec
+            .state()
+            .read(|r| r.placement(&name))
+            .ok()
+            .flatten()
+            .map(|p| p.node)
+            .unwrap_or_default();
+        let mut resp = deploy_response(&name, &out, node);
+        if let (Some(n), Some(d)) = (note, resp.deploy_result.as_mut()) {
+            d.detail = if d.detail.is_empty() {
+                n
+            } else {
+                format!("{}; {n}", d.detail)
+            };
+        }
+        Ok(Response::new(resp))
+    }
+
+    async fn undeploy(
+        &self,
+        req: Request<pb::MasterUndeployRequest>,
+    ) -> R<pb::MasterUndeployResponse> {
+        let caller = require_caller(&req)?.identity.name.clone();
+        let name = req.get_ref().service_name.clone();
+        set_audit_target(&req, target(Some(&name), None));
+        let mut desired = self.rec.desired().await.map_err(rec_status)?;
+        if self.rec.gitops() {
+            if desired.services.contains_key(&name) || desired.held.contains_key(&name) {
+                return Err(Status::failed_precondition(format!(
+                    "GitOps mode: {name} is still in the committed services directory; delete its file and commit (the master then undeploys it)"
+                )));
+            }
+        } else {
+            self.rec
+                .state()
+                .write(|w| w.remove_desired_spec(&name))
+                .map_err(|e| Status::internal(e.to_string()))?;
+            desired.services.remove(&name);
+        }
+        let placed = self
+            .rec
+            .state()
+            .read(|r| r.placement(&name))
+            .map_err(|e| Status::internal(e.to_string()))?;
+        if placed.is_none() {
+            return Ok(Response::new(pb::MasterUndeployResponse {
+                success: true,
+                error: String::new(),
+                results: vec![step(
+                    &format!("undeploy {name}"),
+                    StepStatus::Succeeded,
+                    "",
+                    "not placed on any node; nothing to do",
+                )],
+            }));
+        }
+        let out = self
+            .pass(PassOptions {
+                only: Some(name.clone()),
+                desired: Some(desired),
+                reason: format!("undeploy {name} by {caller}"),
+                ..PassOptions::default()
+            })
+            .await?;
+        let mut errors: Vec<String> = out
+            .results
+            .iter()
+            .filter(|r| r.status == StepStatus::Failed)
+            .map(|r| format!("{}: {}", r.step(), r.error))
+            .collect();
+        if let Some(e) = not_done(&out.plan, &name) {
+            errors.push(e);
+        }
+        Ok(Response::new(pb::MasterUndeployResponse {
+            success: errors.is_empty(),
+            error: errors.join("; "),
+            results: out.results.iter().map(|r| r.to_pb()).collect(),
+        }))
+    }
+
+    async fn status(&self, req: Request<pb::StatusRequest>) -> R<pb::StatusResponse> {
+        let name = req.get_ref().service_name.clone();
+        if !name.is_empty() {
+            set_audit_target(&req, target(Some(&name), None));
+        }
+        let services = self
+            .status_of((!name.is_empty()).then_some(name.as_str()))
+            .await?;
+        Ok(Response::new(pb::StatusResponse { services }))
+    }
+
+    async fn sync(&self, req: Request<pb::SyncRequest>) -> R<pb::SyncResponse> {
+        let caller = require_caller(&req)?.identity.name.clone();
+        let req = req.into_inner();
+        let mut specs = Vec::new();
+        for m in req.services {
+            specs.push(spec_from_pb(Some(m))?);
+        }
+        let mut names = BTreeSet::new();
+        for s in &specs {
+            if !names.insert(s.name.clone()) {
+                return Err(Status::invalid_argument(format!(
+                    "service {} appears twice in the request",
+                    s.name
+                )));
+            }
+        }
+        let held: BTreeMap<String, Held> = req
+            .unreadable
+            .into_iter()
+            .map(|u| {
+                (
+                    u.name,
+                    Held {
+                        file: u.file,
+                        errors: u.errors,
+                    },
+                )
+            })
+            .collect();
+        let source = if req.source.is_empty() {
+            format!("sync by {caller}")
+        } else {
+            req.source.clone()
+        };
+        let requested = Desired {
+            source: Some(source.clone()),
+            services: specs.iter().map(|s| (s.name.clone(), s.clone())).collect(),
+            held: held.clone(),
+        };
+        let gitops = self.rec.gitops();
+        let reason = format!("sync by {caller}");
+        let mut prefix = Vec::new();
+        let out = if req.dry_run {
+            let desired = if gitops && specs.is_empty() && held.is_empty() {
+                None
+            } else {
+                Some(requested)
+            };
+            self.pass(PassOptions {
+                allow_mass_prune: req.allow_mass_prune,
+                dry_run: true,
+                desired,
+                reason,
+                ..PassOptions::default()
+            })
+            .await?
+        } else if gitops {
+            prefix.push(step(
+                "source",
+                StepStatus::Succeeded,
+                "",
+                &format!(
+                    "GitOps mode: the request's {} specs are ignored; the committed tree at HEAD of the services directory is applied",
+                    specs.len()
+                ),
+            ));
+            self.pass(PassOptions {
+                allow_mass_prune: req.allow_mass_prune,
+                reason,
+                ..PassOptions::default()
+            })
+            .await?
+        } else {
+            // Check the guard before the new desired state is stored, so a
+            // refused sync leaves the previous one in force.
+            let preview = self
+                .pass(PassOptions {
+                    allow_mass_prune: req.allow_mass_prune,
+                    dry_run: true,
+                    desired: Some(requested),
+                    reason: reason.clone(),
+                    ..PassOptions::default()
+                })
+                .await?;
+            if preview.plan.refused.is_some() {
+                preview
+            } else {
+                let held_names: Vec<String> = held.keys().cloned().collect();
+                self.rec
+                    .store_pushed(&specs, &held_names, &source)
+                    .map_err(rec_status)?;
+                self.pass(PassOptions {
+                    allow_mass_prune: req.allow_mass_prune,
+                    reason,
+                    ..PassOptions::default()
+                })
+                .await?
+            }
+        };
+        let mut results = prefix;
+        results.extend(out.results.iter().map(|r| r.to_pb()));
+        Ok(Response::new(pb::SyncResponse {
+            plan_json: mcp_planner::render_json(&out.plan),
+            results,
+            changes: out.plan.has_changes(),
+        }))
+    }
+
+    async fn migrate(&self, _: Request<pb::MigrateRequest>) -> R<pb::MigrateResponse> {
+        Err(Status::unimplemented(
+            "migrate is not available yet: the master cannot move service data between nodes",
+        ))
+    }
+
+    async fn list_nodes(&self, _: Request<pb::ListNodesRequest>) -> R<pb::ListNodesResponse> {
+        let nodes = self
+            .rec
+            .state()
+            .read(|r| r.nodes())
+            .map_err(|e| Status::internal(e.to_string()))?;
+        Ok(Response::new(pb::ListNodesResponse {
+            nodes: nodes
+                .into_iter()
+                .map(|n| pb::NodeInfo {
+                    name: n.name,
+                    role: n.role.as_str().to_string(),
+                    address: n.address,
+                    arch: n.arch,
+                    status: n.status.as_str().to_string(),
+                    containers: n.containers,
+                    last_heartbeat: n.last_heartbeat.map(rfc3339).unwrap_or_default(),
+                })
+                .collect(),
+        }))
+    }
+
+    async fn create_snapshot(
+        &self,
+        _: Request<pb::CreateSnapshotRequest>,
+    ) -> R<pb::CreateSnapshotResponse> {
+        Err(Status::unimplemented(
+            "snapshots are not available through the master yet",
+        ))
+    }
+
+    async fn list_snapshots(
+        &self,
+        _: Request<pb::ListSnapshotsRequest>,
+    ) -> R<pb::ListSnapshotsResponse> {
+        Err(Status::unimplemented(
+            "snapshots are not available through the master yet",
+        ))
+    }
+
+    async fn stop_service(
+        &self,
+        req: Request<pb::ServiceLifecycleRequest>,
+    ) -> R<pb::ServiceLifecycleResponse> {
+        set_audit_target(&req, target(Some(&req.get_ref().service_name), None));
+        self.lifecycle(req, "stop").await
+    }
+
+    async fn start_service(
+        &self,
+        req: Request<pb::ServiceLifecycleRequest>,
+    ) -> R<pb::ServiceLifecycleResponse> {
+        set_audit_target(&req, target(Some(&req.get_ref().service_name), None));
+        self.lifecycle(req, "start").await
+    }
+
+    async fn restart_service(
+        &self,
+        req: Request<pb::ServiceLifecycleRequest>,
+    ) -> R<pb::ServiceLifecycleResponse> {
+        set_audit_target(&req, target(Some(&req.get_ref().service_name), None));
+        self.lifecycle(req, "restart").await
+    }
+
+    type ServiceLogsStream = LogStream;
+
+    async fn service_logs(&self, req: Request<pb::ServiceLogsRequest>) -> R<Self::ServiceLogsStream> {
+        set_audit_target(&req, target(Some(&req.get_ref().service_name), None));
+        let req = req.into_inner();
+        let p = self.placement(&req.service_name)?;
+        let t = self
+            .rec
+            .target(&p.node)
+            .map_err(|e| Status::failed_precondition(e.to_string()))?;
+        let stream = self
+            .rec
+            .agents()
+            .logs(
+                &t,
+                pb::LogsRequest {
+                    service_name: req.service_name,
+                    component: req.component,
+                    follow: req.follow,
+                    tail: req.tail,
+                    since: String::new(),
+                },
+            )
+            .await
+            .map_err(agent_status)?;
+        Ok(Response::new(stream))
+    }
+
+    async fn service_events(
+        &self,
+        req: Request<pb::ServiceEventsRequest>,
+    ) -> R<pb::EventsResponse> {
+        let req = req.into_inner();
+        let nodes: Vec<String> = if req.service_name.is_empty() {
+            self.rec
+                .state()
+                .read(|r| r.nodes())
+                .map_err(|e| Status::internal(e.to_string()))?
+                .into_iter()
+                .filter(|n| n.status == state::NodeStatus::Healthy)
+                .map(|n| n.name)
+                .collect()
+        } else {
+            vec![self.placement(&req.service_name)?.node]
+        };
+        let mut events = Vec::new();
+        for node in nodes {
+            let t = self
+                .rec
+                .target(&node)
+                .map_err(|e| Status::internal(e.to_string()))?;
+            let r = self
+                .rec
+                .agents()
+                .events(
+                    &t,
+                    pb::EventsRequest {
+                        service_name: req.service_name.clone(),
+                        component: String::new(),
+                        since: req.since.clone(),
+                        limit: req.limit,
+                    },
+                )
+                .await;
+            match r {
+                Ok(r) => events.extend(r.events.into_iter().map(|mut e| {
+                    if e.node.is_empty() {
+                        e.node.clone_from(&node);
+                    }
+                    e
+                })),
+                Err(e) if req.service_name.is_empty() => {
+                    tracing::warn!(node = %node, error = %e, "events: node skipped")
+                }
+                Err(e) => return Err(agent_status(e)),
+            }
+        }
+        events.sort_by(|a, b| a.timestamp.cmp(&b.timestamp));
+        if req.limit > 0 {
+            let keep = req.limit as usize;
+            if events.len() > keep {
+                events.drain(..events.len() - keep);
+            }
+        }
+        Ok(Response::new(pb::EventsResponse { events }))
+    }
+
+    async fn list_edge_routes(
+        &self,
+        _: Request<pb::ListMasterEdgeRoutesRequest>,
+    ) -> R<pb::ListMasterEdgeRoutesResponse> {
+        Err(Status::unimplemented(
+            "edge routes are not available yet: no edge route adapter is configured",
+        ))
+    }
+
+    async fn register(&self, req: Request<pb::RegisterRequest>) -> R<pb::RegisterResponse> {
+        let caller = require_caller(&req)?.clone();
+        let r = req.get_ref();
+        set_audit_target(&req, target(None, Some(&r.name)));
+        self.fleet
+            .register(&caller.identity, &r.name, &r.role, &r.address, &r.arch)?;
+        Ok(Response::new(pb::RegisterResponse { accepted: true }))
+    }
+
+    async fn heartbeat(&self, req: Request<pb::HeartbeatRequest>) -> R<pb::HeartbeatResponse> {
+        let caller = require_caller(&req)?.clone();
+        let r = req.get_ref();
+        set_audit_target(&req, target(None, Some(&r.name)));
+        let hb = state::Heartbeat {
+            cpu_millicores: r.cpu_millicores,
+            memory_bytes: r.memory_bytes,
+            disk_bytes: r.disk_bytes,
+            containers: r.containers,
+        };
+        self.fleet.heartbeat(&caller.identity, &r.name, &hb)?;
+        Ok(Response::new(pb::HeartbeatResponse { acknowledged: true }))
+    }
+}
