@@ -2,6 +2,11 @@
 //! `testing`). It runs against [`crate::FakeRuntime`] in a unit test and
 //! against real podman in `tests/podman.rs`, so the fake cannot drift from
 //! the real thing.
+//!
+//! [`podman`] sets up real podman in an isolated storage for any crate's
+//! podman tests.
+
+pub mod podman;
 
 use std::net::{Ipv4Addr, TcpListener};
 use std::time::Duration;

@@ -6,147 +6,17 @@
 //! `scripts/build-test-images.sh`. Skips loudly when podman is missing,
 //! unless `MCP_REQUIRE_PODMAN=1`. See the crate docs.
 
-use std::ffi::OsString;
 use std::net::Ipv4Addr;
-use std::path::{Path, PathBuf};
-use std::process::Command;
-use std::sync::OnceLock;
+use std::path::Path;
 use std::time::Duration;
 
+use mcp_runtime::testing::podman::{remove_quietly, TestPodman, WEB_V1, WEB_V2};
 use mcp_runtime::{testing, ContainerConfig, ContainerRuntime, Podman, PortBinding, RuntimeError};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-const WEB_V1: &str = "localhost/mcp-test/web:v1";
-const WEB_V2: &str = "localhost/mcp-test/web:v2";
-
-struct TestPodman {
-    binary: OsString,
-    global_args: Vec<OsString>,
-    conf: OsString,
-}
-
-impl TestPodman {
-    fn runtime(&self) -> Podman {
-        Podman::new()
-            .binary(&self.binary)
-            .global_args(&self.global_args)
-            .env("CONTAINERS_CONF", &self.conf)
-            .command_timeout(Duration::from_secs(60))
-    }
-
-    /// Raw podman CLI with the same storage, for setting up what the trait
-    /// cannot (unlabelled containers).
-    fn cli(&self) -> Command {
-        let mut c = Command::new(&self.binary);
-        c.args(&self.global_args).env("CONTAINERS_CONF", &self.conf);
-        c
-    }
-}
-
-fn repo_root() -> PathBuf {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    root.canonicalize().unwrap_or(root)
-}
-
-fn require_podman() -> bool {
-    std::env::var("MCP_REQUIRE_PODMAN").is_ok_and(|v| !v.is_empty() && v != "0")
-}
-
-fn setup() -> Result<TestPodman, String> {
-    let binary: OsString = std::env::var_os("MCP_PODMAN").unwrap_or_else(|| "podman".into());
-    match Command::new(&binary).arg("--version").output() {
-        Ok(o) if o.status.success() => {}
-        Ok(o) => {
-            return Err(format!(
-                "{} --version failed: {}",
-                binary.to_string_lossy(),
-                String::from_utf8_lossy(&o.stderr)
-            ))
-        }
-        Err(e) => return Err(format!("{} not runnable: {e}", binary.to_string_lossy())),
-    }
-    let dir = std::env::var_os("MCP_PODMAN_TEST_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_TARGET_TMPDIR")).join("mcp-runtime-podman"));
-    let conf = std::env::var_os("CONTAINERS_CONF")
-        .unwrap_or_else(|| repo_root().join("tests/podman/containers.conf").into());
-    let runroot = short_runroot(&dir);
-    let script = repo_root().join("scripts/build-test-images.sh");
-    let out = Command::new(&script)
-        .env("MCP_PODMAN", &binary)
-        .env("MCP_PODMAN_ROOT", &dir)
-        .env("MCP_PODMAN_RUNROOT", &runroot)
-        .env("CONTAINERS_CONF", &conf)
-        .output()
-        .map_err(|e| format!("cannot run {}: {e}", script.display()))?;
-    if !out.status.success() {
-        // podman is installed, so this is a real failure, not a skip.
-        panic!(
-            "{} failed:\n{}{}",
-            script.display(),
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    // Keep in sync with scripts/build-test-images.sh.
-    let global_args = vec![
-        "--root".into(),
-        dir.join("root").into(),
-        "--runroot".into(),
-        runroot.clone().into(),
-        "--tmpdir".into(),
-        runroot.join("tmp").into(),
-        "--storage-driver".into(),
-        "vfs".into(),
-    ];
-    Ok(TestPodman {
-        binary,
-        global_args,
-        conf,
-    })
-}
-
-/// podman refuses runroots longer than 50 characters, so the runroot lives
-/// in `/tmp`, named after the storage dir (FNV-1a) so that each storage
-/// always gets the same one (podman checks) and different checkouts do not
-/// share one. Like a real runroot it may vanish on reboot; podman copes.
-fn short_runroot(dir: &Path) -> PathBuf {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in dir.as_os_str().as_encoded_bytes() {
-        h = (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3);
-    }
-    PathBuf::from(format!("/tmp/mcp-podman-{h:016x}"))
-}
-
-/// The shared test podman, or `None` (after a loud message) when podman is
-/// missing and not required.
+/// The shared test podman (see `mcp_runtime::testing::podman`).
 fn podman() -> Option<&'static TestPodman> {
-    static SETUP: OnceLock<Result<TestPodman, String>> = OnceLock::new();
-    match SETUP.get_or_init(setup) {
-        Ok(p) => Some(p),
-        Err(why) if require_podman() => {
-            panic!("MCP_REQUIRE_PODMAN is set but podman is unusable: {why}")
-        }
-        Err(why) => {
-            eprintln!(
-                "\n{bar}\nSKIPPING podman tests: {why}\n\
-                 install podman, runc and busybox-static, or set MCP_REQUIRE_PODMAN=1 \
-                 to make this a failure\n{bar}\n",
-                bar = "!".repeat(72)
-            );
-            None
-        }
-    }
-}
-
-async fn remove_quietly<R: ContainerRuntime>(rt: &R, names: &[&str]) {
-    for n in names {
-        match rt.remove(n, true).await {
-            Ok(()) => {}
-            Err(e) if e.is_not_found() => {}
-            Err(e) => panic!("removing {n}: {e}"),
-        }
-    }
+    testing::podman::shared(Path::new(env!("CARGO_TARGET_TMPDIR")).join("mcp-runtime-podman"))
 }
 
 async fn http_get(port: u16, path: &str) -> Option<String> {
