@@ -18,6 +18,7 @@
 //! `alert` runs one configured program. Nothing here talks to podman or the
 //! network yet.
 
+pub mod agent;
 pub mod alert;
 pub mod clock;
 pub mod config;
@@ -25,8 +26,13 @@ pub mod files;
 pub mod monitor;
 pub mod ports;
 pub mod registry;
+pub mod server;
 pub mod snapshot;
 
+pub use agent::{
+    Agent, AgentError, AgentSettings, ComponentStatus, DeployOutcome, Health, HealthStatus,
+    Inventory, MonitorReport, ServiceStatus, Step, StepOutcome, LABEL_CONFIG_HASH,
+};
 pub use alert::{AlertError, Alerter};
 pub use clock::Timestamp;
 pub use config::{Config, ConfigError, ConfigProblem, NodeRole};
@@ -39,4 +45,5 @@ pub use registry::{
     ComponentRecord, DesiredState, Event, EventKind, EventQuery, NewEvent, ObservedState, Registry,
     RegistryError, ServiceRecord, UpsertOutcome,
 };
+pub use server::{serve, AgentService, ServeError, ServerSecurity};
 pub use snapshot::{snapshot_database, SnapshotError, SnapshotFile, SnapshotOutcome};

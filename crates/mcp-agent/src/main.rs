@@ -1,7 +1,7 @@
 //! `mcp-agent`: the MCP node agent.
 //!
 //! ```text
-//! mcp-agent --config FILE                 serve (the gRPC server is not assembled yet)
+//! mcp-agent --config FILE                 serve (the default command)
 //! mcp-agent check-config --config FILE    validate the configuration (exit 0/1)
 //! mcp-agent snapshot --config FILE        back up the agent database
 //! ```
@@ -11,7 +11,11 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use mcp_agent::{snapshot_database, Config, Timestamp};
+use std::sync::Arc;
+
+use mcp_agent::server::{self, ServerSecurity};
+use mcp_agent::{snapshot_database, Agent, Config, Registry, Timestamp};
+use mcp_runtime::Podman;
 
 #[derive(Debug, Parser)]
 #[command(name = "mcp-agent", version, about = "MCP node agent")]
@@ -32,7 +36,9 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Run the agent (the default).
+    /// Run the agent (the default): restore the registry's desired state,
+    /// serve gRPC on `[server] grpc_addr` (TLS 1.3, bearer tokens) and run
+    /// the monitor; stop gracefully on SIGTERM or Ctrl-C.
     Serve,
     /// Parse and validate the configuration; exit 0 when it is valid.
     CheckConfig,
@@ -97,10 +103,103 @@ fn run(cli: Cli) -> anyhow::Result<()> {
 }
 
 fn serve(config: &Config) -> anyhow::Result<()> {
-    anyhow::bail!(
-        "the agent's gRPC server is not assembled yet (node {}, {}); \
-         only check-config and snapshot work in this build",
-        config.node.name,
-        config.server.grpc_addr
-    )
+    init_tracing();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    rt.block_on(daemon(config))
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // A second initialisation (tests) is harmless: keep the first.
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+/// The podman runtime of `[podman]`.
+fn podman(config: &Config) -> Podman {
+    let mut p = Podman::new()
+        .binary(&config.podman.binary)
+        .global_args(&config.podman.global_args);
+    for (k, v) in &config.podman.env {
+        p = p.env(k, v);
+    }
+    p
+}
+
+async fn daemon(config: &Config) -> anyhow::Result<()> {
+    let security = ServerSecurity::from_config(config)?;
+    let registry = Registry::open(&config.database.path)?;
+    let agent = Arc::new(Agent::from_config(config, podman(config), registry)?);
+    let listener = server::bind(config).await?;
+    tracing::info!(
+        node = %config.node.name,
+        role = %config.node.role,
+        addr = %config.server.grpc_addr,
+        "mcp-agent serving"
+    );
+
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+
+    // Start-up convergence, then the monitor, beside the server; neither
+    // waits for the master.
+    let background = {
+        let agent = agent.clone();
+        let interval = config.monitor.interval;
+        let rx = stop_rx.clone();
+        tokio::spawn(async move {
+            tokio::select! {
+                () = stopped(rx.clone()) => return,
+                result = agent.converge() => match result {
+                    Ok(steps) => {
+                        let failed = steps.iter().filter(|s| s.is_failed()).count();
+                        tracing::info!(steps = steps.len(), failed, "start-up convergence done");
+                    }
+                    Err(e) => tracing::error!(error = %e, "start-up convergence failed"),
+                },
+            }
+            agent.run_monitor(interval, stopped(rx)).await;
+        })
+    };
+
+    let result = server::serve(agent, listener, security, shutdown_signal()).await;
+    let _ = stop_tx.send(true);
+    if let Err(e) = background.await {
+        tracing::error!(error = %e, "background task failed");
+    }
+    tracing::info!("mcp-agent stopped");
+    result.map_err(Into::into)
+}
+
+/// Resolves on SIGTERM or Ctrl-C (SIGINT).
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(e) = tokio::signal::ctrl_c().await {
+            tracing::error!(error = %e, "cannot listen for Ctrl-C");
+            std::future::pending::<()>().await;
+        }
+    };
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    tokio::select! {
+        () = ctrl_c => tracing::info!("Ctrl-C: shutting down"),
+        () = term => tracing::info!("SIGTERM: shutting down"),
+    }
 }

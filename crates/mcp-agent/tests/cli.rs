@@ -1,4 +1,4 @@
-//! The `mcp-agent` binary: check-config, snapshot, and the serve stub.
+//! The `mcp-agent` binary: check-config, snapshot, and serve's start-up checks.
 
 mod common;
 
@@ -137,15 +137,13 @@ fn missing_config_argument_is_explained() {
 }
 
 #[test]
-fn serve_says_it_is_not_assembled_yet() {
+fn serve_refuses_unusable_tls_material() {
     let dir = tempfile::tempdir().expect("tempdir");
     let cfg = write_config(dir.path(), "");
     let (code, _, err) = run(bin().arg("--config").arg(&cfg));
     assert_eq!(code, 1);
-    assert!(
-        err.contains("the agent's gRPC server is not assembled yet"),
-        "{err}"
-    );
+    assert!(err.contains("agent TLS"), "{err}");
+    assert!(err.contains("agent.crt"), "{err}");
 }
 
 #[test]
