@@ -611,7 +611,7 @@ impl Reconciler {
             let sem = Arc::new(Semaphore::new(self.settings.concurrency));
             let mut set = JoinSet::new();
             for (i, e) in plan.entries.iter().enumerate() {
-                if e.tier != tier || !e.steps.iter().any(|s| runnable(&s)) {
+                if e.tier != tier || !e.steps.iter().any(|s| s.blocked.is_none()) {
                     continue;
                 }
                 let me = self.clone();
@@ -1022,3 +1022,6 @@ fn log_plan(plan: &Plan, reason: &str) {
         tracing::info!(note = %n, "plan note");
     }
 }
+
+#[cfg(test)]
+mod tests;
