@@ -83,12 +83,26 @@ pub enum Command {
         direct: Direct,
     },
     /// Stop a service (sets `active = false` in its file).
+    ///
+    /// Sets `active = false` in <services dir>/<service>.toml (comments kept, validated), then:
+    /// when the services directory is in a git work tree, commits that file alone and the
+    /// master (GitOps) applies the commit; otherwise sends the directory to the master
+    /// (push mode, like `mcp sync`).
+    ///
+    /// With --direct, only the agent is told; the file is unchanged.
     Stop {
         service: String,
         #[command(flatten)]
         direct: Direct,
     },
     /// Start a service (sets `active = true` in its file).
+    ///
+    /// Sets `active = true` in <services dir>/<service>.toml (comments kept, validated), then:
+    /// when the services directory is in a git work tree, commits that file alone and the
+    /// master (GitOps) applies the commit; otherwise sends the directory to the master
+    /// (push mode, like `mcp sync`).
+    ///
+    /// With --direct, only the agent is told; the file is unchanged.
     Start {
         service: String,
         #[command(flatten)]
@@ -128,15 +142,15 @@ pub enum Command {
         #[command(flatten)]
         direct: Direct,
     },
-    /// Edit a service file in $EDITOR; an invalid file is not saved.
+    /// Edit a service file in $VISUAL / $EDITOR (default vi); an invalid file is not saved.
     Edit { service: String },
-    /// Take over existing containers named <service>-*.
+    /// Take over existing containers named <service>-* (needs --direct --node N).
     Adopt {
         service: String,
         #[command(flatten)]
         direct: Direct,
     },
-    /// Copy a local file to /srv/<service>/<path> on the service's node.
+    /// Copy a local file to /srv/<service>/<path> on a node (needs --direct --node N).
     Push {
         file: PathBuf,
         service: String,
@@ -144,7 +158,7 @@ pub enum Command {
         #[command(flatten)]
         direct: Direct,
     },
-    /// Copy /srv/<service>/<path> from the service's node to a local file.
+    /// Copy /srv/<service>/<path> from a node to a local file (needs --direct --node N).
     Pull {
         service: String,
         path: String,

@@ -1,9 +1,14 @@
 //! `mcp`: the operator's command-line tool.
 
 mod cli;
+mod commands;
 mod config;
 mod dev;
+mod edit;
+mod files;
 mod nodes;
+mod remote;
+mod report;
 mod tokens;
 
 use std::io::Write;
@@ -34,6 +39,11 @@ fn run(cli: Cli) -> Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     let cfg = config::load(cli.config.as_deref())?;
+    let ctx = commands::Ctx {
+        cfg: &cfg,
+        label: remote::config_label(cli.config.as_deref()),
+        output: cli.output,
+    };
     match &cli.command {
         Command::Validate { dir } => validate(&cfg.services_dir(dir.as_deref()), cli.output),
         Command::Show { service, services } => {
@@ -47,10 +57,52 @@ fn run(cli: Cli) -> Result<ExitCode> {
             match command {
                 NodeCommand::Add { name, address } => nodes::add(&path, name, address)?,
                 NodeCommand::Remove { name } => nodes::remove(&path, name)?,
-                NodeCommand::List => nodes::list(&cfg, cli.output == Output::Json)?,
+                NodeCommand::List => return commands::node_list(&ctx),
             }
             Ok(ExitCode::SUCCESS)
         }
+        Command::Sync {
+            dry_run,
+            services,
+            allow_mass_prune,
+        } => commands::sync(
+            &ctx,
+            &cfg.services_dir(services.as_deref()),
+            *dry_run,
+            *allow_mass_prune,
+        ),
+        Command::Deploy {
+            service,
+            component,
+            direct,
+        } => commands::deploy(&ctx, service, component.as_deref(), direct),
+        Command::Undeploy { service, direct } => commands::undeploy(&ctx, service, direct),
+        Command::Stop { service, direct } => commands::set_active(&ctx, service, false, direct),
+        Command::Start { service, direct } => commands::set_active(&ctx, service, true, direct),
+        Command::Restart { service, direct } => commands::restart(&ctx, service, direct),
+        Command::Status { service, direct } => commands::status(&ctx, service.as_deref(), direct),
+        Command::Ps { direct } => commands::ps(&ctx, direct),
+        Command::Logs {
+            service,
+            follow,
+            component,
+            direct,
+        } => commands::logs(&ctx, service, *follow, component.as_deref(), direct),
+        Command::Events { service, direct } => commands::events(&ctx, service.as_deref(), direct),
+        Command::Edit { service } => edit::edit(&cfg.services_dir(None), service),
+        Command::Adopt { service, direct } => commands::adopt(&ctx, service, direct),
+        Command::Push {
+            file,
+            service,
+            path,
+            direct,
+        } => commands::push(&ctx, file, service, path, direct),
+        Command::Pull {
+            service,
+            path,
+            dest,
+            direct,
+        } => commands::pull(&ctx, service, path, dest, direct),
         Command::Token { command } => {
             match command {
                 TokenCommand::Keygen { out } => tokens::keygen(out)?,
@@ -155,27 +207,27 @@ fn show(dir: &Path, service: &str, output: Output) -> Result<ExitCode> {
 /// Commands whose daemon side does not exist yet say so and fail.
 fn not_available(cmd: &Command) -> Result<ExitCode> {
     let (name, needs) = match cmd {
-        Command::Sync { .. } => ("sync", "the master daemon"),
-        Command::Deploy { .. } => ("deploy", "the master and agent daemons"),
-        Command::Undeploy { .. } => ("undeploy", "the master and agent daemons"),
-        Command::Stop { .. } => ("stop", "the master and agent daemons"),
-        Command::Start { .. } => ("start", "the master and agent daemons"),
-        Command::Restart { .. } => ("restart", "the master and agent daemons"),
-        Command::Ps { .. } => ("ps", "the master and agent daemons"),
-        Command::Status { .. } => ("status", "the master daemon"),
-        Command::Logs { .. } => ("logs", "the agent daemon"),
-        Command::Events { .. } => ("events", "the agent daemon"),
-        Command::Edit { .. } => ("edit", "the master daemon (edit-then-apply)"),
-        Command::Adopt { .. } => ("adopt", "the agent daemon"),
-        Command::Push { .. } => ("push", "the agent daemon"),
-        Command::Pull { .. } => ("pull", "the agent daemon"),
         Command::Edge { .. } => ("edge", "edge routing"),
         Command::Migrate(_) => ("migrate", "snapshots and migration"),
         Command::Snapshot(_) => ("snapshot", "snapshots and migration"),
-        Command::Agent { .. } => ("agent", "the agent daemon"),
+        Command::Agent { .. } => ("agent", "agent upgrades and fleet agent status"),
         Command::Login => ("login", "an identity service client"),
         Command::Validate { .. }
         | Command::Show { .. }
+        | Command::Sync { .. }
+        | Command::Deploy { .. }
+        | Command::Undeploy { .. }
+        | Command::Stop { .. }
+        | Command::Start { .. }
+        | Command::Restart { .. }
+        | Command::Ps { .. }
+        | Command::Status { .. }
+        | Command::Logs { .. }
+        | Command::Events { .. }
+        | Command::Edit { .. }
+        | Command::Adopt { .. }
+        | Command::Push { .. }
+        | Command::Pull { .. }
         | Command::Node { .. }
         | Command::Token { .. }
         | Command::Dev { .. }

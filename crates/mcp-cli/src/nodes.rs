@@ -104,6 +104,5 @@ pub fn list(cfg: &Config, json: bool) -> Result<()> {
     for n in &cfg.nodes {
         println!("{:width$}  {}", n.name, n.address);
     }
-    println!("(from the CLI config; live node health needs the master daemon)");
     Ok(())
 }

@@ -145,9 +145,10 @@ fn show_prints_the_canonical_spec() {
 #[test]
 fn commands_not_built_yet_fail_clearly() {
     for args in [
-        &["sync", "--dry-run"][..],
-        &["deploy", "mcq"],
-        &["migrate", "mcq", "--to", "vega"],
+        &["migrate", "mcq", "--to", "vega"][..],
+        &["snapshot", "mcq"],
+        &["edge", "list"],
+        &["login"],
     ] {
         let out = mcp(args);
         assert_eq!(out.status.code(), Some(1), "{args:?}");
