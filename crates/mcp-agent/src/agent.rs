@@ -683,7 +683,7 @@ impl<R: ContainerRuntime + 'static> Agent<R> {
                 AgentError::runtime(format!("{}/{}: inspect", c.service, c.name), e)
             })?;
             let (state, restarts) = match info {
-                Some(i) => (ObservedState::parse(i.state.as_str()), i.restart_count),
+                Some(i) => (observed_state(&i), i.restart_count),
                 None => (ObservedState::Missing, c.restart_count),
             };
             updates.push((c.name, state, restarts));
@@ -1217,9 +1217,7 @@ impl<R: ContainerRuntime + 'static> Agent<R> {
                 continue;
             }
             let state = find_container(&containers, &c.service, &c.name, &c.container_name)
-                .map_or(ObservedState::Missing, |i| {
-                    ObservedState::parse(i.state.as_str())
-                });
+                .map_or(ObservedState::Missing, observed_state);
             if !state.is_running() {
                 problems.push(format!(
                     "{}/{}: desired running, observed {state}",
@@ -1536,7 +1534,7 @@ impl<R: ContainerRuntime + 'static> Agent<R> {
                 name: i.name.clone(),
                 service: i.service().unwrap_or_default().to_string(),
                 component: i.component().unwrap_or_default().to_string(),
-                state: ObservedState::parse(i.state.as_str()),
+                state: observed_state(i),
                 restart_count: i.restart_count,
             })
             .collect();
@@ -1656,6 +1654,18 @@ impl<R: ContainerRuntime + 'static> Agent<R> {
 // ---------------------------------------------------------------------------
 // Helpers
 
+/// The observed state of a container. podman reports a finished process as
+/// `stopped` until it has cleaned up and `exited` afterwards (and `dead`
+/// when cleanup failed); all of them are `exited` here, so one crash is
+/// one transition.
+fn observed_state(info: &ContainerInfo) -> ObservedState {
+    if info.state.has_finished() {
+        ObservedState::Exited
+    } else {
+        ObservedState::parse(info.state.as_str())
+    }
+}
+
 /// SHA-256 (hex) of the container configuration without the hash label.
 pub fn config_hash(cfg: &ContainerConfig) -> String {
     let mut c = cfg.clone();
@@ -1745,9 +1755,7 @@ fn service_status(
                 image,
                 version,
                 desired: c.desired,
-                observed: info.map_or(ObservedState::Missing, |i| {
-                    ObservedState::parse(i.state.as_str())
-                }),
+                observed: info.map_or(ObservedState::Missing, observed_state),
                 restart_count: info.map_or(c.restart_count, |i| i.restart_count),
                 started: info.filter(|i| i.is_running()).and_then(|i| i.started_at),
                 ports: ports
