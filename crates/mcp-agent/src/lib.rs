@@ -1,11 +1,17 @@
-//! MCP node agent (DESIGN.md §4): the pieces the agent daemon is assembled
-//! from.
+//! MCP node agent (DESIGN.md §4).
 //!
+//! - [`agent`]: the daemon's core, [`Agent`]: deploy, undeploy, stop /
+//!   start / restart, bulk status, adopt, logs, events, health, start-up
+//!   convergence and the monitor round, generic over the container runtime.
+//! - [`server`]: the `McpAgentService` gRPC server over [`Agent`], with TLS
+//!   and the authentication / authorization / audit layer of
+//!   `mcp-security` plugged in by [`serve`].
 //! - [`config`]: `mcp-agent.toml`, parsed strictly and validated.
 //! - [`registry`]: the SQLite registry (services, components, ports,
 //!   events, alert cooldowns, edge routes, certificates) with versioned
 //!   migrations.
 //! - [`ports`]: host port allocation for routes, persisted in the registry.
+//! - [`files`]: PushFile / PullFile confined to `<root>/<service>/`.
 //! - [`snapshot`]: `mcp-agent snapshot`, a `VACUUM INTO` backup with
 //!   retention.
 //! - [`monitor`]: the monitor's decisions as a pure function (state events,
@@ -15,8 +21,9 @@
 //!
 //! Layering: `monitor` and `clock` do no I/O; `registry`, `ports` and
 //! `snapshot` touch only the database file and the snapshot directory;
-//! `alert` runs one configured program. Nothing here talks to podman or the
-//! network yet.
+//! `alert` runs one configured program; `files` touches only the files
+//! root; `agent` talks to podman only through `mcp_runtime`'s
+//! `ContainerRuntime`; `server` is the only module that knows gRPC.
 
 pub mod agent;
 pub mod alert;
