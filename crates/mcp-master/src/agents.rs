@@ -15,8 +15,8 @@ use std::time::Duration;
 use mcp_planner::{AgentStatus, ComponentReport, ContainerState, ServiceReport};
 use mcp_proto::pb;
 use mcp_proto::pb::mcp_agent_service_client::McpAgentServiceClient;
-use mcp_security::token::BearerInterceptor;
 use mcp_security::tls::TlsConnector;
+use mcp_security::token::BearerInterceptor;
 use mcp_spec::ServiceSpec;
 use tokio_stream::Stream;
 use tonic::service::interceptor::InterceptedService;
@@ -108,8 +108,11 @@ pub trait AgentApi: Send + Sync + 'static {
         spec: &ServiceSpec,
     ) -> Result<Vec<pb::StepResult>, AgentError>;
     /// Undeploys, keeping `/srv/<service>/`.
-    async fn undeploy(&self, t: &AgentTarget, service: &str)
-        -> Result<Vec<pb::StepResult>, AgentError>;
+    async fn undeploy(
+        &self,
+        t: &AgentTarget,
+        service: &str,
+    ) -> Result<Vec<pb::StepResult>, AgentError>;
     /// `component` empty: every component.
     async fn stop(
         &self,
@@ -238,7 +241,11 @@ impl std::fmt::Debug for GrpcAgents {
 impl GrpcAgents {
     /// `tls` verifies agents against the fleet CA (and presents the master's
     /// certificate); `auth` carries the master's token.
-    pub fn new(tls: Arc<rustls::ClientConfig>, auth: BearerInterceptor, timeouts: Timeouts) -> Self {
+    pub fn new(
+        tls: Arc<rustls::ClientConfig>,
+        auth: BearerInterceptor,
+        timeouts: Timeouts,
+    ) -> Self {
         Self {
             connector: TlsConnector::new(tls),
             auth,
@@ -314,7 +321,10 @@ impl GrpcAgents {
         match tokio::time::timeout(timeout, f(client)).await {
             Ok(Ok(resp)) => Ok(resp.into_inner()),
             Ok(Err(status)) => {
-                if matches!(status.code(), tonic::Code::Unavailable | tonic::Code::Unknown) {
+                if matches!(
+                    status.code(),
+                    tonic::Code::Unavailable | tonic::Code::Unknown
+                ) {
                     self.forget(t);
                 }
                 Err(AgentError::Rpc {
@@ -486,9 +496,12 @@ impl AgentApi for GrpcAgents {
         t: &AgentTarget,
         req: pb::EventsRequest,
     ) -> Result<pb::EventsResponse, AgentError> {
-        self.call(t, "Events", self.timeouts.health_check, |mut c| async move {
-            c.events(req).await
-        })
+        self.call(
+            t,
+            "Events",
+            self.timeouts.health_check,
+            |mut c| async move { c.events(req).await },
+        )
         .await
     }
 }

@@ -52,7 +52,9 @@ pub fn verifier(cfg: &Config) -> anyhow::Result<Arc<dyn TokenVerifier>> {
         }) => {
             let key = mcp_security::jwt::PublicKey::from_file(public_key)
                 .with_context(|| format!("auth.issuer_public_key {}", public_key.display()))?;
-            Ok(Arc::new(mcp_security::JwtVerifier::new(key, issuer, audience)))
+            Ok(Arc::new(mcp_security::JwtVerifier::new(
+                key, issuer, audience,
+            )))
         }
         Some(TokenVerification::IdentityService { url }) => {
             let tls = tls::client_config(&cfg.server.ca_cert, None)
@@ -85,9 +87,7 @@ pub async fn serve(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    let state = Arc::new(
-        State::open(&cfg.database.path).context("opening the master database")?,
-    );
+    let state = Arc::new(State::open(&cfg.database.path).context("opening the master database")?);
     state.write(|w| {
         for n in &cfg.nodes {
             w.add_bootstrap_node(&n.name, n.role, &n.address)?;
@@ -114,13 +114,10 @@ pub async fn serve(
     .context("TLS for calls to agents")?;
     let token = mcp_security::token::read_token(Some(&cfg.auth.token_file))
         .context("the master's own token (auth.token_file)")?;
-    let bearer = mcp_security::token::BearerInterceptor::new(&token)
-        .context("the master's own token")?;
-    let agents: Arc<dyn AgentApi> = Arc::new(GrpcAgents::new(
-        Arc::new(client_tls),
-        bearer,
-        cfg.timeouts,
-    ));
+    let bearer =
+        mcp_security::token::BearerInterceptor::new(&token).context("the master's own token")?;
+    let agents: Arc<dyn AgentApi> =
+        Arc::new(GrpcAgents::new(Arc::new(client_tls), bearer, cfg.timeouts));
 
     // The loop and the registry.
     let source = desired_source(&cfg)?;

@@ -102,7 +102,9 @@ impl Settings {
             heal_settle: rc.heal_backoff,
             dns_skip: Some(match &cfg.dns {
                 None => "DNS adapter not configured".to_string(),
-                Some(_) => "the configured DNS adapter is not available in this build yet".to_string(),
+                Some(_) => {
+                    "the configured DNS adapter is not available in this build yet".to_string()
+                }
             }),
             edge_skip: Some("edge route adapter not configured".to_string()),
             interval: rc.interval,
@@ -567,7 +569,10 @@ impl Reconciler {
     }
 
     /// One pass: desired, observed, plan, and (unless a dry run) apply.
-    pub async fn reconcile(self: &Arc<Self>, opts: PassOptions) -> Result<PassOutcome, ReconcileError> {
+    pub async fn reconcile(
+        self: &Arc<Self>,
+        opts: PassOptions,
+    ) -> Result<PassOutcome, ReconcileError> {
         let _pass = self.pass_lock.lock().await;
         let desired = match opts.desired {
             Some(d) => d,
@@ -658,9 +663,10 @@ impl Reconciler {
                     source.as_deref().unwrap_or("-")
                 );
                 let now = self.now();
-                match self.state.write(|w| {
-                    w.journal_begin(entry.kind.as_str(), &service, &first, &detail, now)
-                }) {
+                match self
+                    .state
+                    .write(|w| w.journal_begin(entry.kind.as_str(), &service, &first, &detail, now))
+                {
                     Ok(id) => Some(id),
                     Err(e) => {
                         tracing::error!(service = %service, error = %e, "cannot journal; not applying");
@@ -747,9 +753,8 @@ impl Reconciler {
     /// Executes one action; `Ok` carries a detail for the operator.
     async fn execute(&self, action: &Action, spec: Option<&ServiceSpec>) -> Result<String, String> {
         let now = self.now();
-        let need_spec = |service: &str| {
-            spec.ok_or_else(|| format!("no desired spec of {service} to deploy"))
-        };
+        let need_spec =
+            |service: &str| spec.ok_or_else(|| format!("no desired spec of {service} to deploy"));
         let target = |node: &str| self.target(node).map_err(|e| e.to_string());
         match action {
             Action::Deploy {
@@ -1005,7 +1010,11 @@ fn restricted_desired(desired: &Desired, service: &str) -> Desired {
 fn log_plan(plan: &Plan, reason: &str) {
     let actions = plan.actions().count();
     if plan.entries.is_empty() {
-        tracing::debug!(reason, source = plan.source.as_deref().unwrap_or("-"), "plan: nothing to do");
+        tracing::debug!(
+            reason,
+            source = plan.source.as_deref().unwrap_or("-"),
+            "plan: nothing to do"
+        );
     } else {
         tracing::info!(
             reason,

@@ -129,7 +129,9 @@ impl MasterService {
             .state()
             .read(|r| r.placement(service))
             .map_err(|e| Status::internal(e.to_string()))?
-            .ok_or_else(|| Status::not_found(format!("service {service} is not placed on any node")))
+            .ok_or_else(|| {
+                Status::not_found(format!("service {service} is not placed on any node"))
+            })
     }
 
     async fn lifecycle(
@@ -301,10 +303,7 @@ fn service_status(name: &str, desired: &Desired, o: &Observed, max: u32) -> pb::
                             detail.push(format!(
                                 "down: {}",
                                 down.iter()
-                                    .map(|c| format!(
-                                        "{c} {}",
-                                        r.components[*c].state.as_str()
-                                    ))
+                                    .map(|c| format!("{c} {}", r.components[*c].state.as_str()))
                                     .collect::<Vec<_>>()
                                     .join(", ")
                             ));
@@ -354,7 +353,12 @@ fn deploy_response(service: &str, out: &PassOutcome, node: String) -> pb::Master
                 "already deployed as desired; nothing to do",
             )
         } else {
-            step(&format!("deploy {service}"), StepStatus::Failed, &errors.join("; "), "")
+            step(
+                &format!("deploy {service}"),
+                StepStatus::Failed,
+                &errors.join("; "),
+                "",
+            )
         }
     });
     let dns = dns.unwrap_or_else(|| {
@@ -706,7 +710,10 @@ impl McpMasterService for MasterService {
 
     type ServiceLogsStream = LogStream;
 
-    async fn service_logs(&self, req: Request<pb::ServiceLogsRequest>) -> R<Self::ServiceLogsStream> {
+    async fn service_logs(
+        &self,
+        req: Request<pb::ServiceLogsRequest>,
+    ) -> R<Self::ServiceLogsStream> {
         set_audit_target(&req, target(Some(&req.get_ref().service_name), None));
         let req = req.into_inner();
         let p = self.placement(&req.service_name)?;

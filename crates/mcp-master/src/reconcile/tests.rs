@@ -86,7 +86,11 @@ fn fx() -> Fx {
     }
 }
 
-fn reconciler(state: &Arc<State>, agents: &Arc<FakeAgents>, clock: &ManualClock) -> Arc<Reconciler> {
+fn reconciler(
+    state: &Arc<State>,
+    agents: &Arc<FakeAgents>,
+    clock: &ManualClock,
+) -> Arc<Reconciler> {
     Arc::new(Reconciler::new(
         state.clone(),
         agents.clone(),
@@ -100,7 +104,13 @@ fn spec(name: &str, version: &str, extra: &str) -> ServiceSpec {
     let text = format!(
         "name = \"{name}\"\n{extra}\n[[components]]\nname = \"api\"\nimage = \"registry.example:8443/{name}:{version}\"\n"
     );
-    parse_service(&format!("{name}.toml"), name, &text, &LoadOptions::default()).unwrap()
+    parse_service(
+        &format!("{name}.toml"),
+        name,
+        &text,
+        &LoadOptions::default(),
+    )
+    .unwrap()
 }
 
 impl Fx {
@@ -172,7 +182,10 @@ async fn new_service_goes_to_the_least_loaded_worker_and_is_recorded() {
 #[tokio::test]
 async fn core_services_go_to_the_master_node() {
     let f = fx();
-    f.push(&[spec("mcias", "v1", "tier = \"core\""), spec("app", "v1", "")]);
+    f.push(&[
+        spec("mcias", "v1", "tier = \"core\""),
+        spec("app", "v1", ""),
+    ]);
     f.converge().await;
     assert_eq!(f.placement("mcias").unwrap().node, "orion");
     assert_eq!(f.placement("app").unwrap().node, "deneb");
@@ -236,7 +249,11 @@ async fn active_false_stops_and_records_the_new_spec() {
 #[tokio::test]
 async fn deleted_service_is_undeployed() {
     let f = fx();
-    let all = [spec("a", "v1", ""), spec("b", "v1", ""), spec("c", "v1", "")];
+    let all = [
+        spec("a", "v1", ""),
+        spec("b", "v1", ""),
+        spec("c", "v1", ""),
+    ];
     f.push(&all);
     f.converge().await;
     f.push(&all[..2]);
@@ -271,7 +288,11 @@ async fn held_file_prunes_nothing() {
         })
         .await
         .unwrap();
-    assert!(f.agents.mutations().is_empty(), "{:?}", f.agents.mutations());
+    assert!(
+        f.agents.mutations().is_empty(),
+        "{:?}",
+        f.agents.mutations()
+    );
     assert_eq!(out.plan.entry("b").unwrap().kind, Kind::Held);
     assert!(f.placement("b").is_some());
     // Pushing with b unreadable keeps b's stored spec.
@@ -284,7 +305,11 @@ async fn held_file_prunes_nothing() {
 #[tokio::test]
 async fn mass_prune_is_refused_then_allowed() {
     let f = fx();
-    let all = [spec("a", "v1", ""), spec("b", "v1", ""), spec("c", "v1", "")];
+    let all = [
+        spec("a", "v1", ""),
+        spec("b", "v1", ""),
+        spec("c", "v1", ""),
+    ];
     f.push(&all);
     f.converge().await;
     f.push(&[]);
@@ -318,7 +343,11 @@ async fn mass_prune_is_refused_then_allowed() {
 #[tokio::test]
 async fn crash_mid_apply_then_restart_converges_without_duplicates() {
     let f = fx();
-    let all = [spec("a", "v1", ""), spec("b", "v1", ""), spec("c", "v1", "")];
+    let all = [
+        spec("a", "v1", ""),
+        spec("b", "v1", ""),
+        spec("c", "v1", ""),
+    ];
     f.push(&all);
     // The first mutation completes; the next one never returns: the master
     // "dies" in the middle of the apply.
@@ -330,7 +359,10 @@ async fn crash_mid_apply_then_restart_converges_without_duplicates() {
     .await;
     assert!(r.is_err(), "the pass should have hung");
     let open = f.state.read(|r| r.journal_unfinished()).unwrap();
-    assert!(!open.is_empty(), "an interrupted operation must stay visible");
+    assert!(
+        !open.is_empty(),
+        "an interrupted operation must stay visible"
+    );
     let done: Vec<String> = f
         .state
         .read(|r| r.placements())
@@ -346,7 +378,11 @@ async fn crash_mid_apply_then_restart_converges_without_duplicates() {
     let abandoned = rec.recover_journal().unwrap();
     assert_eq!(abandoned.len(), open.len());
     assert!(f.state.read(|r| r.journal_unfinished()).unwrap().is_empty());
-    let j = f.state.read(|r| r.journal_entry(abandoned[0].id)).unwrap().unwrap();
+    let j = f
+        .state
+        .read(|r| r.journal_entry(abandoned[0].id))
+        .unwrap()
+        .unwrap();
     assert_eq!(j.status, JournalStatus::Abandoned);
 
     let out = rec.reconcile(PassOptions::default()).await.unwrap();
@@ -374,8 +410,16 @@ async fn heal_with_backoff_then_degraded_with_one_alert() {
         f.agents.clear_calls();
         let out = f.pass().await;
         assert_eq!(out.plan.entries[0].kind, Kind::Heal, "attempt {attempt}");
-        assert!(f.agents.mutations().iter().any(|c| matches!(c, Call::Start { component, .. } if component == "api")));
-        let h = f.state.read(|r| r.heal_record("mcq", "api")).unwrap().unwrap();
+        assert!(f
+            .agents
+            .mutations()
+            .iter()
+            .any(|c| matches!(c, Call::Start { component, .. } if component == "api")));
+        let h = f
+            .state
+            .read(|r| r.heal_record("mcq", "api"))
+            .unwrap()
+            .unwrap();
         assert_eq!(h.attempts, attempt);
         // Not due again yet: the planner waits.
         f.agents.clear_calls();
@@ -386,12 +430,21 @@ async fn heal_with_backoff_then_degraded_with_one_alert() {
         } else {
             // Out of attempts: degraded, and the alert is raised once.
             assert_eq!(out.plan.entries[0].kind, Kind::Degraded);
-            assert!(out.results.iter().any(|r| matches!(r.action, Action::Alert { .. })
-                && r.status == StepStatus::Succeeded));
+            assert!(out
+                .results
+                .iter()
+                .any(|r| matches!(r.action, Action::Alert { .. })
+                    && r.status == StepStatus::Succeeded));
         }
         f.clock.advance(Duration::from_secs(10 << attempt));
     }
-    assert!(f.state.read(|r| r.heal_record("mcq", "api")).unwrap().unwrap().alerted);
+    assert!(
+        f.state
+            .read(|r| r.heal_record("mcq", "api"))
+            .unwrap()
+            .unwrap()
+            .alerted
+    );
     f.agents.clear_calls();
     let out = f.pass().await;
     assert_eq!(out.plan.entries[0].kind, Kind::Degraded);
@@ -404,7 +457,11 @@ async fn heal_with_backoff_then_degraded_with_one_alert() {
         .set_state("deneb", "mcq", "api", ContainerState::Running);
     f.clock.advance(Duration::from_secs(60));
     f.pass().await;
-    assert!(f.state.read(|r| r.heal_record("mcq", "api")).unwrap().is_none());
+    assert!(f
+        .state
+        .read(|r| r.heal_record("mcq", "api"))
+        .unwrap()
+        .is_none());
 }
 
 #[tokio::test]
@@ -416,10 +473,7 @@ async fn one_failing_service_does_not_block_others_and_is_retried() {
     assert!(!out.ok());
     assert!(f.placement("a").is_none());
     assert!(f.placement("b").is_some());
-    let failed = f
-        .state
-        .read(|r| r.journal_recent(Some("a"), 5))
-        .unwrap();
+    let failed = f.state.read(|r| r.journal_recent(Some("a"), 5)).unwrap();
     assert_eq!(failed[0].status, JournalStatus::Failed);
     // The next pass retries and succeeds.
     f.converge().await;

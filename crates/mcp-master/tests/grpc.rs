@@ -1,0 +1,577 @@
+//! The master's gRPC service over real TLS on 127.0.0.1, with the real
+//! `AuthLayer`, JWT tokens and a throwaway PKI (`mcp_security::pki`); the
+//! agents are the fake fleet. Also the agent's registration loop
+//! (`crates/mcp-agent/src/register.rs`, compiled in here) against it.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+#[path = "../../mcp-agent/src/register.rs"]
+#[allow(dead_code)]
+mod register;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use mcp_master::daemon::{HEARTBEAT_PATH, REGISTER_PATH};
+use mcp_master::fake::{Call, FakeAgents};
+use mcp_master::fleet::{Fleet, FleetSettings};
+use mcp_master::reconcile::{DesiredSource, Reconciler, Settings};
+use mcp_master::server::{MasterService, StateAuditSink};
+use mcp_master::state::{NodeStatus, State};
+use mcp_planner::Policy;
+use mcp_proto::pb;
+use mcp_proto::pb::mcp_master_service_client::McpMasterServiceClient;
+use mcp_proto::pb::mcp_master_service_server::McpMasterServiceServer;
+use mcp_security::authz::AuthzTable;
+use mcp_security::clock::ManualClock;
+use mcp_security::identity::AccountType;
+use mcp_security::jwt::{generate_keypair, issue_token, PublicKey, SigningKey, TokenRequest};
+use mcp_security::layer::{AuthLayer, Authorizer};
+use mcp_security::pki::{Ca, Validity};
+use mcp_security::registration::{RateLimiter, RateLimits, RegistrationPolicy};
+use mcp_security::tls::{self, CertKeyPaths, ClientAuth, TlsConnector};
+use mcp_security::token::BearerInterceptor;
+use mcp_security::JwtVerifier;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::Channel;
+use tonic::Code;
+
+type Client = McpMasterServiceClient<InterceptedService<Channel, BearerInterceptor>>;
+
+struct Master {
+    _dir: tempfile::TempDir,
+    addr: std::net::SocketAddr,
+    ca: PathBuf,
+    signing: SigningKey,
+    clock: ManualClock,
+    state: Arc<State>,
+    agents: Arc<FakeAgents>,
+}
+
+fn settings() -> Settings {
+    Settings {
+        policy: Policy {
+            internal_zone: "svc.test".to_string(),
+            ..Policy::default()
+        },
+        concurrency: 2,
+        list_timeout: Duration::from_secs(2),
+        heal_settle: Duration::from_secs(30),
+        dns_skip: Some("DNS adapter not configured".to_string()),
+        edge_skip: Some("edge route adapter not configured".to_string()),
+        interval: Duration::from_secs(60),
+    }
+}
+
+async fn start(allowed: &[&str], max_nodes: usize, rate: RateLimits) -> Master {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = Ca::generate("fleet").unwrap();
+    let ca_path = dir.path().join("ca.pem");
+    ca.write_cert(&ca_path).unwrap();
+    let leaf = ca
+        .write_leaf(
+            dir.path(),
+            "master",
+            &["127.0.0.1", "localhost"],
+            Validity::Days(1),
+        )
+        .unwrap();
+    let kp = generate_keypair().unwrap();
+    let signing = SigningKey::from_pem(kp.private_pem.expose().as_bytes(), "test key").unwrap();
+    let public = PublicKey::from_pem(kp.public_pem.as_bytes(), "test key").unwrap();
+    let clock = ManualClock::new(SystemTime::now());
+    let verifier = JwtVerifier::new(public, "mcias", "mcp").with_clock(Arc::new(clock.clone()));
+
+    let state = Arc::new(State::open(&dir.path().join("master.db")).unwrap());
+    let agents = Arc::new(FakeAgents::new());
+    let rec = Arc::new(Reconciler::new(
+        state.clone(),
+        agents.clone(),
+        Arc::new(clock.clone()),
+        DesiredSource::Push,
+        settings(),
+    ));
+    let fleet = Arc::new(Fleet::new(
+        state.clone(),
+        agents.clone(),
+        Arc::new(clock.clone()),
+        FleetSettings {
+            policy: RegistrationPolicy::new(allowed.iter().copied(), max_nodes),
+            heartbeat_timeout: Duration::from_secs(90),
+            health_check: Duration::from_secs(1),
+        },
+        Box::new(|| {}),
+    ));
+    let authorizer = Authorizer::new(Arc::new(verifier), AuthzTable::standard("mcp-master"))
+        .with_rate_limiter(RateLimiter::with_clock(rate, Arc::new(clock.clone())));
+    let layer = AuthLayer::new(authorizer)
+        .with_audit_sink(Arc::new(StateAuditSink(state.clone())))
+        .with_clock(Arc::new(clock.clone()));
+    let server_tls = tls::server_config(
+        &CertKeyPaths {
+            cert: leaf.cert.clone(),
+            key: leaf.key.clone(),
+        },
+        &ClientAuth::Optional(ca_path.clone()),
+    )
+    .unwrap();
+    let listener = tls::bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let svc = McpMasterServiceServer::new(MasterService::new(rec, fleet));
+    tokio::spawn(async move {
+        tonic::transport::Server::builder()
+            .layer(layer)
+            .add_service(svc)
+            .serve_with_incoming(tls::tls_incoming(listener, Arc::new(server_tls)))
+            .await
+            .unwrap();
+    });
+    Master {
+        _dir: dir,
+        addr,
+        ca: ca_path,
+        signing,
+        clock,
+        state,
+        agents,
+    }
+}
+
+fn limits() -> RateLimits {
+    RateLimits::new()
+        .with(REGISTER_PATH, Duration::from_secs(60))
+        .with(HEARTBEAT_PATH, Duration::from_secs(10))
+}
+
+impl Master {
+    async fn client(&self, identity: &str, account_type: AccountType) -> Client {
+        let token = issue_token(
+            &self.signing,
+            &TokenRequest {
+                identity: identity.to_string(),
+                account_type,
+                roles: Vec::new(),
+                ttl: Duration::from_secs(24 * 3600),
+                issuer: "mcias".to_string(),
+                audience: "mcp".to_string(),
+            },
+            &self.clock,
+        )
+        .unwrap();
+        let config = tls::client_config(&self.ca, None).unwrap();
+        let channel = tls::connect_channel(
+            &format!("https://127.0.0.1:{}", self.addr.port()),
+            TlsConnector::new(Arc::new(config)),
+        )
+        .await
+        .unwrap();
+        McpMasterServiceClient::with_interceptor(channel, BearerInterceptor::new(&token).unwrap())
+    }
+
+    fn node(&self, name: &str) -> Option<mcp_master::state::Node> {
+        self.state.read(|r| r.node(name)).unwrap()
+    }
+}
+
+fn reg(name: &str, address: &str) -> pb::RegisterRequest {
+    pb::RegisterRequest {
+        name: name.to_string(),
+        role: "worker".to_string(),
+        address: address.to_string(),
+        arch: "amd64".to_string(),
+    }
+}
+
+fn hb(name: &str, containers: u32) -> pb::HeartbeatRequest {
+    pb::HeartbeatRequest {
+        name: name.to_string(),
+        cpu_millicores: 250,
+        memory_bytes: 1 << 30,
+        disk_bytes: 10 << 30,
+        containers,
+    }
+}
+
+#[tokio::test]
+async fn register_and_heartbeat_are_bound_to_the_identity_and_rate_limited() {
+    let m = start(&["agent-vega", "agent-deneb", "agent-altair"], 2, limits()).await;
+    let mut vega = m.client("agent-vega", AccountType::System).await;
+
+    let r = vega
+        .register(reg("vega", "https://10.0.0.2:9444"))
+        .await
+        .unwrap();
+    assert!(r.into_inner().accepted);
+    let n = m.node("vega").unwrap();
+    assert_eq!(n.status, NodeStatus::Healthy);
+    assert_eq!(n.address, "https://10.0.0.2:9444");
+
+    // Register: once a minute per identity.
+    let e = vega
+        .register(reg("vega", "https://10.0.0.2:9444"))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::ResourceExhausted, "{e:?}");
+    m.clock.advance(Duration::from_secs(61));
+    // The name comes from the identity.
+    let e = vega
+        .register(reg("deneb", "https://10.0.0.3:9444"))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::PermissionDenied, "{e:?}");
+    m.clock.advance(Duration::from_secs(61));
+    // Re-registration updates the address.
+    vega.register(reg("vega", "https://10.0.0.9:9444"))
+        .await
+        .unwrap();
+    assert_eq!(m.node("vega").unwrap().address, "https://10.0.0.9:9444");
+
+    // Heartbeat: name bound, figures stored, 1 per 10 s.
+    let r = vega.heartbeat(hb("vega", 7)).await.unwrap();
+    assert!(r.into_inner().acknowledged);
+    let n = m.node("vega").unwrap();
+    assert_eq!(n.containers, 7);
+    assert_eq!(n.cpu_millicores, 250);
+    let e = vega.heartbeat(hb("vega", 7)).await.unwrap_err();
+    assert_eq!(e.code(), Code::ResourceExhausted);
+    m.clock.advance(Duration::from_secs(11));
+    let e = vega.heartbeat(hb("deneb", 1)).await.unwrap_err();
+    assert_eq!(e.code(), Code::PermissionDenied);
+
+    // A heartbeat from a node that never registered: register first.
+    let mut deneb = m.client("agent-deneb", AccountType::System).await;
+    let e = deneb.heartbeat(hb("deneb", 0)).await.unwrap_err();
+    assert_eq!(e.code(), Code::NotFound, "{e:?}");
+    deneb
+        .register(reg("deneb", "https://10.0.0.3:9444"))
+        .await
+        .unwrap();
+    // The node limit (2) is reached: a third node is refused.
+    let mut altair = m.client("agent-altair", AccountType::System).await;
+    let e = altair
+        .register(reg("altair", "https://10.0.0.4:9444"))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::ResourceExhausted, "{e:?}");
+    // Not on the allowlist.
+    let mut rigel = m.client("agent-rigel", AccountType::System).await;
+    let e = rigel
+        .register(reg("rigel", "https://10.0.0.5:9444"))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::PermissionDenied);
+    // Operators may not register; agents may not list nodes.
+    let mut alice = m.client("alice", AccountType::Human).await;
+    let e = alice.register(reg("vega", "x")).await.unwrap_err();
+    assert_eq!(e.code(), Code::PermissionDenied);
+    let e = vega.list_nodes(pb::ListNodesRequest {}).await.unwrap_err();
+    assert_eq!(e.code(), Code::PermissionDenied);
+    let nodes = alice
+        .list_nodes(pb::ListNodesRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .nodes;
+    let names: Vec<&str> = nodes.iter().map(|n| n.name.as_str()).collect();
+    assert_eq!(names, ["deneb", "vega"]);
+    assert!(!nodes[1].last_heartbeat.is_empty());
+
+    // Every authenticated call is in the audit table, with its target.
+    let audit = m.state.read(|r| r.audit_recent(100)).unwrap();
+    assert!(audit.iter().any(|a| a.method.ends_with("/Register")
+        && a.caller.starts_with("agent-vega")
+        && a.target == "node=vega"
+        && a.outcome == "Ok"));
+    assert!(audit
+        .iter()
+        .any(|a| a.method.ends_with("/Register") && a.outcome == "ResourceExhausted"));
+}
+
+fn spec_pb(name: &str, version: &str) -> pb::ServiceSpec {
+    pb::ServiceSpec {
+        name: name.to_string(),
+        active: true,
+        components: vec![pb::ComponentSpec {
+            name: "api".to_string(),
+            image: format!("registry.example:8443/{name}:{version}"),
+            ..Default::default()
+        }],
+        tier: "worker".to_string(),
+        node: String::new(),
+        snapshot: None,
+    }
+}
+
+#[tokio::test]
+async fn sync_dry_run_then_apply_status_and_pass_through() {
+    let m = start(&["agent-vega"], 16, RateLimits::new()).await;
+    let mut vega = m.client("agent-vega", AccountType::System).await;
+    vega.register(reg("vega", "https://10.0.0.2:9444"))
+        .await
+        .unwrap();
+    let mut alice = m.client("alice", AccountType::Human).await;
+
+    // Dry run: the request's specs are planned, nothing is stored or done.
+    let r = alice
+        .sync(pb::SyncRequest {
+            services: vec![spec_pb("mcq", "v1")],
+            dry_run: true,
+            source: "working tree".to_string(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(r.changes);
+    assert!(r.results.is_empty());
+    let plan: serde_json::Value = serde_json::from_str(&r.plan_json).unwrap();
+    assert_eq!(plan["source"], "working tree");
+    assert_eq!(plan["entries"][0]["service"], "mcq");
+    assert_eq!(plan["entries"][0]["kind"], "deploy");
+    assert_eq!(plan["entries"][0]["node"], "vega");
+    assert!(m.agents.mutations().is_empty());
+    assert!(m.state.read(|r| r.desired_specs()).unwrap().is_empty());
+
+    // Apply.
+    let r = alice
+        .sync(pb::SyncRequest {
+            services: vec![spec_pb("mcq", "v1")],
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(r.changes);
+    let deploy = r
+        .results
+        .iter()
+        .find(|s| s.step.starts_with("deploy mcq"))
+        .unwrap();
+    assert!(deploy.success, "{deploy:?}");
+    let dns = r
+        .results
+        .iter()
+        .find(|s| s.step.starts_with("dns set"))
+        .unwrap();
+    assert!(!dns.success);
+    assert_eq!(dns.status, pb::StepStatus::Skipped as i32);
+    assert_eq!(m.agents.node_of("mcq").as_deref(), Some("vega"));
+
+    // Again: nothing to do.
+    m.agents.clear_calls();
+    let r = alice
+        .sync(pb::SyncRequest {
+            services: vec![spec_pb("mcq", "v1")],
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!r.changes, "{}", r.plan_json);
+    assert!(m.agents.mutations().is_empty());
+
+    // Mass prune refused: the previous desired state stays.
+    let r = alice
+        .sync(pb::SyncRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    let plan: serde_json::Value = serde_json::from_str(&r.plan_json).unwrap();
+    assert!(plan["refused"].is_string());
+    assert_eq!(m.state.read(|r| r.desired_specs()).unwrap().len(), 1);
+
+    // Status.
+    let st = alice
+        .status(pb::StatusRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .services;
+    assert_eq!(st.len(), 1);
+    assert_eq!(st[0].name, "mcq");
+    assert_eq!(st[0].node, "vega");
+    assert_eq!(st[0].status, "running");
+    assert_eq!(st[0].components[0].observed_state, "running");
+
+    // Deploy one service.
+    let r = alice
+        .deploy(pb::MasterDeployRequest {
+            service: Some(spec_pb("mcr", "v2")),
+            component: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(r.success, "{r:?}");
+    assert_eq!(r.node, "vega");
+    assert_eq!(r.dns_result.unwrap().status, pb::StepStatus::Skipped as i32);
+    assert_eq!(
+        r.edge_route_result.unwrap().status,
+        pb::StepStatus::Skipped as i32
+    );
+
+    // Stop passes through to the node's agent.
+    m.agents.clear_calls();
+    alice
+        .stop_service(pb::ServiceLifecycleRequest {
+            service_name: "mcr".to_string(),
+            component: String::new(),
+        })
+        .await
+        .unwrap();
+    assert!(m.agents.mutations().contains(&Call::Stop {
+        node: "vega".to_string(),
+        service: "mcr".to_string(),
+        component: String::new(),
+    }));
+
+    // Undeploy one service (not a mass prune).
+    let r = alice
+        .undeploy(pb::MasterUndeployRequest {
+            service_name: "mcr".to_string(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(r.success, "{r:?}");
+    assert!(m.state.read(|r| r.placement("mcr")).unwrap().is_none());
+    assert!(m.state.read(|r| r.placement("mcq")).unwrap().is_some());
+
+    // Not available yet: said so.
+    let e = alice
+        .migrate(pb::MigrateRequest::default())
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::Unimplemented);
+    assert!(e.message().contains("not available yet"));
+}
+
+#[tokio::test]
+async fn agent_registration_loop_registers_heartbeats_and_re_registers() {
+    let m = start(&["agent-vega"], 16, RateLimits::new()).await;
+    let client = m.client("agent-vega", AccountType::System).await;
+    let mut cfg = register::RegistrationConfig::new(
+        "vega",
+        "worker",
+        "https://10.0.0.2:9444",
+        Duration::from_millis(100),
+    );
+    cfg.backoff_initial = Duration::from_millis(20);
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(register::run_registration(client, cfg, || 7, async move {
+        let _ = stop_rx.await;
+    }));
+    let wait = |what: &'static str, f: &dyn Fn() -> bool| {
+        let ok = (0..100).any(|_| {
+            if f() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+            false
+        });
+        assert!(ok, "timed out waiting for {what}");
+    };
+    let state = m.state.clone();
+    tokio::task::spawn_blocking(move || {
+        wait("heartbeat", &|| {
+            state
+                .read(|r| r.node("vega"))
+                .unwrap()
+                .is_some_and(|n| n.containers == 7)
+        });
+        // The master forgets the node: the agent registers again.
+        state.write(|w| w.remove_node("vega")).unwrap();
+        wait("re-registration", &|| {
+            state.read(|r| r.node("vega")).unwrap().is_some()
+        });
+    })
+    .await
+    .unwrap();
+    let _ = stop_tx.send(());
+    tokio::time::timeout(Duration::from_secs(5), task)
+        .await
+        .unwrap()
+        .unwrap();
+}
+
+/// A scripted master link for the back-off test.
+struct ScriptedLink {
+    register_failures: u32,
+    not_found_once: bool,
+    registers: Arc<std::sync::Mutex<Vec<tokio::time::Instant>>>,
+}
+
+impl register::MasterLink for ScriptedLink {
+    async fn register(
+        &mut self,
+        _req: pb::RegisterRequest,
+    ) -> Result<pb::RegisterResponse, tonic::Status> {
+        self.registers
+            .lock()
+            .unwrap()
+            .push(tokio::time::Instant::now());
+        if self.register_failures > 0 {
+            self.register_failures -= 1;
+            return Err(tonic::Status::unavailable("master down"));
+        }
+        Ok(pb::RegisterResponse { accepted: true })
+    }
+
+    async fn heartbeat(
+        &mut self,
+        _req: pb::HeartbeatRequest,
+    ) -> Result<pb::HeartbeatResponse, tonic::Status> {
+        if self.not_found_once {
+            self.not_found_once = false;
+            return Err(tonic::Status::not_found("node vega is not registered"));
+        }
+        Ok(pb::HeartbeatResponse { acknowledged: true })
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn registration_backs_off_exponentially_up_to_the_maximum() {
+    let registers = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let link = ScriptedLink {
+        register_failures: 8,
+        not_found_once: true,
+        registers: registers.clone(),
+    };
+    let cfg = register::RegistrationConfig::new(
+        "vega",
+        "worker",
+        "https://10.0.0.2:9444",
+        Duration::from_secs(30),
+    );
+    let start = tokio::time::Instant::now();
+    register::run_registration(
+        link,
+        cfg,
+        || 0,
+        tokio::time::sleep(Duration::from_secs(600)),
+    )
+    .await;
+    let times = registers.lock().unwrap().clone();
+    let gaps: Vec<u64> = times.windows(2).map(|w| (w[1] - w[0]).as_secs()).collect();
+    // 8 failures: 1, 2, 4, 8, 16, 32, 60, 60; then accepted; then after the
+    // first heartbeat (30 s) says NotFound, registered again at once.
+    assert_eq!(
+        gaps,
+        [1, 2, 4, 8, 16, 32, 60, 60, 30],
+        "{times:?} from {start:?}"
+    );
+}
+
+#[test]
+fn resource_parsers() {
+    assert_eq!(
+        register::parse_loadavg("0.52 0.58 0.59 1/467 1234\n"),
+        Some(520)
+    );
+    assert_eq!(register::parse_loadavg("nonsense"), None);
+    let meminfo = "MemTotal:       16000000 kB\nMemFree:   100 kB\nMemAvailable:   12000000 kB\n";
+    assert_eq!(register::parse_meminfo(meminfo), Some(4_000_000 * 1024));
+    assert_eq!(register::parse_meminfo("MemTotal: 1 kB\n"), None);
+    let r = register::read_resources(std::path::Path::new("/"));
+    assert!(r.disk_bytes > 0);
+}
