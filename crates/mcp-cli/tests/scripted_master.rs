@@ -1,0 +1,600 @@
+//! The real `mcp` binary against a scripted master: an in-test tonic server
+//! on 127.0.0.1 over TLS 1.3 (certificates made in the test), which checks
+//! the bearer token, records what it is sent and answers with plans made by
+//! the real planner. Covers what the CLI sends (specs, unreadable files,
+//! source) and what it makes of the answers (rendering, exit statuses).
+
+#![allow(clippy::unwrap_used)]
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::{Arc, Mutex};
+
+use mcp_planner::{AgentStatus, Desired, Node, NodeHealth, NodeRole, Observed, Policy, Timestamp};
+use mcp_proto::pb;
+use mcp_proto::pb::mcp_master_service_server::{McpMasterService, McpMasterServiceServer};
+use tonic::{Request, Response, Status};
+
+const TOKEN: &str = "scripted-test-token";
+
+type R<T> = Result<Response<T>, Status>;
+
+fn no<T>() -> R<T> {
+    Err(Status::unimplemented("not in this test"))
+}
+
+/// What the scripted master was sent.
+#[derive(Default)]
+struct Seen {
+    syncs: Vec<pb::SyncRequest>,
+    deploys: Vec<pb::MasterDeployRequest>,
+}
+
+struct Script {
+    seen: Arc<Mutex<Seen>>,
+    /// Answer a non-dry-run sync's first step with a failure.
+    fail_apply: bool,
+}
+
+fn check_token<T>(req: &Request<T>) -> Result<(), Status> {
+    let want = format!("Bearer {TOKEN}");
+    match req.metadata().get("authorization").map(|v| v.to_str()) {
+        Some(Ok(v)) if v == want => Ok(()),
+        _ => Err(Status::unauthenticated("bad or missing token")),
+    }
+}
+
+fn fleet() -> Observed {
+    let mut o = Observed::default();
+    o.nodes.insert(
+        "w1".to_string(),
+        Node {
+            role: NodeRole::Worker,
+            address: "100.64.0.2".to_string(),
+            health: NodeHealth::Healthy,
+            containers: 0,
+        },
+    );
+    o.agents.insert("w1".to_string(), AgentStatus::empty());
+    o
+}
+
+fn step(name: &str, status: pb::StepStatus, error: &str) -> pb::StepResult {
+    pb::StepResult {
+        step: name.to_string(),
+        success: status != pb::StepStatus::Failed,
+        error: error.to_string(),
+        status: status as i32,
+        detail: String::new(),
+    }
+}
+
+#[tonic::async_trait]
+impl McpMasterService for Script {
+    async fn deploy(&self, req: Request<pb::MasterDeployRequest>) -> R<pb::MasterDeployResponse> {
+        check_token(&req)?;
+        self.seen.lock().unwrap().deploys.push(req.into_inner());
+        Ok(Response::new(pb::MasterDeployResponse {
+            node: "w1".to_string(),
+            success: true,
+            error: String::new(),
+            deploy_result: Some(step("deploy", pb::StepStatus::Succeeded, "")),
+            edge_route_result: Some(step("edge route", pb::StepStatus::Skipped, "")),
+            dns_result: Some(step("dns", pb::StepStatus::Succeeded, "")),
+        }))
+    }
+    async fn undeploy(
+        &self,
+        _: Request<pb::MasterUndeployRequest>,
+    ) -> R<pb::MasterUndeployResponse> {
+        no()
+    }
+    async fn status(&self, req: Request<pb::StatusRequest>) -> R<pb::StatusResponse> {
+        check_token(&req)?;
+        let all = vec![
+            pb::ServiceStatus {
+                name: "mcq".to_string(),
+                node: "w1".to_string(),
+                tier: "worker".to_string(),
+                status: "running".to_string(),
+                components: vec![pb::ComponentInfo {
+                    name: "api".to_string(),
+                    image: "r/mcq:v1".to_string(),
+                    version: "v1".to_string(),
+                    observed_state: "running".to_string(),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            },
+            pb::ServiceStatus {
+                name: "web".to_string(),
+                node: "w1".to_string(),
+                tier: "worker".to_string(),
+                status: "degraded".to_string(),
+                detail: "web: exited".to_string(),
+                ..Default::default()
+            },
+        ];
+        let name = req.into_inner().service_name;
+        Ok(Response::new(pb::StatusResponse {
+            services: all
+                .into_iter()
+                .filter(|s| name.is_empty() || s.name == name)
+                .collect(),
+        }))
+    }
+    async fn sync(&self, req: Request<pb::SyncRequest>) -> R<pb::SyncResponse> {
+        check_token(&req)?;
+        let req = req.into_inner();
+        self.seen.lock().unwrap().syncs.push(req.clone());
+        let specs = req
+            .services
+            .iter()
+            .cloned()
+            .map(mcp_spec::ServiceSpec::try_from)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let mut desired = Desired::new(Some(req.source.clone()), specs, &[]);
+        for u in &req.unreadable {
+            desired.held.insert(
+                u.name.clone(),
+                mcp_planner::Held {
+                    file: u.file.clone(),
+                    errors: u.errors.clone(),
+                },
+            );
+        }
+        let plan = mcp_planner::plan(&desired, &fleet(), &Policy::default(), Timestamp(0));
+        let results = if req.dry_run {
+            Vec::new()
+        } else {
+            let mut r = vec![step(
+                "deploy",
+                if self.fail_apply {
+                    pb::StepStatus::Failed
+                } else {
+                    pb::StepStatus::Succeeded
+                },
+                if self.fail_apply {
+                    "image pull failed"
+                } else {
+                    ""
+                },
+            )];
+            r.push(step("edge route", pb::StepStatus::Skipped, ""));
+            r
+        };
+        Ok(Response::new(pb::SyncResponse {
+            plan_json: mcp_planner::render_json(&plan),
+            changes: plan.has_changes(),
+            results,
+        }))
+    }
+    async fn migrate(&self, _: Request<pb::MigrateRequest>) -> R<pb::MigrateResponse> {
+        no()
+    }
+    async fn list_nodes(&self, req: Request<pb::ListNodesRequest>) -> R<pb::ListNodesResponse> {
+        check_token(&req)?;
+        Ok(Response::new(pb::ListNodesResponse {
+            nodes: vec![pb::NodeInfo {
+                name: "w1".to_string(),
+                role: "worker".to_string(),
+                address: "100.64.0.2".to_string(),
+                arch: "amd64".to_string(),
+                status: "healthy".to_string(),
+                containers: 3,
+                last_heartbeat: "2026-01-01T00:00:00Z".to_string(),
+            }],
+        }))
+    }
+    async fn create_snapshot(
+        &self,
+        _: Request<pb::CreateSnapshotRequest>,
+    ) -> R<pb::CreateSnapshotResponse> {
+        no()
+    }
+    async fn list_snapshots(
+        &self,
+        _: Request<pb::ListSnapshotsRequest>,
+    ) -> R<pb::ListSnapshotsResponse> {
+        no()
+    }
+    async fn stop_service(
+        &self,
+        _: Request<pb::ServiceLifecycleRequest>,
+    ) -> R<pb::ServiceLifecycleResponse> {
+        no()
+    }
+    async fn start_service(
+        &self,
+        _: Request<pb::ServiceLifecycleRequest>,
+    ) -> R<pb::ServiceLifecycleResponse> {
+        no()
+    }
+    async fn restart_service(
+        &self,
+        req: Request<pb::ServiceLifecycleRequest>,
+    ) -> R<pb::ServiceLifecycleResponse> {
+        check_token(&req)?;
+        Ok(Response::new(pb::ServiceLifecycleResponse {
+            results: vec![step(
+                &format!("restart {}", req.get_ref().service_name),
+                pb::StepStatus::Failed,
+                "node w1 unreachable",
+            )],
+        }))
+    }
+    type ServiceLogsStream = tokio_stream::wrappers::ReceiverStream<Result<pb::LogLine, Status>>;
+    async fn service_logs(
+        &self,
+        req: Request<pb::ServiceLogsRequest>,
+    ) -> R<Self::ServiceLogsStream> {
+        check_token(&req)?;
+        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        tokio::spawn(async move {
+            for (stream, line) in [
+                ("stdout", "hello"),
+                ("stderr", "warning: x"),
+                ("stdout", "bye"),
+            ] {
+                let l = pb::LogLine {
+                    component: "api".to_string(),
+                    line: line.to_string(),
+                    stream: stream.to_string(),
+                };
+                if tx.send(Ok(l)).await.is_err() {
+                    return;
+                }
+            }
+        });
+        Ok(Response::new(tokio_stream::wrappers::ReceiverStream::new(
+            rx,
+        )))
+    }
+    async fn service_events(&self, _: Request<pb::ServiceEventsRequest>) -> R<pb::EventsResponse> {
+        no()
+    }
+    async fn list_edge_routes(
+        &self,
+        _: Request<pb::ListMasterEdgeRoutesRequest>,
+    ) -> R<pb::ListMasterEdgeRoutesResponse> {
+        no()
+    }
+    async fn register(&self, _: Request<pb::RegisterRequest>) -> R<pb::RegisterResponse> {
+        no()
+    }
+    async fn heartbeat(&self, _: Request<pb::HeartbeatRequest>) -> R<pb::HeartbeatResponse> {
+        no()
+    }
+}
+
+/// A running scripted master and a CLI config pointing at it.
+struct Fixture {
+    _dir: tempfile::TempDir,
+    cfg: PathBuf,
+    services: PathBuf,
+    seen: Arc<Mutex<Seen>>,
+    _rt: tokio::runtime::Runtime,
+}
+
+fn start(fail_apply: bool) -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = mcp_security::pki::Ca::generate("scripted").unwrap();
+    let ca_path = dir.path().join("ca.pem");
+    ca.write_cert(&ca_path).unwrap();
+    let leaf = ca
+        .write_leaf(
+            dir.path(),
+            "master",
+            &["127.0.0.1"],
+            mcp_security::pki::Validity::Days(1),
+        )
+        .unwrap();
+    let tls = mcp_security::tls::server_config(
+        &mcp_security::tls::CertKeyPaths {
+            cert: leaf.cert,
+            key: leaf.key,
+        },
+        &mcp_security::tls::ClientAuth::None,
+    )
+    .unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let seen = Arc::new(Mutex::new(Seen::default()));
+    let script = Script {
+        seen: seen.clone(),
+        fail_apply,
+    };
+    let addr: SocketAddr = rt.block_on(async {
+        let listener = mcp_security::tls::bind("127.0.0.1:0".parse().unwrap())
+            .await
+            .unwrap();
+        let addr = listener.local_addr().unwrap();
+        let incoming = mcp_security::tls::tls_incoming(listener, Arc::new(tls));
+        tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(McpMasterServiceServer::new(script))
+                .serve_with_incoming(incoming),
+        );
+        addr
+    });
+    let services = dir.path().join("services");
+    std::fs::create_dir(&services).unwrap();
+    let token = dir.path().join("token");
+    std::fs::write(&token, format!("{TOKEN}\n")).unwrap();
+    let cfg = dir.path().join("mcp.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[master]\naddress = \"https://{addr}\"\n[tls]\nca_cert = \"{}\"\n[auth]\ntoken_path = \"{}\"\n[services]\ndir = \"{}\"\n",
+            ca_path.display(),
+            token.display(),
+            services.display()
+        ),
+    )
+    .unwrap();
+    Fixture {
+        _dir: dir,
+        cfg,
+        services,
+        seen,
+        _rt: rt,
+    }
+}
+
+impl Fixture {
+    fn mcp(&self, args: &[&str]) -> Output {
+        self.mcp_env(args, &[])
+    }
+
+    fn mcp_env(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_mcp"));
+        c.arg("--config")
+            .arg(&self.cfg)
+            .args(args)
+            .env("HOME", "/nonexistent")
+            .env_remove("XDG_CONFIG_HOME")
+            .env_remove("MCP_CONFIG")
+            .env_remove("MCP_TOKEN")
+            .env_remove("NO_COLOR");
+        for (k, v) in env {
+            c.env(k, v);
+        }
+        c.output().unwrap()
+    }
+
+    fn write(&self, name: &str, text: &str) -> PathBuf {
+        let p = self.services.join(name);
+        std::fs::write(&p, text).unwrap();
+        p
+    }
+}
+
+fn out(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn err(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn svc(name: &str) -> String {
+    format!("name = \"{name}\"\n[[components]]\nname = \"{name}\"\nimage = \"r/{name}:v1\"\n")
+}
+
+fn dir_of(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+#[test]
+fn sync_dry_run_sends_the_directory_and_exits_2_with_changes() {
+    let f = start(false);
+    f.write("web.toml", &svc("web"));
+    f.write("broken.toml", "name = \"broken\"\ntier = \"gold\"\n");
+    let o = f.mcp(&["sync", "--dry-run"]);
+    assert_eq!(
+        o.status.code(),
+        Some(2),
+        "stdout:\n{}\nstderr:\n{}",
+        out(&o),
+        err(&o)
+    );
+    let text = out(&o);
+    assert!(text.contains("+ web on w1"), "{text}");
+    assert!(text.contains("broken"), "held service shown: {text}");
+    assert!(!text.contains('\x1b'), "no colour when piped");
+    assert!(err(&o).contains("broken.toml:2:8:"), "{}", err(&o));
+
+    let seen = f.seen.lock().unwrap();
+    let req = seen.syncs.last().unwrap();
+    assert!(req.dry_run && !req.allow_mass_prune);
+    assert_eq!(req.services.len(), 1);
+    assert_eq!(req.services[0].name, "web");
+    assert_eq!(req.unreadable.len(), 1);
+    assert_eq!(req.unreadable[0].name, "broken");
+    let want = format!("{}/broken.toml:2:8: ", dir_of(&f.services));
+    assert!(
+        req.unreadable[0]
+            .errors
+            .iter()
+            .any(|e| e.starts_with(&want)),
+        "{:?}",
+        req.unreadable[0].errors
+    );
+    assert_eq!(req.source, dir_of(&f.services), "not a git work tree");
+}
+
+#[test]
+fn sync_dry_run_with_nothing_to_do_exits_0_and_json_is_the_plan() {
+    let f = start(false);
+    let o = f.mcp(&["sync", "--dry-run", "--allow-mass-prune"]);
+    assert_eq!(o.status.code(), Some(0), "{}{}", out(&o), err(&o));
+    assert!(f.seen.lock().unwrap().syncs[0].allow_mass_prune);
+
+    f.write("web.toml", &svc("web"));
+    let o = f.mcp(&["--output", "json", "sync", "--dry-run"]);
+    assert_eq!(o.status.code(), Some(2));
+    let plan: mcp_planner::Plan = serde_json::from_str(&out(&o)).unwrap();
+    assert_eq!(plan.entries.len(), 1);
+}
+
+#[test]
+fn sync_apply_prints_results_and_fails_on_a_failed_step() {
+    let f = start(true);
+    f.write("web.toml", &svc("web"));
+    let o = f.mcp(&["sync"]);
+    assert_eq!(o.status.code(), Some(1), "{}{}", out(&o), err(&o));
+    let text = out(&o);
+    assert!(
+        text.contains("  failed   deploy: image pull failed"),
+        "{text}"
+    );
+    assert!(text.contains("  skipped  edge route"), "{text}");
+    assert!(!f.seen.lock().unwrap().syncs[0].dry_run);
+
+    let ok = start(false);
+    ok.write("web.toml", &svc("web"));
+    let o = ok.mcp(&["sync"]);
+    assert_eq!(o.status.code(), Some(0), "{}{}", out(&o), err(&o));
+    assert!(out(&o).contains("1 ok, 0 failed, 1 skipped"), "{}", out(&o));
+}
+
+#[test]
+fn a_refused_token_is_reported_as_such() {
+    let f = start(false);
+    let o = f.mcp_env(&["status"], &[("MCP_TOKEN", "someone-else")]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        err(&o).contains("Unauthenticated") && err(&o).contains("token was refused"),
+        "{}",
+        err(&o)
+    );
+}
+
+#[test]
+fn stop_outside_git_edits_the_file_then_syncs_it() {
+    let f = start(false);
+    let file = f.write("web.toml", &svc("web"));
+    let o = f.mcp(&["stop", "web"]);
+    assert_eq!(o.status.code(), Some(0), "{}{}", out(&o), err(&o));
+    assert!(out(&o).contains("push mode"), "{}", out(&o));
+    let text = std::fs::read_to_string(&file).unwrap();
+    assert!(
+        text.starts_with("name = \"web\"\nactive = false\n"),
+        "{text}"
+    );
+    let seen = f.seen.lock().unwrap();
+    let req = &seen.syncs[0];
+    assert!(!req.dry_run);
+    assert!(!req.services[0].active, "the edited spec was sent");
+}
+
+#[test]
+fn deploy_status_ps_nodes_logs_restart() {
+    let f = start(false);
+    f.write("web.toml", &svc("web"));
+
+    let o = f.mcp(&["deploy", "web"]);
+    assert_eq!(o.status.code(), Some(0), "{}{}", out(&o), err(&o));
+    let text = out(&o);
+    assert!(text.contains("deploy web on w1"), "{text}");
+    assert!(text.contains("  ok       deploy\n"), "{text}");
+    assert!(
+        text.contains("  skipped  edge route (not configured)\n"),
+        "skipped is not ok: {text}"
+    );
+    assert_eq!(
+        f.seen.lock().unwrap().deploys[0]
+            .service
+            .as_ref()
+            .unwrap()
+            .name,
+        "web"
+    );
+    let o = f.mcp(&["deploy", "web", "--component", "nope"]);
+    assert_eq!(o.status.code(), Some(1));
+
+    let o = f.mcp(&["status"]);
+    assert_eq!(o.status.code(), Some(0), "{}", err(&o));
+    let text = out(&o);
+    assert!(
+        text.starts_with("NAME  NODE  TIER    STATUS    DETAIL\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("web   w1    worker  degraded  web: exited"),
+        "{text}"
+    );
+
+    let o = f.mcp(&["--output", "json", "status", "mcq"]);
+    let v: serde_json::Value = serde_json::from_str(&out(&o)).unwrap();
+    assert_eq!(v["services"][0]["status"], "running");
+    assert_eq!(f.mcp(&["status", "nope"]).status.code(), Some(1));
+
+    let o = f.mcp(&["ps"]);
+    let text = out(&o);
+    assert!(
+        text.contains("SERVICE  COMPONENT  NODE  IMAGE     VERSION  STATE")
+            && text.contains("mcq      api        w1    r/mcq:v1  v1       running"),
+        "{text}"
+    );
+
+    let o = f.mcp(&["node", "list"]);
+    assert_eq!(o.status.code(), Some(0), "{}", err(&o));
+    assert!(
+        out(&o).contains("w1    worker  100.64.0.2  amd64  healthy"),
+        "{}",
+        out(&o)
+    );
+
+    let o = f.mcp(&["logs", "mcq"]);
+    assert_eq!(o.status.code(), Some(0), "{}", err(&o));
+    assert_eq!(out(&o), "[api] hello\n[api] bye\n");
+    assert_eq!(err(&o), "[api] warning: x\n");
+
+    let o = f.mcp(&["restart", "mcq"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        out(&o).contains("  failed   restart mcq: node w1 unreachable"),
+        "{}",
+        out(&o)
+    );
+}
+
+fn git(dir: &Path, args: &[&str]) -> String {
+    let o = Command::new("git")
+        .arg("-C")
+        .arg(dir)
+        .args(args)
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .env("GIT_CONFIG_GLOBAL", "/dev/null")
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "git {args:?}: {}", err(&o));
+    out(&o).trim().to_string()
+}
+
+/// In a git work tree the source names the commit, and "(dirty)" when the
+/// directory has uncommitted changes.
+#[test]
+fn sync_source_names_the_commit() {
+    let f = start(false);
+    f.write("web.toml", &svc("web"));
+    git(&f.services, &["init", "-q"]);
+    git(&f.services, &["config", "user.name", "T"]);
+    git(&f.services, &["config", "user.email", "t@example.invalid"]);
+    git(&f.services, &["add", "."]);
+    git(&f.services, &["commit", "-q", "-m", "x"]);
+    let head = git(&f.services, &["rev-parse", "--short", "HEAD"]);
+    assert_eq!(f.mcp(&["sync", "--dry-run"]).status.code(), Some(2));
+    f.write("mcq.toml", &svc("mcq"));
+    assert_eq!(f.mcp(&["sync", "--dry-run"]).status.code(), Some(2));
+    let seen = f.seen.lock().unwrap();
+    let d = dir_of(&f.services);
+    assert_eq!(seen.syncs[0].source, format!("{d} @ {head}"));
+    assert_eq!(seen.syncs[1].source, format!("{d} @ {head} (dirty)"));
+}
