@@ -648,7 +648,7 @@ impl Reconciler {
     ) -> Vec<StepOutcome> {
         let _lock = self.locks.lock(&entry.service).await;
         let service = entry.service.clone();
-        let steps: Vec<_> = entry.steps.iter().filter(|s| runnable(s)).collect();
+        let steps: Vec<_> = entry.steps.iter().filter(runnable).collect();
         let mut out = Vec::new();
         let first = steps
             .iter()
