@@ -324,3 +324,74 @@ impl Fleet {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use mcp_security::clock::ManualClock;
+    use mcp_security::identity::{AccountType, Identity};
+
+    use super::*;
+    use crate::fake::FakeAgents;
+
+    #[tokio::test]
+    async fn silent_node_is_probed_marked_unhealthy_and_recovers_on_heartbeat() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = Arc::new(State::open(&dir.path().join("m.db")).unwrap());
+        let agents = Arc::new(FakeAgents::new());
+        let clock = ManualClock::at_unix(1_735_689_600);
+        let changes = Arc::new(AtomicUsize::new(0));
+        let c = changes.clone();
+        let fleet = Arc::new(Fleet::new(
+            state.clone(),
+            agents.clone(),
+            Arc::new(clock.clone()),
+            FleetSettings {
+                policy: RegistrationPolicy::new(["agent-vega"], 16),
+                heartbeat_timeout: Duration::from_secs(90),
+                health_check: Duration::from_secs(1),
+            },
+            Box::new(move || {
+                c.fetch_add(1, Ordering::SeqCst);
+            }),
+        ));
+        let vega = Identity::new("agent-vega", AccountType::System, &[]);
+        fleet
+            .register(&vega, "vega", "worker", "https://vega:9444", "amd64")
+            .unwrap();
+        // Fresh: nothing to probe.
+        assert!(fleet.probe_stale().await.unwrap().is_empty());
+        // Silent for the timeout and not answering HealthCheck: unhealthy.
+        clock.advance(Duration::from_secs(91));
+        agents.set_unreachable("vega", true);
+        let before = changes.load(Ordering::SeqCst);
+        let r = fleet.probe_stale().await.unwrap();
+        assert_eq!(r.len(), 1);
+        assert!(!r[0].healthy);
+        let node = state.read(|r| r.node("vega")).unwrap().unwrap();
+        assert_eq!(node.status, NodeStatus::Unhealthy);
+        assert!(changes.load(Ordering::SeqCst) > before);
+        // A heartbeat marks it healthy again.
+        agents.set_unreachable("vega", false);
+        let recovered = fleet
+            .heartbeat(&vega, "vega", &state::Heartbeat::default())
+            .unwrap();
+        assert!(recovered);
+        let node = state.read(|r| r.node("vega")).unwrap().unwrap();
+        assert_eq!(node.status, NodeStatus::Healthy);
+        // Warm-up probes every node at once.
+        state
+            .write(|w| w.add_bootstrap_node("orion", NodeRole::Master, "https://orion:9444"))
+            .unwrap();
+        agents.set_unreachable("orion", true);
+        let r = fleet.warm_up().await.unwrap();
+        let summary: Vec<(String, bool)> = r.into_iter().map(|p| (p.node, p.healthy)).collect();
+        assert_eq!(
+            summary,
+            [("orion".to_string(), false), ("vega".to_string(), true)]
+        );
+    }
+}

@@ -503,3 +503,59 @@ fn address_host_strips_scheme_and_port() {
     assert_eq!(address_host("https://[fd00::1]:9444"), "fd00::1");
     assert_eq!(address_host("orion.overlay"), "orion.overlay");
 }
+
+#[tokio::test]
+async fn gitops_commits_drive_the_loop_and_the_commit_is_recorded() {
+    use crate::testutil::{service_toml, Repo};
+    let f = fx();
+    let repo = Repo::new();
+    repo.write("services/mcq.toml", service_toml("mcq", "v1"));
+    repo.write("services/notes.txt", "ignored");
+    let c1 = repo.commit_all("one");
+    let rec = Arc::new(Reconciler::new(
+        f.state.clone(),
+        f.agents.clone(),
+        Arc::new(f.clock.clone()),
+        DesiredSource::Git {
+            source: crate::gitsource::GitSource::open(&repo.join("services")).unwrap(),
+            options: LoadOptions::default(),
+        },
+        settings(),
+    ));
+    // Uncommitted edits are ignored.
+    repo.write("services/extra.toml", service_toml("extra", "v1"));
+    let out = rec.reconcile(PassOptions::default()).await.unwrap();
+    assert_eq!(out.plan.source.as_deref(), Some(c1.as_str()));
+    assert!(f.placement("mcq").is_some());
+    assert!(f.placement("extra").is_none());
+    let j = f.state.read(|r| r.journal_recent(Some("mcq"), 1)).unwrap();
+    assert!(j[0].detail.contains(&c1), "{}", j[0].detail);
+
+    // The loop re-plans when told about a new commit.
+    repo.write("services/mcq.toml", service_toml("mcq", "v2"));
+    let c2 = repo.commit_all("two");
+    let (tx, rx) = tokio::sync::mpsc::channel(1);
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let task = tokio::spawn(rec.clone().run(Some(rx), stop_rx));
+    tx.send(crate::watch::HeadEvent {
+        commit: crate::gitsource::CommitId::new(&c2),
+        trigger: crate::watch::Trigger::FileEvent,
+    })
+    .await
+    .unwrap();
+    let mut updated = false;
+    for _ in 0..100 {
+        if f.agents.services_on("deneb")["mcq"].components["api"].version == "v2" {
+            updated = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(updated, "the new commit was not applied");
+    assert!(f.placement("extra").is_some(), "committed now as well");
+    stop_tx.send(true).unwrap();
+    tokio::time::timeout(Duration::from_secs(5), task)
+        .await
+        .unwrap()
+        .unwrap();
+}
