@@ -6,17 +6,18 @@
 
 #![allow(clippy::unwrap_used)]
 
-use std::net::SocketAddr;
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::{Arc, Mutex};
+
+use common::{check_token, err, out, step, svc};
 
 use mcp_planner::{AgentStatus, Desired, Node, NodeHealth, NodeRole, Observed, Policy, Timestamp};
 use mcp_proto::pb;
 use mcp_proto::pb::mcp_master_service_server::{McpMasterService, McpMasterServiceServer};
 use tonic::{Request, Response, Status};
-
-const TOKEN: &str = "scripted-test-token";
 
 type R<T> = Result<Response<T>, Status>;
 
@@ -37,14 +38,6 @@ struct Script {
     fail_apply: bool,
 }
 
-fn check_token<T>(req: &Request<T>) -> Result<(), Status> {
-    let want = format!("Bearer {TOKEN}");
-    match req.metadata().get("authorization").map(|v| v.to_str()) {
-        Some(Ok(v)) if v == want => Ok(()),
-        _ => Err(Status::unauthenticated("bad or missing token")),
-    }
-}
-
 fn fleet() -> Observed {
     let mut o = Observed::default();
     o.nodes.insert(
@@ -58,16 +51,6 @@ fn fleet() -> Observed {
     );
     o.agents.insert("w1".to_string(), AgentStatus::empty());
     o
-}
-
-fn step(name: &str, status: pb::StepStatus, error: &str) -> pb::StepResult {
-    pb::StepResult {
-        step: name.to_string(),
-        success: status != pb::StepStatus::Failed,
-        error: error.to_string(),
-        status: status as i32,
-        detail: String::new(),
-    }
 }
 
 #[tonic::async_trait]
@@ -271,78 +254,28 @@ impl McpMasterService for Script {
 
 /// A running scripted master and a CLI config pointing at it.
 struct Fixture {
-    _dir: tempfile::TempDir,
+    peer: common::Peer,
     cfg: PathBuf,
     services: PathBuf,
     seen: Arc<Mutex<Seen>>,
-    _rt: tokio::runtime::Runtime,
 }
 
 fn start(fail_apply: bool) -> Fixture {
-    let dir = tempfile::tempdir().unwrap();
-    let ca = mcp_security::pki::Ca::generate("scripted").unwrap();
-    let ca_path = dir.path().join("ca.pem");
-    ca.write_cert(&ca_path).unwrap();
-    let leaf = ca
-        .write_leaf(
-            dir.path(),
-            "master",
-            &["127.0.0.1"],
-            mcp_security::pki::Validity::Days(1),
-        )
-        .unwrap();
-    let tls = mcp_security::tls::server_config(
-        &mcp_security::tls::CertKeyPaths {
-            cert: leaf.cert,
-            key: leaf.key,
-        },
-        &mcp_security::tls::ClientAuth::None,
-    )
-    .unwrap();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap();
     let seen = Arc::new(Mutex::new(Seen::default()));
     let script = Script {
         seen: seen.clone(),
         fail_apply,
     };
-    let addr: SocketAddr = rt.block_on(async {
-        let listener = mcp_security::tls::bind("127.0.0.1:0".parse().unwrap())
-            .await
-            .unwrap();
-        let addr = listener.local_addr().unwrap();
-        let incoming = mcp_security::tls::tls_incoming(listener, Arc::new(tls));
-        tokio::spawn(
-            tonic::transport::Server::builder()
-                .add_service(McpMasterServiceServer::new(script))
-                .serve_with_incoming(incoming),
-        );
-        addr
-    });
-    let services = dir.path().join("services");
-    std::fs::create_dir(&services).unwrap();
-    let token = dir.path().join("token");
-    std::fs::write(&token, format!("{TOKEN}\n")).unwrap();
-    let cfg = dir.path().join("mcp.toml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "[master]\naddress = \"https://{addr}\"\n[tls]\nca_cert = \"{}\"\n[auth]\ntoken_path = \"{}\"\n[services]\ndir = \"{}\"\n",
-            ca_path.display(),
-            token.display(),
-            services.display()
-        ),
-    )
-    .unwrap();
+    let peer = common::serve(
+        tonic::transport::Server::builder().add_service(McpMasterServiceServer::new(script)),
+    );
+    let cfg = peer.config(&format!("[master]\naddress = \"https://{}\"\n", peer.addr));
+    let services = peer.services.clone();
     Fixture {
-        _dir: dir,
+        peer,
         cfg,
         services,
         seen,
-        _rt: rt,
     }
 }
 
@@ -352,38 +285,12 @@ impl Fixture {
     }
 
     fn mcp_env(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_mcp"));
-        c.arg("--config")
-            .arg(&self.cfg)
-            .args(args)
-            .env("HOME", "/nonexistent")
-            .env_remove("XDG_CONFIG_HOME")
-            .env_remove("MCP_CONFIG")
-            .env_remove("MCP_TOKEN")
-            .env_remove("NO_COLOR");
-        for (k, v) in env {
-            c.env(k, v);
-        }
-        c.output().unwrap()
+        common::mcp(&self.cfg, args, env)
     }
 
     fn write(&self, name: &str, text: &str) -> PathBuf {
-        let p = self.services.join(name);
-        std::fs::write(&p, text).unwrap();
-        p
+        self.peer.write(name, text)
     }
-}
-
-fn out(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn err(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-fn svc(name: &str) -> String {
-    format!("name = \"{name}\"\n[[components]]\nname = \"{name}\"\nimage = \"r/{name}:v1\"\n")
 }
 
 fn dir_of(p: &Path) -> &str {
