@@ -1,4 +1,4 @@
-//! The MCP master: the pieces the control loop is assembled from.
+//! The MCP master daemon (DESIGN.md §3, §5, §10–§12).
 //!
 //! - [`config`]: the master config file (DESIGN.md §11).
 //! - [`state`]: the SQLite database (DESIGN.md §10): nodes, placements, edge
@@ -8,6 +8,15 @@
 //!   `HEAD` (never the working tree).
 //! - [`watch`]: a thin adapter turning `.git` file events and a periodic poll
 //!   into a channel of "HEAD changed" events.
+//! - [`agents`]: the [`agents::AgentApi`] trait (the master's calls to
+//!   agents), its tonic + TLS implementation and the mapping of agent
+//!   reports to the planner's model; [`fake`]: a recording in-memory fleet.
+//! - [`reconcile`]: the control loop (desired → observed → plan → apply,
+//!   journaled, per-service locks, bounded concurrency).
+//! - [`fleet`]: the node registry (identity-bound `Register`/`Heartbeat`),
+//!   the health prober and the start-up warm-up.
+//! - [`server`]: the `McpMasterService` gRPC service.
+//! - [`daemon`]: `mcp-master serve`, everything wired from a config.
 
 pub mod agents;
 pub mod config;

@@ -1,5 +1,5 @@
 //! The control loop (DESIGN.md §3): load the desired state, observe the
-//! fleet, run [`mcp_planner::plan`], execute the plan's ready actions, and
+//! fleet, run [`mcp_planner::plan()`], execute the plan's ready actions, and
 //! record every step in the journal.
 //!
 //! - **One pass at a time.** Passes (the periodic timer, a new commit,
