@@ -283,7 +283,7 @@ pub fn deploy(
 
 /// `mcp undeploy <svc>`.
 pub fn undeploy(ctx: &Ctx<'_>, service: &str, direct: &Direct) -> Result<ExitCode> {
-    files::service_path(Path::new("."), service)?;
+    files::check_service_name(service)?;
     match remote::direct_node(direct)? {
         Some(n) => {
             let t = ctx.agent(n)?;
@@ -401,7 +401,7 @@ fn capitalized(s: &str) -> String {
 
 /// `mcp restart <svc> [--direct --node N]`.
 pub fn restart(ctx: &Ctx<'_>, service: &str, direct: &Direct) -> Result<ExitCode> {
-    files::service_path(Path::new("."), service)?;
+    files::check_service_name(service)?;
     let node = remote::direct_node(direct)?;
     lifecycle_call(ctx, Lifecycle::Restart, service, node)
 }
@@ -457,10 +457,14 @@ pub fn set_active(ctx: &Ctx<'_>, service: &str, active: bool, direct: &Direct) -
     let new = files::set_active(&text, active)
         .with_context(|| format!("{} cannot be edited", path.display()))?;
     let Some(new) = new else {
-        println!(
-            "{} already has active = {active}; nothing to change",
-            path.display()
-        );
+        if ctx.json() {
+            print_json(&json!({"file": path, "active": active, "changed": false}))?;
+        } else {
+            println!(
+                "{} already has active = {active}; nothing to change",
+                path.display()
+            );
+        }
         return Ok(ExitCode::SUCCESS);
     };
     if let Err(diags) = files::validate(&path, service, &new) {
@@ -473,24 +477,38 @@ pub fn set_active(ctx: &Ctx<'_>, service: &str, active: bool, direct: &Direct) -
         );
     }
     files::write_atomic(&path, &new)?;
-    println!("{}: set active = {active}", path.display());
+    // With --output json, standard output carries only JSON: notes go to stderr.
+    let note = |s: String| {
+        if ctx.json() {
+            eprintln!("{s}");
+        } else {
+            println!("{s}");
+        }
+    };
+    note(format!("{}: set active = {active}", path.display()));
     match push_target {
         None => {
             let message = format!("mcp {verb} {service}");
             let id = files::git_commit_file(&dir, &file_name, &message)
                 .with_context(|| format!("{} was changed but not committed", path.display()))?;
-            println!(
-                "committed {id} \"{message}\" in {}; the master applies it from the repository \
-                 (push the commit if the master watches another clone)",
-                dir.display()
-            );
+            if ctx.json() {
+                print_json(&json!({
+                    "file": path, "active": active, "changed": true, "commit": id, "message": message,
+                }))?;
+            } else {
+                println!(
+                    "committed {id} \"{message}\" in {}; the master applies it from the \
+                     repository (push the commit if the master watches another clone)",
+                    dir.display()
+                );
+            }
             Ok(ExitCode::SUCCESS)
         }
         Some(target) => {
-            println!(
+            note(format!(
                 "{} is not a git work tree: sending the directory to the master (push mode)",
                 dir.display()
-            );
+            ));
             sync_to(ctx, &target, &dir, false, false).with_context(|| {
                 format!(
                     "{} was changed but the master was not told (run `mcp sync` later)",
@@ -992,7 +1010,7 @@ fn only_direct<'a>(what: &str, direct: &'a Direct) -> Result<&'a str> {
 /// `mcp adopt <svc> --direct --node N`.
 pub fn adopt(ctx: &Ctx<'_>, service: &str, direct: &Direct) -> Result<ExitCode> {
     let node = only_direct("adopt", direct)?;
-    files::service_path(Path::new("."), service)?;
+    files::check_service_name(service)?;
     let t = ctx.agent(node)?;
     let resp = block_on(async {
         agent_client(&t)

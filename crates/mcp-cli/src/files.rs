@@ -10,11 +10,18 @@ use anyhow::{bail, Context, Result};
 use mcp_spec::{Diagnostic, LoadOptions, ServiceSpec};
 use toml_edit::{value, DocumentMut, Value};
 
-/// `<dir>/<service>.toml`.
-pub fn service_path(dir: &Path, service: &str) -> Result<PathBuf> {
+/// A service name given on the command line must be a DNS label (which also
+/// keeps it from naming a path outside the services directory).
+pub fn check_service_name(service: &str) -> Result<()> {
     if !mcp_spec::names::is_dns_label(service) {
         bail!("service name {service:?} must be a DNS label (lowercase letters, digits, '-')");
     }
+    Ok(())
+}
+
+/// `<dir>/<service>.toml`.
+pub fn service_path(dir: &Path, service: &str) -> Result<PathBuf> {
+    check_service_name(service)?;
     Ok(dir.join(format!("{service}.toml")))
 }
 

@@ -352,9 +352,12 @@ fn stop_and_start_commit_the_file_in_a_git_repository() {
     );
     assert_eq!(git(root, &["rev-list", "--count", "HEAD"]), "2");
 
-    let out = mcp(&["--config", c, "start", "mcq"]);
+    let out = mcp(&["--config", c, "--output", "json", "start", "mcq"]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(git(root, &["log", "-1", "--format=%s"]), "mcp start mcq");
+    let v: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(v["changed"], true);
+    assert_eq!(v["commit"], git(root, &["rev-parse", "--short", "HEAD"]));
     let text = std::fs::read_to_string(services.join("mcq.toml")).unwrap();
     assert!(
         text.contains("name = \"mcq\" # keep this name\nactive = true\n"),
