@@ -5,7 +5,8 @@
 #
 #   localhost/mcp-test/web:v1, :v2   /version and /www/version hold "v1"/"v2";
 #                                    default command: busybox httpd serving
-#                                    /www on $PORT (default 8080)
+#                                    /www on $PORT (default 8080), under a shell
+#                                    that exits on SIGTERM (PID 1 would ignore it)
 #
 # Idempotent: an image that exists with the current recipe is left alone, so
 # a second run takes a fraction of a second.
@@ -29,7 +30,7 @@ busybox=${BUSYBOX:-/bin/busybox}
 export CONTAINERS_CONF=${CONTAINERS_CONF:-$repo/tests/podman/containers.conf}
 
 # Bump when the image contents change so existing images get rebuilt.
-recipe=1
+recipe=2
 
 args=()
 if [[ -n ${MCP_PODMAN_ROOT:-} ]]; then
@@ -82,7 +83,7 @@ build() {
         --change 'ENV PORT=8080' \
         --change "LABEL mcp.test.recipe=$recipe" \
         --change 'WORKDIR /' \
-        --change 'CMD ["/bin/sh", "-c", "exec httpd -f -p \"${PORT}\" -h /www"]' \
+        --change 'CMD ["/bin/sh", "-c", "httpd -f -p \"${PORT}\" -h /www & pid=$!; trap \"kill $pid; exit 0\" TERM INT; wait $pid"]' \
         "$dir/rootfs.tar" "$image" >/dev/null
     echo "build-test-images: built $image"
 }

@@ -20,6 +20,7 @@
 //!
 //! [master]
 //! address = "mcp-master.internal.example:9443"   # where to register
+//! heartbeat_interval = "30s"                     # default
 //!
 //! [auth]
 //! issuer_public_key = "/etc/mcp/issuer.pub"      # Ed25519 key of the identity service
@@ -143,8 +144,28 @@ pub struct NodeConfig {
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MasterConfig {
-    /// `host:port` of the master's gRPC server (where to register).
+    /// `host:port` (or `https://host:port`) of the master's gRPC server
+    /// (where to register).
     pub address: String,
+    /// How often the agent sends a heartbeat once registered.
+    #[serde(
+        default = "default_heartbeat_interval",
+        deserialize_with = "de_duration"
+    )]
+    pub heartbeat_interval: Duration,
+}
+
+fn default_heartbeat_interval() -> Duration {
+    Duration::from_secs(30)
+}
+
+/// `https://host:port` for an address written with or without the scheme.
+pub fn https_url(address: &str) -> String {
+    if address.contains("://") {
+        address.to_string()
+    } else {
+        format!("https://{address}")
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]

@@ -32,6 +32,7 @@ pub mod config;
 pub mod files;
 pub mod monitor;
 pub mod ports;
+pub mod register;
 pub mod registry;
 pub mod server;
 pub mod snapshot;

@@ -112,11 +112,13 @@ fn serve(config: &Config) -> anyhow::Result<()> {
 }
 
 fn init_tracing() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+    use std::io::IsTerminal as _;
+    let filter = tracing_subscriber::EnvFilter::try_from_env("MCP_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     // A second initialisation (tests) is harmless: keep the first.
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr)
         .try_init();
 }
@@ -170,13 +172,71 @@ async fn daemon(config: &Config) -> anyhow::Result<()> {
         })
     };
 
+    let registration = registration(config, agent.clone(), stopped(stop_rx.clone()))?;
+
     let result = server::serve(agent, listener, security, shutdown_signal()).await;
     let _ = stop_tx.send(true);
-    if let Err(e) = background.await {
-        tracing::error!(error = %e, "background task failed");
+    for (what, task) in [("background", background), ("registration", registration)] {
+        if let Err(e) = task.await {
+            tracing::error!(error = %e, "{what} task failed");
+        }
     }
     tracing::info!("mcp-agent stopped");
     result.map_err(Into::into)
+}
+
+/// Registers with the master (retrying with back-off until it answers) and
+/// heartbeats on `[master] heartbeat_interval`; the container count comes
+/// from the agent's own health check, refreshed before each heartbeat.
+fn registration<R>(
+    config: &Config,
+    agent: Arc<Agent<R>>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<tokio::task::JoinHandle<()>>
+where
+    R: mcp_runtime::ContainerRuntime + 'static,
+{
+    use mcp_agent::config::https_url;
+    use mcp_agent::register::{run_registration, RegistrationConfig};
+    use mcp_proto::pb::mcp_master_service_client::McpMasterServiceClient;
+    use mcp_security::{tls, token};
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    let client_tls = tls::client_config(
+        &config.server.ca_cert,
+        Some(&tls::CertKeyPaths {
+            cert: config.server.tls_cert.clone(),
+            key: config.server.tls_key.clone(),
+        }),
+    )?;
+    let master = https_url(&config.master.address);
+    let channel = tls::connect_channel_lazy(&master, tls::TlsConnector::new(Arc::new(client_tls)))?;
+    let token = token::read_token(Some(&config.auth.token_file))?;
+    let client =
+        McpMasterServiceClient::with_interceptor(channel, token::BearerInterceptor::new(&token)?);
+    let cfg = RegistrationConfig::new(
+        &config.node.name,
+        config.node.role.as_str(),
+        &https_url(&config.node.address),
+        config.master.heartbeat_interval,
+    );
+    let interval = config.master.heartbeat_interval;
+    let containers = Arc::new(AtomicU32::new(0));
+    let count = containers.clone();
+    Ok(tokio::spawn(async move {
+        let refresh = async move {
+            loop {
+                if let Ok(h) = agent.health().await {
+                    count.store(h.containers, Ordering::Relaxed);
+                }
+                tokio::time::sleep(interval).await;
+            }
+        };
+        tokio::select! {
+            () = refresh => {}
+            () = run_registration(client, cfg, move || containers.load(Ordering::Relaxed), shutdown) => {}
+        }
+    }))
 }
 
 /// Resolves on SIGTERM or Ctrl-C (SIGINT).

@@ -14,7 +14,8 @@
 //! keys/     issuer.pem (signs tokens), issuer.pem.pub
 //! tokens/   master.token, agent-<node>.token, operator.token
 //! master/   master.toml, master.db
-//! nodes/<node>/  agent.toml, agent.db, srv/ (service data), storage/ (podman)
+//! nodes/<node>/  agent.toml, agent.db, srv/ (service data), storage/ (podman;
+//!                 images are read from your own podman storage, read-only)
 //! logs/     master.log, <node>.log
 //! services/ the demo services repository (when --services is not given)
 //! mcp.toml  CLI config: `export MCP_CONFIG=<state>/mcp.toml`
@@ -69,6 +70,10 @@ struct Fleet {
     nodes: Vec<Node>,
     services: PathBuf,
     gitops: bool,
+    /// The operator's overlay image store, shared read-only with every
+    /// agent (`--storage-opt overlay.imagestore=`), so images built or
+    /// pulled later are seen too. `None`: images are copied at start.
+    image_store: Option<String>,
 }
 
 pub fn run(opts: &DevOptions) -> Result<ExitCode> {
@@ -124,10 +129,13 @@ pub fn run(opts: &DevOptions) -> Result<ExitCode> {
         state,
         services,
         gitops,
+        image_store: operator_image_store(),
     };
 
     prepare(&fleet)?;
-    copy_images(&fleet)?;
+    if fleet.image_store.is_none() {
+        copy_images(&fleet)?;
+    }
     let mut children = start(&fleet, &bin_dir)?;
     let ready = wait_ready(&fleet, &mut children);
     if let Err(e) = ready {
@@ -386,14 +394,39 @@ fn runroot(f: &Fleet, node: &str) -> PathBuf {
 fn podman_args(f: &Fleet, n: &Node) -> Vec<String> {
     let dir = f.state.join("nodes").join(&n.name);
     let rr = runroot(f, &n.name);
-    vec![
+    let mut args = vec![
         "--root".into(),
         dir.join("storage").to_string_lossy().into_owned(),
         "--runroot".into(),
         rr.to_string_lossy().into_owned(),
         "--tmpdir".into(),
         rr.join("tmp").to_string_lossy().into_owned(),
-    ]
+    ];
+    if let Some(store) = &f.image_store {
+        args.push("--storage-driver".into());
+        args.push("overlay".into());
+        args.push("--storage-opt".into());
+        args.push(format!("overlay.imagestore={store}"));
+    }
+    args
+}
+
+/// The operator's image store when podman uses the overlay driver (which
+/// can serve it read-only to other storage roots).
+fn operator_image_store() -> Option<String> {
+    let out = Command::new("podman")
+        .args([
+            "info",
+            "--format",
+            "{{.Store.GraphDriverName}}|{{.Store.GraphRoot}}",
+        ])
+        .stderr(Stdio::null())
+        .output()
+        .ok()
+        .filter(|o| o.status.success())?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let (driver, root) = text.trim().split_once('|')?;
+    (driver == "overlay" && !root.is_empty()).then(|| root.to_string())
 }
 
 fn agent_config(f: &Fleet, n: &Node) -> String {
@@ -418,6 +451,7 @@ address = "127.0.0.1:{port}"
 
 [master]
 address = "127.0.0.1:{master_port}"
+heartbeat_interval = "5s"
 
 [auth]
 issuer_public_key = {pubkey}
@@ -478,8 +512,9 @@ fn cli_config(f: &Fleet) -> String {
     out
 }
 
-/// Images the services use, copied from the operator's podman storage into
-/// each agent's own storage (no registry is needed for local images).
+/// When the image store cannot be shared: images the services use at start,
+/// copied from the operator's podman storage into each agent's own storage
+/// (no registry is needed for local images; images added later are not seen).
 fn copy_images(f: &Fleet) -> Result<()> {
     let loaded = mcp_spec::load_dir(&f.services, &mcp_spec::LoadOptions::default())
         .with_context(|| format!("reading {}", f.services.display()))?;

@@ -58,6 +58,7 @@ fn serve(path: &Path) -> ExitCode {
             tracing_subscriber::EnvFilter::try_from_env("MCP_LOG")
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr)
         .init();
     let rt = match tokio::runtime::Runtime::new() {

@@ -348,6 +348,25 @@ pub async fn connect_channel(
         .await?)
 }
 
+/// Like [`connect_channel`], but connects on first use and reconnects after
+/// failures by itself: for long-lived clients whose peer may not be up yet
+/// (an agent registering with its master).
+pub fn connect_channel_lazy(
+    uri: &str,
+    connector: TlsConnector,
+) -> Result<tonic::transport::Channel, ConnectError> {
+    let origin: http::Uri = uri
+        .parse()
+        .map_err(|e: http::uri::InvalidUri| ConnectError::Uri(uri.to_string(), e.to_string()))?;
+    let dial = match uri.strip_prefix("https://") {
+        Some(rest) => format!("http://{rest}"),
+        None => uri.to_string(),
+    };
+    Ok(tonic::transport::Endpoint::from_shared(dial)?
+        .origin(origin)
+        .connect_with_connector_lazy(connector))
+}
+
 /// Failure to open a channel.
 #[derive(Debug, thiserror::Error)]
 pub enum ConnectError {
