@@ -204,6 +204,10 @@ pub enum Command {
         edge: bool,
         #[arg(long, value_name = "DIR")]
         state_dir: Option<PathBuf>,
+        /// Write the PKI, tokens and configs, print their paths as JSON with --output json, and
+        /// exit (start `mcp-master`/`mcp-agent --config <file> serve` yourself).
+        #[arg(long)]
+        prepare_only: bool,
     },
     /// Print shell completions.
     Completions {

@@ -6,6 +6,11 @@
 //! podman storage (so each agent's containers are kept apart), then prints how
 //! to point the CLI at it and runs until Ctrl-C.
 //!
+//! `--prepare-only` does the same preparation (PKI, tokens, configs, images)
+//! and exits after printing the paths (as JSON with `--output json`), for a
+//! harness that starts, kills and restarts the daemons itself
+//! (`crates/mcp-cli/tests/fleet.rs`).
+//!
 //! Layout of the state directory (kept between runs: databases, keys and
 //! containers survive; configs are rewritten each run):
 //!
@@ -55,6 +60,11 @@ pub struct DevOptions {
     pub agents: u32,
     pub edge: bool,
     pub state_dir: Option<PathBuf>,
+    /// Write the PKI, tokens and configs, print their paths, and exit
+    /// (for harnesses that run the daemons themselves).
+    pub prepare_only: bool,
+    /// `--output json` (with `prepare_only`: the paths as JSON).
+    pub json: bool,
 }
 
 struct Node {
@@ -81,7 +91,26 @@ pub fn run(opts: &DevOptions) -> Result<ExitCode> {
         bail!("--agents must be between 1 and 16 (the master accepts at most 16 nodes)");
     }
     check_podman()?;
+    if opts.prepare_only {
+        let fleet = prepare_fleet(opts)?;
+        print_paths(&fleet, opts.json)?;
+        return Ok(ExitCode::SUCCESS);
+    }
     let bin_dir = binaries_dir()?;
+    let fleet = prepare_fleet(opts)?;
+    let mut children = start(&fleet, &bin_dir)?;
+    let ready = wait_ready(&fleet, &mut children);
+    if let Err(e) = ready {
+        stop(&mut children);
+        return Err(e);
+    }
+    print_banner(&fleet);
+    wait_for_interrupt(&mut children)
+}
+
+/// The shared prepare step: chooses ports and node names, writes the PKI,
+/// tokens and configs, and makes the images visible to every agent.
+fn prepare_fleet(opts: &DevOptions) -> Result<Fleet> {
     let state = match &opts.state_dir {
         Some(d) => d.clone(),
         None => default_state_dir()?,
@@ -136,14 +165,66 @@ pub fn run(opts: &DevOptions) -> Result<ExitCode> {
     if fleet.image_store.is_none() {
         copy_images(&fleet)?;
     }
-    let mut children = start(&fleet, &bin_dir)?;
-    let ready = wait_ready(&fleet, &mut children);
-    if let Err(e) = ready {
-        stop(&mut children);
-        return Err(e);
+    Ok(fleet)
+}
+
+/// `--prepare-only`: where everything was written, and how to run it.
+fn print_paths(f: &Fleet, json: bool) -> Result<()> {
+    let s = &f.state;
+    let master = serde_json::json!({
+        "config": s.join("master/master.toml"),
+        "address": format!("127.0.0.1:{}", f.master_port),
+        "log": s.join("logs/master.log"),
+        "command": ["mcp-master", "--config", s.join("master/master.toml"), "serve"],
+    });
+    let nodes: Vec<_> = f
+        .nodes
+        .iter()
+        .map(|n| {
+            let config = s.join("nodes").join(&n.name).join("agent.toml");
+            serde_json::json!({
+                "name": n.name,
+                "role": n.role,
+                "config": config,
+                "address": format!("127.0.0.1:{}", n.port),
+                "log": s.join(format!("logs/{}.log", n.name)),
+                "podman_args": podman_args(f, n),
+                "command": ["mcp-agent", "--config", config, "serve"],
+            })
+        })
+        .collect();
+    let v = serde_json::json!({
+        "state_dir": s,
+        "cli_config": s.join("mcp.toml"),
+        "services": f.services,
+        "gitops": f.gitops,
+        "master": master,
+        "nodes": nodes,
+    });
+    if json {
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(());
     }
-    print_banner(&fleet);
-    wait_for_interrupt(&mut children)
+    println!(
+        "MCP dev fleet prepared in {} (nothing started).",
+        s.display()
+    );
+    println!(
+        "  master   mcp-master --config {} serve",
+        s.join("master/master.toml").display()
+    );
+    for n in &f.nodes {
+        println!(
+            "  {:<8} mcp-agent --config {} serve",
+            n.name,
+            s.join("nodes").join(&n.name).join("agent.toml").display()
+        );
+    }
+    println!(
+        "  CLI      export MCP_CONFIG={}",
+        s.join("mcp.toml").display()
+    );
+    Ok(())
 }
 
 fn check_podman() -> Result<()> {

@@ -133,11 +133,14 @@ fn run(cli: Cli) -> Result<ExitCode> {
             agents,
             edge,
             state_dir,
+            prepare_only,
         } => dev::run(&dev::DevOptions {
             services: services.clone(),
             agents: *agents,
             edge: *edge,
             state_dir: state_dir.clone(),
+            prepare_only: *prepare_only,
+            json: cli.output == Output::Json,
         }),
         other => not_available(other),
     }
