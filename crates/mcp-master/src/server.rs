@@ -183,10 +183,30 @@ impl MasterService {
         names.extend(desired.held.keys());
         names.extend(observed.placements.keys());
         let max = self.rec.settings().policy.heal_max_attempts;
+        // What the loop would do now: says why a removed service still runs.
+        let refused = self.rec.plan(&desired, &observed, false).refused;
         let out: Vec<pb::ServiceStatus> = names
             .into_iter()
             .filter(|n| only.is_none_or(|o| o == n.as_str()))
-            .map(|n| service_status(n, &desired, &observed, max))
+            .map(|n| {
+                let mut s = service_status(n, &desired, &observed, max);
+                if !desired.services.contains_key(n.as_str())
+                    && !desired.held.contains_key(n.as_str())
+                {
+                    let why = match &refused {
+                        Some(r) => {
+                            format!("removed from the desired state but not undeployed: {r}")
+                        }
+                        None => "removed from the desired state: undeploy pending".to_string(),
+                    };
+                    s.detail = if s.detail.is_empty() {
+                        why
+                    } else {
+                        format!("{why}; {}", s.detail)
+                    };
+                }
+                s
+            })
             .collect();
         if let Some(o) = only {
             if out.is_empty() {

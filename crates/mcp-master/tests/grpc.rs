@@ -392,6 +392,33 @@ async fn sync_dry_run_then_apply_status_and_pass_through() {
     assert_eq!(st[0].node, "vega");
     assert_eq!(st[0].status, "running");
     assert_eq!(st[0].components[0].observed_state, "running");
+    assert_eq!(st[0].detail, "");
+
+    // A service removed from the desired state whose prune the guard
+    // refuses: its status says why it still runs.
+    let kept = m.state.read(|r| r.desired_specs()).unwrap();
+    let now = std::time::SystemTime::now();
+    m.state
+        .write(|w| w.replace_desired_specs(&[], "test", now))
+        .unwrap();
+    let st = alice
+        .status(pb::StatusRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .services;
+    assert_eq!(st[0].status, "running");
+    assert!(
+        st[0]
+            .detail
+            .starts_with("removed from the desired state but not undeployed: mass-deletion guard"),
+        "{}",
+        st[0].detail
+    );
+    let specs: Vec<_> = kept.into_iter().map(|d| d.spec).collect();
+    m.state
+        .write(|w| w.replace_desired_specs(&specs, "test", now))
+        .unwrap();
 
     // Deploy one service.
     let r = alice
