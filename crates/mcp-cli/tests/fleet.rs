@@ -1,0 +1,891 @@
+//! End-to-end tests of a whole fleet: the real `mcp`, `mcp-master` and
+//! `mcp-agent` binaries over loopback, with real podman.
+//!
+//! Each test prepares its own fleet with `mcp dev --prepare-only` (PKI,
+//! tokens, configs in a temporary state directory; a fresh services git
+//! repository), shortens the intervals in the generated configs, and then
+//! starts, kills and restarts the daemons itself. Assertions use the CLI's
+//! `--output json` (`status`, `node list`, `sync --dry-run`) and podman
+//! itself (`podman ps -a` on each node's storage).
+//!
+//! - podman missing: the tests are skipped loudly, unless
+//!   `MCP_REQUIRE_PODMAN` is set (then they fail).
+//! - `mcp-master` / `mcp-agent` missing next to `mcp`: failure
+//!   (`cargo build --bins`; `cargo test --workspace` builds them).
+//! - Images `localhost/mcp-test/web:v1` and `:v2` are built into the
+//!   operator's podman storage by `scripts/build-test-images.sh` (idempotent);
+//!   the agents read that image store read-only.
+//! - On drop every daemon is killed and every container of the fleet removed.
+//!   When a test fails, the daemons' logs are printed.
+
+#![allow(clippy::unwrap_used)]
+
+use std::collections::BTreeMap;
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+// Intervals written into the generated configs.
+const RECONCILE_INTERVAL: Duration = Duration::from_secs(3);
+const HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(4);
+const HEAL_MAX_ATTEMPTS: u64 = 3;
+
+/// Generous deadline for things that take a few loop periods on a loaded
+/// 2-core box.
+const CONVERGE: Duration = Duration::from_secs(60);
+
+// ---------------------------------------------------------------------------
+// set-up
+// ---------------------------------------------------------------------------
+
+fn repo_root() -> PathBuf {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    root.canonicalize().unwrap_or(root)
+}
+
+fn mcp_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_mcp"))
+}
+
+/// `mcp-master` and `mcp-agent`, next to `mcp`.
+fn daemon_bin(name: &str) -> PathBuf {
+    let p = mcp_bin()
+        .parent()
+        .expect("mcp has a parent directory")
+        .join(name);
+    assert!(
+        p.is_file(),
+        "{name} not found at {}: build every binary first: cargo build --bins",
+        p.display()
+    );
+    p
+}
+
+fn require_podman() -> bool {
+    std::env::var("MCP_REQUIRE_PODMAN").is_ok_and(|v| !v.is_empty() && v != "0")
+}
+
+fn containers_conf() -> OsString {
+    std::env::var_os("CONTAINERS_CONF")
+        .unwrap_or_else(|| repo_root().join("tests/podman/containers.conf").into())
+}
+
+/// podman usable (and the test images built), or `false` after a loud
+/// message; panics when `MCP_REQUIRE_PODMAN` is set.
+fn podman_ready() -> bool {
+    static READY: std::sync::OnceLock<Result<(), String>> = std::sync::OnceLock::new();
+    let r = READY.get_or_init(|| {
+        match Command::new("podman").arg("--version").output() {
+            Ok(o) if o.status.success() => {}
+            Ok(o) => {
+                return Err(format!(
+                    "podman --version failed: {}",
+                    String::from_utf8_lossy(&o.stderr)
+                ))
+            }
+            Err(e) => return Err(format!("podman not runnable: {e}")),
+        }
+        let script = repo_root().join("scripts/build-test-images.sh");
+        let out = Command::new(&script)
+            .env("CONTAINERS_CONF", containers_conf())
+            .env_remove("MCP_PODMAN_ROOT")
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run {}: {e}", script.display()));
+        assert!(
+            out.status.success(),
+            "{} failed:\n{}{}",
+            script.display(),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Ok(())
+    });
+    match r {
+        Ok(()) => true,
+        Err(why) if require_podman() => {
+            panic!("MCP_REQUIRE_PODMAN is set but podman is unusable: {why}")
+        }
+        Err(why) => {
+            eprintln!(
+                "\n{bar}\nSKIPPING fleet tests: {why}\ninstall podman, runc and busybox-static, \
+                 or set MCP_REQUIRE_PODMAN=1 to make this a failure\n{bar}\n",
+                bar = "!".repeat(72)
+            );
+            false
+        }
+    }
+}
+
+/// Polls `f` every 250 ms until it is true; panics after `timeout`.
+fn wait_until(timeout: Duration, what: &str, mut f: impl FnMut() -> bool) -> Duration {
+    let start = Instant::now();
+    loop {
+        if f() {
+            return start.elapsed();
+        }
+        assert!(
+            start.elapsed() < timeout,
+            "timed out after {timeout:?} waiting until {what}"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+fn git(dir: &Path, args: &[&str]) {
+    let out = Command::new("git")
+        .arg("-C")
+        .arg(dir)
+        .args(["-c", "user.name=fleet test", "-c", "user.email=fleet@test"])
+        .args(args)
+        .output()
+        .expect("running git");
+    assert!(
+        out.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A service with one component named like it (so its container is
+/// `<name>`) on the test image; `$PORT` is the route's host port.
+fn web_service(name: &str, version: &str, extra: &str) -> String {
+    format!(
+        "name = \"{name}\"\n{extra}\n[[components]]\nname = \"{name}\"\nimage = \"localhost/mcp-test/web:{version}\"\n\n[[components.routes]]\nport = 8080\nmode = \"l4\"\n"
+    )
+}
+
+// ---------------------------------------------------------------------------
+// the fleet
+// ---------------------------------------------------------------------------
+
+struct Daemon {
+    bin: PathBuf,
+    config: PathBuf,
+    log: PathBuf,
+    child: Option<Child>,
+}
+
+impl Daemon {
+    fn start(&mut self) {
+        assert!(
+            self.child.is_none(),
+            "{} already runs",
+            self.config.display()
+        );
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .expect("opening the daemon log");
+        let child = Command::new(&self.bin)
+            .arg("--config")
+            .arg(&self.config)
+            .arg("serve")
+            .env("CONTAINERS_CONF", containers_conf())
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting {}: {e}", self.bin.display()));
+        self.child = Some(child);
+    }
+
+    /// SIGKILL: a crash, not a clean stop.
+    fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    fn assert_alive(&mut self) {
+        if let Some(c) = &mut self.child {
+            if let Ok(Some(status)) = c.try_wait() {
+                panic!("{} exited: {status}", self.log.display());
+            }
+        }
+    }
+
+    fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+/// One container as podman on a node sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Ctr {
+    node: String,
+    name: String,
+    id: String,
+    state: String,
+    image: String,
+}
+
+struct FleetOptions {
+    agents: u32,
+    edge: bool,
+    /// First host port of this fleet's agents' port ranges (400 per node),
+    /// so fleets running at once never allocate the same port.
+    port_base: u16,
+    /// `[reconcile] concurrency`.
+    concurrency: usize,
+}
+
+struct Fleet {
+    _tmp: tempfile::TempDir,
+    repo: PathBuf,
+    cli_config: PathBuf,
+    master: Daemon,
+    agents: BTreeMap<String, Daemon>,
+    podman_args: BTreeMap<String, Vec<String>>,
+    started: Instant,
+}
+
+fn edit_toml(path: &Path, f: impl FnOnce(&mut toml_edit::DocumentMut)) {
+    let text = std::fs::read_to_string(path).expect("reading a generated config");
+    let mut doc: toml_edit::DocumentMut = text.parse().expect("generated config is TOML");
+    f(&mut doc);
+    std::fs::write(path, doc.to_string()).expect("writing a generated config");
+}
+
+impl Fleet {
+    /// Prepares and starts a fleet; `None` when podman is missing (skip).
+    fn start(opts: &FleetOptions) -> Option<Fleet> {
+        let master_bin = daemon_bin("mcp-master");
+        let agent_bin = daemon_bin("mcp-agent");
+        if !podman_ready() {
+            return None;
+        }
+        let tmp = tempfile::Builder::new()
+            .prefix("mcp-fleet-")
+            .tempdir()
+            .expect("tempdir");
+        let repo = tmp.path().join("services");
+        std::fs::create_dir_all(&repo).unwrap();
+        git(&repo, &["init", "-q", "-b", "main"]);
+        std::fs::write(repo.join("README.md"), "Services of the fleet test.\n").unwrap();
+        git(&repo, &["add", "README.md"]);
+        git(&repo, &["commit", "-q", "-m", "init"]);
+
+        let mut args: Vec<String> = vec![
+            "--output".into(),
+            "json".into(),
+            "dev".into(),
+            "--prepare-only".into(),
+            "--agents".into(),
+            opts.agents.to_string(),
+            "--state-dir".into(),
+            tmp.path().join("state").to_string_lossy().into_owned(),
+            "--services".into(),
+            repo.to_string_lossy().into_owned(),
+        ];
+        if opts.edge {
+            args.push("--edge".into());
+        }
+        let out = Command::new(mcp_bin())
+            .args(&args)
+            .env("CONTAINERS_CONF", containers_conf())
+            .env_remove("MCP_CONFIG")
+            .output()
+            .expect("running mcp dev --prepare-only");
+        assert!(
+            out.status.success(),
+            "mcp dev --prepare-only failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let info: Value = serde_json::from_slice(&out.stdout).expect("prepare-only prints JSON");
+        let path = |v: &Value| PathBuf::from(v.as_str().expect("a path"));
+
+        // Short intervals for the tests.
+        edit_toml(&path(&info["master"]["config"]), |d| {
+            d["reconcile"]["interval"] = toml_edit::value(secs(RECONCILE_INTERVAL));
+            d["reconcile"]["heal_backoff"] = toml_edit::value("1s");
+            d["reconcile"]["heal_max_attempts"] = toml_edit::value(HEAL_MAX_ATTEMPTS as i64);
+            d["reconcile"]["concurrency"] = toml_edit::value(opts.concurrency as i64);
+            d["registration"]["heartbeat_interval"] = toml_edit::value("1s");
+            d["registration"]["heartbeat_timeout"] = toml_edit::value(secs(HEARTBEAT_TIMEOUT));
+            d["registration"]["heartbeat_min_interval"] = toml_edit::value("500ms");
+            d["services"]["debounce"] = toml_edit::value("100ms");
+            d["services"]["poll"] = toml_edit::value("1s");
+        });
+        let mut agents = BTreeMap::new();
+        let mut podman_args = BTreeMap::new();
+        for (i, n) in info["nodes"].as_array().expect("nodes").iter().enumerate() {
+            let name = n["name"].as_str().expect("node name").to_string();
+            let config = path(&n["config"]);
+            let lo = opts.port_base + u16::try_from(i).unwrap() * 400;
+            edit_toml(&config, |d| {
+                d["master"]["heartbeat_interval"] = toml_edit::value("1s");
+                d["monitor"]["interval"] = toml_edit::value("1s");
+                let mut range = toml_edit::Array::new();
+                range.push(i64::from(lo));
+                range.push(i64::from(lo + 399));
+                d["ports"]["range"] = toml_edit::value(range);
+            });
+            podman_args.insert(
+                name.clone(),
+                n["podman_args"]
+                    .as_array()
+                    .expect("podman_args")
+                    .iter()
+                    .map(|a| a.as_str().unwrap().to_string())
+                    .collect(),
+            );
+            agents.insert(
+                name,
+                Daemon {
+                    bin: agent_bin.clone(),
+                    config,
+                    log: path(&n["log"]),
+                    child: None,
+                },
+            );
+        }
+        let mut fleet = Fleet {
+            repo,
+            cli_config: path(&info["cli_config"]),
+            master: Daemon {
+                bin: master_bin,
+                config: path(&info["master"]["config"]),
+                log: path(&info["master"]["log"]),
+                child: None,
+            },
+            agents,
+            podman_args,
+            _tmp: tmp,
+            started: Instant::now(),
+        };
+        for a in fleet.agents.values_mut() {
+            a.start();
+        }
+        fleet.master.start();
+        let names: Vec<String> = fleet.agents.keys().cloned().collect();
+        fleet.wait(CONVERGE, "every node is registered and healthy", |f| {
+            names.iter().all(|n| f.node_status(n) == "healthy")
+        });
+        Some(fleet)
+    }
+
+    fn wait(
+        &mut self,
+        timeout: Duration,
+        what: &str,
+        mut f: impl FnMut(&Fleet) -> bool,
+    ) -> Duration {
+        let me: &Fleet = self;
+        let d = wait_until(timeout, what, || f(me));
+        self.master.assert_alive();
+        d
+    }
+
+    // -- the CLI --------------------------------------------------------------
+
+    fn mcp(&self, args: &[&str]) -> Output {
+        Command::new(mcp_bin())
+            .args(args)
+            .env("MCP_CONFIG", &self.cli_config)
+            .env("NO_COLOR", "1")
+            .current_dir(&self.repo)
+            .output()
+            .expect("running mcp")
+    }
+
+    /// `mcp --output json <args>` → the JSON, or `None` when it fails (the
+    /// master is restarting, ...).
+    fn try_json(&self, args: &[&str]) -> Option<Value> {
+        let mut all = vec!["--output", "json"];
+        all.extend_from_slice(args);
+        let out = self.mcp(&all);
+        if !out.status.success() {
+            return None;
+        }
+        serde_json::from_slice(&out.stdout).ok()
+    }
+
+    /// The master's status of every service, by name.
+    fn statuses(&self) -> BTreeMap<String, Value> {
+        let Some(v) = self.try_json(&["status"]) else {
+            return BTreeMap::new();
+        };
+        v["services"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|s| {
+                (
+                    s["name"].as_str().unwrap_or_default().to_string(),
+                    s.clone(),
+                )
+            })
+            .collect()
+    }
+
+    fn status(&self, service: &str) -> Value {
+        self.statuses().remove(service).unwrap_or(Value::Null)
+    }
+
+    fn status_is(&self, service: &str, status: &str) -> bool {
+        self.status(service)["status"] == status
+    }
+
+    fn node_status(&self, node: &str) -> String {
+        self.try_json(&["node", "list"])
+            .and_then(|v| {
+                v["nodes"]
+                    .as_array()?
+                    .iter()
+                    .find(|n| n["name"] == node)
+                    .map(|n| n["status"].as_str().unwrap_or_default().to_string())
+            })
+            .unwrap_or_default()
+    }
+
+    /// Containers the master's registry counts per node (from heartbeats).
+    fn node_containers(&self) -> BTreeMap<String, u64> {
+        self.try_json(&["node", "list"])
+            .and_then(|v| {
+                Some(
+                    v["nodes"]
+                        .as_array()?
+                        .iter()
+                        .map(|n| {
+                            (
+                                n["name"].as_str().unwrap_or_default().to_string(),
+                                n["containers"].as_u64().unwrap_or(0),
+                            )
+                        })
+                        .collect(),
+                )
+            })
+            .unwrap_or_default()
+    }
+
+    // -- the services repository ---------------------------------------------
+
+    fn write(&self, file: &str, text: &str) {
+        std::fs::write(self.repo.join(file), text).unwrap();
+    }
+
+    fn commit(&self, message: &str) {
+        git(&self.repo, &["add", "-A", "."]);
+        git(&self.repo, &["commit", "-q", "-m", message]);
+    }
+
+    // -- podman ---------------------------------------------------------------
+
+    fn podman(&self, node: &str) -> Command {
+        let mut c = Command::new("podman");
+        c.args(&self.podman_args[node])
+            .env("CONTAINERS_CONF", containers_conf());
+        c
+    }
+
+    fn containers_on(&self, node: &str) -> Vec<Ctr> {
+        let out = self
+            .podman(node)
+            .args(["ps", "-a", "--format", "json"])
+            .output()
+            .expect("podman ps");
+        assert!(
+            out.status.success(),
+            "podman ps on {node}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Array(vec![]));
+        v.as_array()
+            .into_iter()
+            .flatten()
+            .map(|c| Ctr {
+                node: node.to_string(),
+                name: c["Names"][0].as_str().unwrap_or_default().to_string(),
+                id: c["Id"].as_str().unwrap_or_default().to_string(),
+                state: c["State"].as_str().unwrap_or_default().to_string(),
+                image: c["Image"].as_str().unwrap_or_default().to_string(),
+            })
+            .collect()
+    }
+
+    /// Every container of the fleet, every node.
+    fn containers(&self) -> Vec<Ctr> {
+        self.podman_args
+            .keys()
+            .flat_map(|n| self.containers_on(n))
+            .collect()
+    }
+
+    /// The containers named `name`, on any node.
+    fn named(&self, name: &str) -> Vec<Ctr> {
+        self.containers()
+            .into_iter()
+            .filter(|c| c.name == name)
+            .collect()
+    }
+
+    /// The only container named `name` (panics on duplicates).
+    fn one(&self, name: &str) -> Option<Ctr> {
+        let mut all = self.named(name);
+        assert!(
+            all.len() <= 1,
+            "duplicate containers named {name}: {all:#?}"
+        );
+        all.pop()
+    }
+
+    fn running(&self, name: &str) -> bool {
+        self.one(name).is_some_and(|c| c.state == "running")
+    }
+
+    fn logs(&self) -> String {
+        let mut out = String::new();
+        let tail = |d: &Daemon| {
+            let t = d.log_text();
+            // Audit lines (one per RPC) would drown everything else.
+            let lines: Vec<&str> = t.lines().filter(|l| !l.contains("mcp::audit")).collect();
+            lines[lines.len().saturating_sub(60)..].join("\n")
+        };
+        out.push_str(&format!(
+            "===== {} =====\n{}\n",
+            self.master.log.display(),
+            tail(&self.master)
+        ));
+        for a in self.agents.values() {
+            out.push_str(&format!("===== {} =====\n{}\n", a.log.display(), tail(a)));
+        }
+        out
+    }
+}
+
+fn secs(d: Duration) -> String {
+    format!("{}s", d.as_secs())
+}
+
+impl Drop for Fleet {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("fleet logs (the test failed):\n{}", self.logs());
+        }
+        self.master.kill();
+        for a in self.agents.values_mut() {
+            a.kill();
+        }
+        for node in self.podman_args.keys() {
+            let _ = self
+                .podman(node)
+                .args(["rm", "-a", "-f", "-t", "0"])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status();
+        }
+        // The short runroots podman needs live outside the state directory.
+        for args in self.podman_args.values() {
+            if let Some(rr) = args
+                .iter()
+                .position(|a| a == "--runroot")
+                .and_then(|i| args.get(i + 1))
+            {
+                if let Some(parent) = Path::new(rr).parent() {
+                    let _ = std::fs::remove_dir_all(parent);
+                }
+            }
+        }
+        eprintln!("fleet ran for {:?}", self.started.elapsed());
+    }
+}
+
+// ---------------------------------------------------------------------------
+// the tests
+// ---------------------------------------------------------------------------
+
+/// The GitOps flow on master + 2 workers + an edge node: new service on the
+/// least-loaded worker, image change redeploys only that service, `active =
+/// false` stops it, deleting the file undeploys it; a broken file holds its
+/// service; the mass-deletion guard.
+#[test]
+fn gitops_changes_follow_commits() {
+    let Some(mut f) = Fleet::start(&FleetOptions {
+        agents: 3,
+        edge: true,
+        port_base: 31000,
+        concurrency: 4,
+    }) else {
+        return;
+    };
+
+    // A first service goes to a worker (tie between empty workers: by name).
+    f.write("alpha.toml", &web_service("alpha", "v1", ""));
+    f.commit("add alpha");
+    f.wait(CONVERGE, "alpha runs", |f| {
+        f.status_is("alpha", "running") && f.running("alpha")
+    });
+    assert_eq!(f.status("alpha")["node"], "w1");
+    assert_eq!(f.one("alpha").unwrap().node, "w1");
+    f.wait(CONVERGE, "the registry counts alpha on w1", |f| {
+        f.node_containers().get("w1") == Some(&1)
+    });
+
+    // The next one goes to the least-loaded worker.
+    f.write("web.toml", &web_service("web", "v1", ""));
+    f.commit("add web");
+    f.wait(CONVERGE, "web runs", |f| {
+        f.status_is("web", "running") && f.running("web")
+    });
+    assert_eq!(f.status("web")["node"], "w2", "{:#?}", f.status("web"));
+    let web_v1 = f.one("web").unwrap();
+    assert_eq!(web_v1.node, "w2");
+    let alpha = f.one("alpha").unwrap();
+    // Nothing application-level on the master or edge node.
+    for c in f.containers() {
+        assert!(
+            c.node == "w1" || c.node == "w2",
+            "unexpected container {c:?}"
+        );
+    }
+
+    // An image change redeploys that service only.
+    f.write("web.toml", &web_service("web", "v2", ""));
+    f.commit("web v2");
+    f.wait(CONVERGE, "web runs v2", |f| {
+        f.one("web")
+            .is_some_and(|c| c.state == "running" && c.image.ends_with("web:v2"))
+    });
+    let web_v2 = f.one("web").unwrap();
+    assert_ne!(web_v2.id, web_v1.id, "web was recreated");
+    assert_eq!(web_v2.node, "w2", "web stays on its node");
+    assert_eq!(f.one("alpha").unwrap(), alpha, "alpha was left alone");
+    f.wait(CONVERGE, "the master reports v2", |f| {
+        f.status("web")["components"][0]["version"] == "v2"
+    });
+
+    // `mcp stop` commits active = false; the master stops the container.
+    let out = f.mcp(&["stop", "web"]);
+    assert!(out.status.success(), "{out:?}");
+    f.wait(CONVERGE, "web is stopped", |f| {
+        f.status_is("web", "stopped") && f.one("web").is_some_and(|c| c.state != "running")
+    });
+    assert_eq!(
+        f.one("web").unwrap().id,
+        web_v2.id,
+        "stopped, not recreated"
+    );
+
+    // A broken file: its service is held (nothing pruned), and the dry run
+    // says where the error is.
+    f.write(
+        "alpha.toml",
+        "name = \"alpha\"\n[[components]\nname = \"alpha\"\n",
+    );
+    f.commit("break alpha");
+    f.wait(CONVERGE, "the master holds alpha", |f| {
+        f.status("alpha")["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("held"))
+    });
+    let out = f.mcp(&["sync", "--dry-run"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        text.contains("alpha") && text.contains("held"),
+        "dry run does not show alpha held:\n{text}"
+    );
+    assert!(
+        text.contains("alpha.toml:2:") || err.contains("alpha.toml:2:"),
+        "dry run does not give file:line:col:\n{text}\n{err}"
+    );
+    std::thread::sleep(RECONCILE_INTERVAL * 2);
+    assert_eq!(
+        f.one("alpha").unwrap(),
+        alpha,
+        "a held service is left alone"
+    );
+
+    // Deleting a file undeploys its service.
+    f.write("alpha.toml", &web_service("alpha", "v1", ""));
+    std::fs::remove_file(f.repo.join("web.toml")).unwrap();
+    f.commit("fix alpha, remove web");
+    f.wait(CONVERGE, "web is undeployed", |f| {
+        f.one("web").is_none() && !f.statuses().contains_key("web")
+    });
+    assert_eq!(f.one("alpha").unwrap(), alpha, "alpha was left alone");
+
+    // A realistic change set for `mcp sync --dry-run` (the working tree,
+    // not committed): new, update with a diff, stop, prune, held.
+    f.wait(CONVERGE, "the registry counts w1: 1, w2: 0", |f| {
+        let c = f.node_containers();
+        c.get("w1") == Some(&1) && c.get("w2") == Some(&0)
+    });
+    f.write("beta.toml", &web_service("beta", "v1", ""));
+    f.write("delta.toml", &web_service("delta", "v1", ""));
+    f.write("epsilon.toml", &web_service("epsilon", "v1", ""));
+    f.commit("add beta, delta, epsilon");
+    f.wait(CONVERGE, "four services run", |f| {
+        ["alpha", "beta", "delta", "epsilon"]
+            .iter()
+            .all(|s| f.status_is(s, "running") && f.running(s))
+    });
+    f.wait(CONVERGE, "the registry counts what runs", |f| {
+        let mut podman: BTreeMap<String, u64> = BTreeMap::new();
+        for c in f.containers() {
+            *podman.entry(c.node).or_default() += 1;
+        }
+        let reg = f.node_containers();
+        ["m1", "w1", "w2", "e1"]
+            .iter()
+            .all(|n| reg.get(*n).copied().unwrap_or(0) == podman.get(*n).copied().unwrap_or(0))
+    });
+    let out = f.mcp(&["sync", "--dry-run"]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "converged: nothing to do: {out:?}"
+    );
+    f.write("gamma.toml", &web_service("gamma", "v1", ""));
+    f.write("alpha.toml", &web_service("alpha", "v2", ""));
+    f.write("beta.toml", &web_service("beta", "v1", "active = false\n"));
+    std::fs::remove_file(f.repo.join("delta.toml")).unwrap();
+    f.write(
+        "epsilon.toml",
+        "name = \"epsilon\"\n\n[[components]]\nname = \"epsilon\"\nimage = 42\n",
+    );
+    let out = f.mcp(&["sync", "--dry-run"]);
+    assert_eq!(out.status.code(), Some(2), "changes pending: {out:?}");
+    let text = normalize(&String::from_utf8_lossy(&out.stdout), &f.repo);
+    expect_test::expect![[r#"
+        Plan (source <repo> @ <hex> (dirty)): 1 to deploy, 1 to update, 1 to undeploy, 1 to stop, 1 held
+
+        ~ alpha on w1
+            spec changed (<hex> -> <hex>): redeploy on the same node
+            1. deploy alpha on w1 (spec <hex>)
+            2. dns set alpha.mcp.test -> 127.0.0.1 [not run: skipped: DNS adapter not configured]
+            --- alpha (deployed <hex>)
+            +++ alpha (desired <hex>)
+            @@ -4,7 +4,7 @@
+
+             [[components]]
+             name = "alpha"
+            -image = "localhost/mcp-test/web:v1"
+            +image = "localhost/mcp-test/web:v2"
+
+             [[components.routes]]
+             port = 8080
+
+        v beta on w2
+            desired stopped, beta running
+            1. stop beta on w2
+            2. dns set beta.mcp.test -> 127.0.0.1 [not run: skipped: DNS adapter not configured]
+
+        - delta on w1
+            no longer desired: prune
+            1. undeploy delta from w1
+
+        ! epsilon on w2
+            file <repo>/epsilon.toml is unreadable: service left as it is
+              <repo>/epsilon.toml:5:9: image must be a string, found integer
+
+        + gamma on w1
+            new service, least containers among healthy workers (w1 has 2)
+            1. deploy gamma on w1 (spec <hex>)
+            2. dns set gamma.mcp.test -> 127.0.0.1 [not run: skipped: DNS adapter not configured]
+    "#]].assert_eq(&text);
+    let err = normalize(&String::from_utf8_lossy(&out.stderr), &f.repo);
+    expect_test::expect![[r#"
+        <repo>/epsilon.toml:5:9: image must be a string, found integer
+        mcp: warning: <repo>/epsilon.toml is invalid; service epsilon is held (left as it is)
+    "#]].assert_eq(&err);
+    let json = f.mcp(&["--output", "json", "sync", "--dry-run"]);
+    assert_eq!(json.status.code(), Some(2));
+    let plan: Value = serde_json::from_slice(&json.stdout).expect("JSON plan");
+    let kinds: BTreeMap<String, String> = plan["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["service"].as_str().unwrap().to_string(),
+                e["kind"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(kinds.len(), 5, "{kinds:?}");
+
+    // Committed: the fleet follows; the held service is left as it is.
+    f.commit("the change set");
+    f.wait(CONVERGE, "the change set is applied", |f| {
+        f.one("gamma").is_some_and(|c| c.state == "running")
+            && f.one("alpha")
+                .is_some_and(|c| c.state == "running" && c.image.ends_with("web:v2"))
+            && f.status_is("beta", "stopped")
+            && f.one("delta").is_none()
+    });
+    assert!(f.running("epsilon"), "held, not pruned");
+    f.write("epsilon.toml", &web_service("epsilon", "v1", ""));
+    f.commit("fix epsilon");
+    f.wait(CONVERGE, "nothing left to do", |f| {
+        f.mcp(&["sync", "--dry-run"]).status.code() == Some(0)
+    });
+
+    // All files removed in one commit: refused, and status says why.
+    let before = f.containers();
+    git(
+        &f.repo,
+        &[
+            "rm",
+            "-q",
+            "alpha.toml",
+            "beta.toml",
+            "epsilon.toml",
+            "gamma.toml",
+        ],
+    );
+    f.commit("remove everything");
+    f.wait(CONVERGE, "status explains the refused prune", |f| {
+        f.status("alpha")["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("mass-deletion"))
+    });
+    std::thread::sleep(RECONCILE_INTERVAL * 2);
+    assert_eq!(f.containers(), before, "nothing was pruned");
+    let out = f.mcp(&["sync"]);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "a refused sync exits 1: {out:?}"
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("nothing applied"),
+        "{out:?}"
+    );
+    let out = f.mcp(&["sync", "--allow-mass-prune"]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    f.wait(CONVERGE, "everything is undeployed", |f| {
+        f.containers().is_empty() && f.statuses().is_empty()
+    });
+}
+
+/// Volatile parts of CLI output: hex ids (commits, spec hashes) of 7 or more
+/// digits and the services directory.
+fn normalize(text: &str, repo: &Path) -> String {
+    let text = text.replace(&repo.display().to_string(), "<repo>");
+    let mut out = String::new();
+    let mut run = String::new();
+    let flush = |run: &mut String, out: &mut String| {
+        if run.len() >= 7 && run.chars().any(|c| c.is_ascii_digit()) {
+            out.push_str("<hex>");
+        } else {
+            out.push_str(run);
+        }
+        run.clear();
+    };
+    for ch in text.chars() {
+        if ch.is_ascii_hexdigit() && !ch.is_ascii_uppercase() {
+            run.push(ch);
+        } else {
+            flush(&mut run, &mut out);
+            out.push(ch);
+        }
+    }
+    flush(&mut run, &mut out);
+    out
+}
