@@ -736,7 +736,14 @@ impl<'a> Planner<'a> {
                     .placements
                     .get(svc)
                     .is_some_and(|p| &p.node == node);
-                if !placed_here {
+                // Desired, not placed, and about to be placed here.
+                let adopted = !self.observed.placements.contains_key(svc)
+                    && self
+                        .desired
+                        .spec(svc)
+                        .and_then(|spec| self.choose_node(spec).ok())
+                        .is_some_and(|(n, _)| &n == node);
+                if !placed_here && !adopted {
                     notes.push(Note::Orphan {
                         node: node.clone(),
                         service: svc.clone(),
@@ -835,6 +842,19 @@ impl<'a> Planner<'a> {
                 },
             };
         }
+        // A master that died between an agent's deploy and recording the
+        // placement left the service running there: place it there again
+        // rather than start a second copy elsewhere.
+        let role = match spec.tier {
+            Tier::Core => NodeRole::Master,
+            Tier::Worker => NodeRole::Worker,
+        };
+        if let Some(n) = self.already_running(&spec.name, role) {
+            return Ok((
+                n.clone(),
+                format!("already running on {n} (its placement was not recorded)"),
+            ));
+        }
         match spec.tier {
             Tier::Core => self
                 .observed
@@ -858,6 +878,20 @@ impl<'a> Planner<'a> {
                 })
                 .ok_or_else(|| "no healthy worker node".to_string()),
         }
+    }
+
+    /// The first usable node of `role` whose agent reports `service`.
+    fn already_running(&self, service: &str, role: NodeRole) -> Option<&String> {
+        self.observed
+            .agents
+            .iter()
+            .filter(|(n, status)| {
+                self.observed.nodes.get(*n).is_some_and(|x| x.role == role)
+                    && self.usable(n).is_ok()
+                    && status.services().is_some_and(|s| s.contains_key(service))
+            })
+            .map(|(n, _)| n)
+            .next()
     }
 
     fn new_service(&mut self, d: &mut Draft, spec: &'a ServiceSpec) {

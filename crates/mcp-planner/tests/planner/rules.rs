@@ -718,6 +718,29 @@ fn orphan_containers_are_reported_and_left_alone() {
 }
 
 #[test]
+fn unplaced_service_an_agent_already_runs_is_placed_there_again() {
+    // A master killed after an agent's deploy but before it recorded the
+    // placement: w2 runs a, no placement says so. Least containers would
+    // pick w1 and start a second copy.
+    let mut f = Fleet::new().want(svc("a"));
+    let report = mcp_planner::sim::report_for(&svc("a"), "0123456789abcdef".to_string());
+    if let Some(AgentStatus::Reported { services }) = f.observed.agents.get_mut("w2") {
+        services.insert("a".to_string(), report);
+    }
+    check(
+        &f,
+        expect![[r#"
+            Plan (source 4f2a9c1): 1 to deploy
+
+            + a on w2
+                new service, already running on w2 (its placement was not recorded)
+                1. deploy a on w2 (spec c2fa3a44f725)
+                2. dns set a.mcp.internal -> 100.64.0.3
+        "#]],
+    );
+}
+
+#[test]
 fn service_on_an_unhealthy_node_is_reported_without_failover() {
     let mut f = Fleet::new().want(svc("a")).want(svc("b")).converged();
     f.set_health("w1", NodeHealth::Unhealthy);
