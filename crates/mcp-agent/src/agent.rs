@@ -673,20 +673,23 @@ impl<R: ContainerRuntime + 'static> Agent<R> {
     }
 
     /// Inspects every component of `service` and stores what it saw as the
-    /// observed state (no events: the caller acted on purpose).
-    async fn record_observed(&self, service: &str) -> Result<()> {
+    /// observed state (no events: the caller acted on purpose). Returns the
+    /// containers found, for [`Self::status_from`].
+    async fn record_observed(&self, service: &str) -> Result<Vec<ContainerInfo>> {
         let name = service.to_string();
         let comps = self.db(move |r| r.components(&name)).await?;
         let mut updates = Vec::new();
+        let mut found = Vec::new();
         for c in comps {
             let info = self.runtime.inspect(&c.container_name).await.map_err(|e| {
                 AgentError::runtime(format!("{}/{}: inspect", c.service, c.name), e)
             })?;
-            let (state, restarts) = match info {
-                Some(i) => (observed_state(&i), i.restart_count),
+            let (state, restarts) = match &info {
+                Some(i) => (observed_state(i), i.restart_count),
                 None => (ObservedState::Missing, c.restart_count),
             };
             updates.push((c.name, state, restarts));
+            found.extend(info);
         }
         let name = service.to_string();
         self.db(move |r| {
@@ -695,7 +698,122 @@ impl<R: ContainerRuntime + 'static> Agent<R> {
             }
             Ok(())
         })
-        .await
+        .await?;
+        Ok(found)
+    }
+
+    /// The status of `service` from containers just inspected.
+    async fn status_from(
+        &self,
+        service: &str,
+        containers: &[ContainerInfo],
+    ) -> Result<ServiceStatus> {
+        let name = service.to_string();
+        let (record, ports) = self
+            .db(move |r| Ok((r.get_service(&name)?, r.ports(Some(&name))?)))
+            .await?;
+        let record = record.ok_or_else(|| AgentError::ServiceNotFound {
+            service: service.to_string(),
+            node: self.settings.node.clone(),
+        })?;
+        Ok(service_status(
+            &record,
+            containers,
+            &ports_by_component(&ports),
+        ))
+    }
+
+    /// Creates (and starts) one component's container. A new container of a
+    /// pinned image is tried first and its image pulled only when missing;
+    /// otherwise the image is pulled first (once per deploy). In a fresh
+    /// deploy, a name clash is checked (refused when the container is not
+    /// this service's) and this service's leftover container replaced.
+    /// Returns the pull step, if a pull happened.
+    #[allow(clippy::too_many_arguments)]
+    async fn create_component(
+        &self,
+        svc: &str,
+        ctx: &str,
+        cfg: &ContainerConfig,
+        optimistic: bool,
+        fresh: bool,
+        recorded: &BTreeSet<String>,
+        pulled: &mut BTreeSet<String>,
+    ) -> Result<Option<Step>> {
+        let mut pull_step = None;
+        if !optimistic && pulled.insert(cfg.image.clone()) {
+            pull_step = Some(self.pull(svc, &cfg.image).await?);
+        }
+        let created = match self.runtime.create_and_start(cfg).await {
+            Err(RuntimeError::ImageNotFound { .. }) if optimistic => {
+                pulled.insert(cfg.image.clone());
+                pull_step = Some(self.pull(svc, &cfg.image).await?);
+                self.runtime.create_and_start(cfg).await
+            }
+            Err(RuntimeError::AlreadyExists { .. }) if fresh => {
+                let name = &cfg.name;
+                let info =
+                    self.runtime.inspect(name).await.map_err(|e| {
+                        AgentError::runtime(format!("deploy {svc}: inspect {name}"), e)
+                    })?;
+                if let Some(info) = &info {
+                    self.check_not_in_the_way(svc, name, info, recorded)?;
+                }
+                // Ours (labelled with this service): the registry lost it.
+                self.remove_container(ctx, name).await?;
+                self.runtime.create_and_start(cfg).await
+            }
+            other => other,
+        };
+        created.map_err(|e| AgentError::runtime(format!("deploy {svc}/{}", cfg.component), e))?;
+        Ok(pull_step)
+    }
+
+    /// Undoes a failed deploy of a service the registry did not know:
+    /// removes the containers it created and the registry record. Best
+    /// effort; failures are logged (the deploy's own error is what counts).
+    async fn forget_new_service(
+        &self,
+        svc: &str,
+        ctx: &str,
+        spec: &ServiceSpec,
+        created: &[String],
+    ) {
+        for comp in created {
+            let name = spec.container_name(comp);
+            if let Err(e) = self.remove_container(ctx, &name).await {
+                tracing::warn!(service = svc, container = %name, error = %e, "rollback: cannot remove");
+            }
+        }
+        let name = svc.to_string();
+        if let Err(e) = self.db(move |r| r.remove_service(&name).map(|_| ())).await {
+            tracing::warn!(service = svc, error = %e, "rollback: cannot forget the service");
+        }
+    }
+
+    /// Refuses a deploy whose container name is taken by something that is
+    /// not this service's.
+    fn check_not_in_the_way(
+        &self,
+        svc: &str,
+        name: &str,
+        info: &ContainerInfo,
+        recorded: &BTreeSet<String>,
+    ) -> Result<()> {
+        if info.service() == Some(svc) || recorded.contains(name) {
+            return Ok(());
+        }
+        Err(AgentError::precondition(match info.service() {
+            Some(other) => format!(
+                "service {svc}: container {name} on node {} belongs to service {other}",
+                self.node()
+            ),
+            None => format!(
+                "service {svc}: container {name} exists on node {} and is not managed by MCP; \
+                 adopt it (mcp adopt {svc}) or remove it",
+                self.node()
+            ),
+        }))
     }
 
     async fn status_of(&self, service: &str) -> Result<ServiceStatus> {
@@ -773,27 +891,22 @@ impl<R: ContainerRuntime + 'static> Agent<R> {
             .iter()
             .flat_map(|p| p.components.iter().map(|c| c.container_name.clone()))
             .collect();
-        let current = self
-            .service_containers(&svc, &wanted.union(&recorded).cloned().collect())
-            .await?;
+        // A service the registry has never seen has no containers of ours:
+        // skip listing them (a podman call or two) and let a name clash
+        // surface when the container is created (`AlreadyExists`).
+        let fresh = previous.is_none();
+        let current = if fresh {
+            BTreeMap::new()
+        } else {
+            self.service_containers(&svc, &wanted.union(&recorded).cloned().collect())
+                .await?
+        };
 
         // Containers in the way that are not this service's.
         for n in &wanted {
-            let Some(info) = current.get(n) else { continue };
-            if info.service() == Some(svc.as_str()) || recorded.contains(n) {
-                continue;
+            if let Some(info) = current.get(n) {
+                self.check_not_in_the_way(&svc, n, info, &recorded)?;
             }
-            return Err(AgentError::precondition(match info.service() {
-                Some(other) => format!(
-                    "service {svc}: container {n} on node {} belongs to service {other}",
-                    self.node()
-                ),
-                None => format!(
-                    "service {svc}: container {n} exists on node {} and is not managed by MCP; \
-                     adopt it (mcp adopt {svc}) or remove it",
-                    self.node()
-                ),
-            }));
         }
 
         let in_scope: Vec<&ComponentSpec> = spec
@@ -802,7 +915,9 @@ impl<R: ContainerRuntime + 'static> Agent<R> {
             .filter(|c| only.is_none_or(|o| o == c.name))
             .collect();
 
-        // Pull what will be (re)created, before touching anything.
+        // Pull what will be recreated, before touching anything (a new
+        // container of a pinned image is tried first and pulled only if the
+        // image is missing: see below).
         let prospective = prospective_ports(&spec, &known_ports, self.settings.port_range);
         let mut steps = Vec::new();
         let mut pulled = BTreeSet::new();
@@ -812,7 +927,9 @@ impl<R: ContainerRuntime + 'static> Agent<R> {
                 let cfg = self.container_config(&spec, c, ports);
                 current.get(&name).is_some_and(|i| same_config(i, &cfg))
             });
-            if !same && pulled.insert(c.image.clone()) {
+            let lazy =
+                !current.contains_key(&name) && mcp_spec::image_version(&c.image) != "latest";
+            if !same && !lazy && pulled.insert(c.image.clone()) {
                 steps.push(self.pull(&svc, &c.image).await?);
             }
         }
@@ -894,13 +1011,22 @@ impl<R: ContainerRuntime + 'static> Agent<R> {
             if existing.is_some() {
                 self.remove_container(&ctx, &name).await?;
             }
-            if pulled.insert(c.image.clone()) {
-                steps.push(self.pull(&svc, &c.image).await?);
+            let optimistic = existing.is_none() && mcp_spec::image_version(&c.image) != "latest";
+            let created = self
+                .create_component(&svc, &ctx, &cfg, optimistic, fresh, &recorded, &mut pulled)
+                .await;
+            match created {
+                Ok(pull_step) => steps.extend(pull_step),
+                Err(e) => {
+                    if fresh {
+                        // Nothing of this service existed before: leave
+                        // nothing behind (containers created so far, the
+                        // registry record and its ports).
+                        self.forget_new_service(&svc, &ctx, &spec, &replaced).await;
+                    }
+                    return Err(e);
+                }
             }
-            self.runtime
-                .create_and_start(&cfg)
-                .await
-                .map_err(|e| AgentError::runtime(format!("deploy {svc}/{}", c.name), e))?;
             let detail = format!("{} ({})", c.image, c.version());
             steps.push(Step::done(
                 format!(
@@ -921,8 +1047,8 @@ impl<R: ContainerRuntime + 'static> Agent<R> {
             replaced.push(c.name.clone());
         }
         self.record_events(events).await?;
-        self.record_observed(&svc).await?;
-        let status = self.status_of(&svc).await?;
+        let observed = self.record_observed(&svc).await?;
+        let status = self.status_from(&svc, &observed).await?;
         tracing::info!(service = %svc, hash = %hash, replaced = ?replaced, "deployed");
         Ok(DeployOutcome {
             service: svc,

@@ -193,9 +193,17 @@ async fn deploy_creates_named_labelled_containers_with_port_env() {
     assert_eq!(web.ports.get("admin"), Some(&admin));
     assert!(web.started.is_some());
 
-    // Images were pulled before creation; a deploy event per component.
+    // New containers of pinned, local images: created without a pull; a
+    // deploy event per component.
     let calls = h.fake.mutations();
-    assert!(matches!(&calls[0], FakeCall::Pull { image } if image == V1));
+    assert!(
+        matches!(&calls[0], FakeCall::CreateAndStart(c) if c.image == V1),
+        "{calls:?}"
+    );
+    assert!(
+        !calls.iter().any(|c| matches!(c, FakeCall::Pull { .. })),
+        "{calls:?}"
+    );
     let events = h.agent.events(EventQuery::default()).await.expect("events");
     assert_eq!(
         events
@@ -769,4 +777,75 @@ fn config_hash_ignores_only_its_own_label() {
     assert_eq!(config_hash(&a), h1);
     a.env.push("PORT=20001".into());
     assert_ne!(config_hash(&a), h1);
+}
+
+/// A new service costs the runtime one create and one inspect per
+/// component: no listing, no image check (the deploy benchmark's budget).
+#[tokio::test]
+async fn fresh_deploy_creates_and_inspects_only() {
+    let h = Harness::new();
+    h.fake.take_calls();
+    h.agent
+        .deploy(solo("solo", "worker"), None)
+        .await
+        .expect("deploy");
+    let calls = h.fake.take_calls();
+    assert!(
+        matches!(
+            calls.as_slice(),
+            [FakeCall::CreateAndStart(_), FakeCall::Inspect { .. }]
+        ),
+        "{calls:?}"
+    );
+    assert!(h.info("solo").is_running());
+}
+
+/// A pinned image that is not local is pulled when the create says so, then
+/// the container is created.
+#[tokio::test]
+async fn missing_pinned_image_is_pulled_then_created() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let fake = FakeRuntime::with_images([V2, DB]);
+    fake.add_registry_image(V1);
+    let h = Harness::with(fake, dir, |_| {});
+    h.agent
+        .deploy(solo("solo", "worker"), None)
+        .await
+        .expect("deploy");
+    let calls = h.fake.take_calls();
+    let kinds: Vec<&str> = calls
+        .iter()
+        .map(|c| match c {
+            FakeCall::CreateAndStart(_) => "create",
+            FakeCall::Pull { .. } => "pull",
+            FakeCall::Inspect { .. } => "inspect",
+            _ => "other",
+        })
+        .collect();
+    assert_eq!(kinds, ["create", "pull", "create", "inspect"], "{calls:?}");
+    assert!(h.info("solo").is_running());
+}
+
+/// The registry lost a service (e.g. restored from an old backup) but its
+/// labelled container is still there: the deploy replaces it instead of
+/// failing on the name.
+#[tokio::test]
+async fn container_of_a_forgotten_service_is_replaced() {
+    let h = Harness::new();
+    h.agent
+        .deploy(solo("solo", "worker"), None)
+        .await
+        .expect("deploy");
+    let old_id = h.info("solo").id;
+    h.agent
+        .db(|r| r.remove_service("solo").map(|_| ()))
+        .await
+        .expect("forget");
+    h.agent
+        .deploy(solo("solo", "worker"), None)
+        .await
+        .expect("redeploy");
+    let info = h.info("solo");
+    assert!(info.is_running());
+    assert_ne!(info.id, old_id, "recreated");
 }
