@@ -793,7 +793,8 @@ fn gitops_changes_follow_commits() {
     expect_test::expect![[r#"
         <repo>/epsilon.toml:5:9: image must be a string, found integer
         mcp: warning: <repo>/epsilon.toml is invalid; service epsilon is held (left as it is)
-    "#]].assert_eq(&err);
+    "#]]
+    .assert_eq(&err);
     let json = f.mcp(&["--output", "json", "sync", "--dry-run"]);
     assert_eq!(json.status.code(), Some(2));
     let plan: Value = serde_json::from_slice(&json.stdout).expect("JSON plan");
@@ -888,4 +889,191 @@ fn normalize(text: &str, repo: &Path) -> String {
     }
     flush(&mut run, &mut out);
     out
+}
+
+/// Failures on master + 2 workers: a component killed with podman comes
+/// back within a loop period; one that keeps dying ends degraded with one
+/// alert; an agent killed turns its node unhealthy while its containers keep
+/// running and nothing moves; restarted, it is healthy again with no
+/// duplicates.
+#[test]
+fn self_heal_and_agent_failure() {
+    let Some(mut f) = Fleet::start(&FleetOptions {
+        agents: 3,
+        edge: false,
+        port_base: 33000,
+        concurrency: 4,
+    }) else {
+        return;
+    };
+    f.write("web.toml", &web_service("web", "v1", ""));
+    f.write(
+        "crashy.toml",
+        "name = \"crashy\"\n\n[[components]]\nname = \"crashy\"\nimage = \"localhost/mcp-test/web:v1\"\ncmd = [\"false\"]\nrestart = \"no\"\n",
+    );
+    f.commit("add web and crashy");
+    f.wait(CONVERGE, "web runs", |f| {
+        f.status_is("web", "running") && f.running("web")
+    });
+
+    // Killed with podman: the master's loop starts it again.
+    let web = f.one("web").unwrap();
+    let out = f.podman(&web.node).args(["kill", "web"]).output().unwrap();
+    assert!(out.status.success(), "podman kill: {out:?}");
+    f.wait(Duration::from_secs(20), "web is down", |f| {
+        !f.running("web")
+    });
+    let back = f.wait(
+        RECONCILE_INTERVAL + Duration::from_secs(8),
+        "web is running again (one loop period, plus podman's time)",
+        |f| f.running("web"),
+    );
+    eprintln!("web back {back:?} after podman kill (loop period {RECONCILE_INTERVAL:?})");
+    let healed = f.one("web").unwrap();
+    assert_eq!(healed.node, web.node, "healed in place");
+    assert_eq!(healed.id, web.id, "started again, not recreated");
+
+    // A component that keeps dying: degraded and one alert, no hot loop.
+    f.wait(CONVERGE, "crashy is degraded", |f| {
+        f.status_is("crashy", "degraded")
+    });
+    let detail = f.status("crashy")["detail"].as_str().unwrap().to_string();
+    assert!(
+        detail.contains(&format!("after {HEAL_MAX_ATTEMPTS} heal attempts")),
+        "{detail}"
+    );
+    let alerts = |f: &Fleet| {
+        f.master
+            .log_text()
+            .lines()
+            .filter(|l| l.contains("mcp::alert") && l.contains("service=crashy"))
+            .count()
+    };
+    let heals = |f: &Fleet| {
+        f.master
+            .log_text()
+            .lines()
+            .filter(|l| l.contains("step succeeded service=crashy step=heal"))
+            .count()
+    };
+    f.wait(Duration::from_secs(20), "the alert is logged", |f| {
+        alerts(f) == 1
+    });
+    let heals_then = heals(&f);
+    assert_eq!(heals_then as u64, HEAL_MAX_ATTEMPTS, "heal attempts");
+    std::thread::sleep(RECONCILE_INTERVAL * 3);
+    assert_eq!(heals(&f), heals_then, "no more heal attempts once degraded");
+    assert_eq!(alerts(&f), 1, "one alert, not one per pass");
+    assert!(f.status_is("crashy", "degraded"));
+
+    // The agent of web's node killed: unhealthy after the threshold; its
+    // containers keep running; nothing is rescheduled.
+    let node = web.node.clone();
+    f.agents.get_mut(&node).unwrap().kill();
+    let t = f.wait(HEARTBEAT_TIMEOUT + CONVERGE, "the node is unhealthy", |f| {
+        f.node_status(&node) == "unhealthy"
+    });
+    eprintln!("{node} unhealthy {t:?} after its agent was killed (timeout {HEARTBEAT_TIMEOUT:?})");
+    f.wait(CONVERGE, "status reports web unhealthy", |f| {
+        f.status_is("web", "unhealthy")
+    });
+    std::thread::sleep(RECONCILE_INTERVAL * 3);
+    assert_eq!(
+        f.named("web"),
+        vec![healed.clone()],
+        "web keeps running, nowhere else"
+    );
+    assert_eq!(f.status("web")["node"], node.as_str());
+    assert_eq!(f.node_status(&node), "unhealthy");
+
+    // Restarted: healthy again, the same container, no duplicate.
+    f.agents.get_mut(&node).unwrap().start();
+    f.wait(CONVERGE, "the node is healthy again", |f| {
+        f.node_status(&node) == "healthy"
+    });
+    f.wait(CONVERGE, "web runs", |f| f.status_is("web", "running"));
+    std::thread::sleep(RECONCILE_INTERVAL * 2);
+    assert_eq!(f.named("web"), vec![healed], "the same container, once");
+    let out = f.mcp(&["sync", "--dry-run"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        !text.contains("+ web") && !text.contains("~ web"),
+        "nothing to redeploy:\n{text}"
+    );
+}
+
+/// The master killed while it applies a plan (one service at a time), then
+/// restarted: the fleet converges with no duplicate containers, every
+/// placement where its container runs, and nothing left to do.
+#[test]
+fn master_killed_mid_apply_converges() {
+    let Some(mut f) = Fleet::start(&FleetOptions {
+        agents: 3,
+        edge: false,
+        port_base: 35000,
+        concurrency: 1,
+    }) else {
+        return;
+    };
+    let names = ["one", "two", "three", "four", "five", "six"];
+    for n in names {
+        f.write(&format!("{n}.toml"), &web_service(n, "v1", ""));
+    }
+    f.commit("six services");
+    // Killed as soon as the second container exists: the master is in the
+    // middle of the plan, most likely inside that service's deploy call.
+    f.wait(CONVERGE, "the master is applying the plan", |f| {
+        f.containers().len() >= 2
+    });
+    f.master.kill();
+    let at_kill = f.containers().len();
+    assert!(at_kill < names.len(), "killed in the middle of the plan");
+    eprintln!(
+        "master killed with {at_kill} of {} containers created",
+        names.len()
+    );
+
+    // Without a master: the CLI says so (exit 1); agents keep running.
+    let out = f.mcp(&["sync", "--dry-run"]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+
+    f.master.start();
+    f.wait(CONVERGE, "every service runs", |f| {
+        let st = f.statuses();
+        names
+            .iter()
+            .all(|n| st.get(*n).is_some_and(|s| s["status"] == "running"))
+    });
+    f.wait(CONVERGE, "nothing left to do", |f| {
+        f.mcp(&["sync", "--dry-run"]).status.code() == Some(0)
+    });
+    let all = f.containers();
+    assert_eq!(
+        all.len(),
+        names.len(),
+        "one container per service: {all:#?}"
+    );
+    let st = f.statuses();
+    for n in names {
+        let c = f.one(n).unwrap_or_else(|| panic!("{n} has no container"));
+        assert_eq!(c.state, "running", "{c:?}");
+        assert_eq!(
+            st[n]["node"],
+            c.node.as_str(),
+            "{n} is placed where it runs"
+        );
+        assert!(c.node.starts_with('w'), "{c:?} on a worker");
+    }
+    let log = f.master.log_text();
+    eprintln!(
+        "after the restart: {} operation(s) marked abandoned",
+        log.lines()
+            .filter(|l| l.contains("interrupted by a master restart: marked abandoned"))
+            .count()
+    );
+    eprintln!(
+        "after the restart: {} operation(s) marked abandoned; {} plan line(s) placing a service where an agent already ran it",
+        count("interrupted by a master restart: marked abandoned"),
+        count("already running on"),
+    );
 }
