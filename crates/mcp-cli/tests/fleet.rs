@@ -1071,9 +1071,4 @@ fn master_killed_mid_apply_converges() {
             .filter(|l| l.contains("interrupted by a master restart: marked abandoned"))
             .count()
     );
-    eprintln!(
-        "after the restart: {} operation(s) marked abandoned; {} plan line(s) placing a service where an agent already ran it",
-        count("interrupted by a master restart: marked abandoned"),
-        count("already running on"),
-    );
 }
