@@ -236,6 +236,7 @@ struct FleetOptions {
 
 struct Fleet {
     _tmp: tempfile::TempDir,
+    state: PathBuf,
     repo: PathBuf,
     cli_config: PathBuf,
     master: Daemon,
@@ -345,6 +346,7 @@ impl Fleet {
             );
         }
         let mut fleet = Fleet {
+            state: path(&info["state_dir"]),
             repo,
             cli_config: path(&info["cli_config"]),
             master: Daemon {
@@ -579,7 +581,31 @@ impl Drop for Fleet {
                 .stderr(Stdio::null())
                 .status();
         }
+        // podman (as root) may leave the overlay driver's home mounted on
+        // itself, which would keep the state directory from being removed.
+        for node in self.podman_args.keys() {
+            let overlay = self.state.join("nodes").join(node).join("storage/overlay");
+            let _ = Command::new("umount")
+                .arg(&overlay)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status();
+        }
         // The short runroots podman needs live outside the state directory.
+        // A container's exit clean-up can still write there just after
+        // `rm`, hence a second try.
+        for attempt in 0..2 {
+            if attempt > 0 {
+                std::thread::sleep(Duration::from_millis(500));
+            }
+            self.remove_runroots();
+        }
+        eprintln!("fleet ran for {:?}", self.started.elapsed());
+    }
+}
+
+impl Fleet {
+    fn remove_runroots(&self) {
         for args in self.podman_args.values() {
             if let Some(rr) = args
                 .iter()
@@ -591,7 +617,6 @@ impl Drop for Fleet {
                 }
             }
         }
-        eprintln!("fleet ran for {:?}", self.started.elapsed());
     }
 }
 
