@@ -439,44 +439,7 @@ impl Default for ReconcileConfig {
     }
 }
 
-/// A node's role (DESIGN.md §1).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum NodeRole {
-    Master,
-    Worker,
-    Edge,
-}
-
-impl NodeRole {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            NodeRole::Master => "master",
-            NodeRole::Worker => "worker",
-            NodeRole::Edge => "edge",
-        }
-    }
-}
-
-impl fmt::Display for NodeRole {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for NodeRole {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "master" => Ok(NodeRole::Master),
-            "worker" => Ok(NodeRole::Worker),
-            "edge" => Ok(NodeRole::Edge),
-            other => Err(format!(
-                "node role must be \"master\", \"worker\" or \"edge\", found {other:?}"
-            )),
-        }
-    }
-}
+pub use mcp_spec::NodeRole;
 
 /// A `[[nodes]]` bootstrap entry: known before the node registers.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -35,7 +35,7 @@ use tokio::sync::{Mutex, Notify, Semaphore};
 use tokio::task::JoinSet;
 
 use crate::agents::{AgentApi, AgentTarget};
-use crate::config::{Config, NodeRole};
+use crate::config::Config;
 use crate::gitsource::GitSource;
 use crate::state::{self, JournalEntry, JournalStatus, NodeStatus, State, StateError};
 
@@ -242,14 +242,6 @@ pub fn address_host(address: &str) -> String {
     }
 }
 
-fn planner_role(r: NodeRole) -> mcp_planner::NodeRole {
-    match r {
-        NodeRole::Master => mcp_planner::NodeRole::Master,
-        NodeRole::Worker => mcp_planner::NodeRole::Worker,
-        NodeRole::Edge => mcp_planner::NodeRole::Edge,
-    }
-}
-
 fn planner_health(s: NodeStatus) -> mcp_planner::NodeHealth {
     match s {
         NodeStatus::Healthy => mcp_planner::NodeHealth::Healthy,
@@ -449,7 +441,7 @@ impl Reconciler {
             o.nodes.insert(
                 n.name.clone(),
                 mcp_planner::Node {
-                    role: planner_role(n.role),
+                    role: n.role,
                     address: address_host(&n.address),
                     health: planner_health(n.status),
                     containers: n.containers,

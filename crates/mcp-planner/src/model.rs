@@ -139,26 +139,7 @@ pub struct Observed {
     pub heal: BTreeMap<String, BTreeMap<String, HealRecord>>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum NodeRole {
-    /// Runs the master; hosts `core` tier services.
-    Master,
-    /// Hosts `worker` tier services.
-    Worker,
-    /// Hosts only edge routes; never application containers.
-    Edge,
-}
-
-impl NodeRole {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            NodeRole::Master => "master",
-            NodeRole::Worker => "worker",
-            NodeRole::Edge => "edge",
-        }
-    }
-}
+pub use mcp_spec::NodeRole;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]

@@ -36,6 +36,49 @@ impl std::fmt::Display for Tier {
     }
 }
 
+/// A node's role in the fleet (DESIGN.md §1). One definition, shared by the
+/// planner, the master and the agent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NodeRole {
+    /// Runs the master; hosts `core` tier services.
+    Master,
+    /// Hosts `worker` tier services.
+    Worker,
+    /// Hosts only edge routes; never application containers.
+    Edge,
+}
+
+impl NodeRole {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NodeRole::Master => "master",
+            NodeRole::Worker => "worker",
+            NodeRole::Edge => "edge",
+        }
+    }
+}
+
+impl std::fmt::Display for NodeRole {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for NodeRole {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "master" => Ok(NodeRole::Master),
+            "worker" => Ok(NodeRole::Worker),
+            "edge" => Ok(NodeRole::Edge),
+            other => Err(format!(
+                "node role must be \"master\", \"worker\" or \"edge\", found {other:?}"
+            )),
+        }
+    }
+}
+
 /// One service: the whole content of `<name>.toml`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ServiceSpec {
