@@ -1,6 +1,10 @@
 #!/usr/bin/env bash
-# The README's "try it" command: builds MCP and starts a demo fleet (a master
-# and agents over loopback, real podman) with `mcp dev`.
+# The README's "try it" command: installs what MCP needs, builds it and the
+# demo images, and starts a demo fleet (a master and three agents over
+# loopback, real podman) with `mcp dev`. State lives in .mcp-dev/ (kept
+# between runs); Ctrl-C stops the daemons.
+#
+#   scripts/dev.sh [mcp dev options...]     e.g. --agents 4 --edge
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -15,5 +19,10 @@ if ((${#need[@]})); then
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${need[@]}"
 fi
 
+# podman settings that work on small VMs and CI hosts (runc, container
+# ulimits within the host's); your own CONTAINERS_CONF wins.
+export CONTAINERS_CONF=${CONTAINERS_CONF:-$PWD/tests/podman/containers.conf}
+
 cargo build --release --bins
-exec target/release/mcp dev --services services.example "$@"
+scripts/build-test-images.sh
+exec target/release/mcp dev --state-dir .mcp-dev "$@"

@@ -41,19 +41,19 @@ use mcp_security::identity::AccountType;
 use mcp_security::jwt::{self, SigningKey, TokenRequest};
 use mcp_security::pki::{Ca, Validity};
 
-/// The demo service written into a new services repository.
-const DEMO_SERVICE: &str = r#"# A demo web server (busybox httpd) built locally by scripts/dev.sh.
-# Edit, commit, and watch the fleet follow: `git commit -am "..."`.
-name = "hello"
-
-[[components]]
-name  = "hello"
-image = "localhost/mcp-test/web:v1"
-
-[[components.routes]]
-port = 8080
-mode = "l7"
-"#;
+/// The demo services (`examples/dev/`), written into a new services
+/// repository.
+const DEMO_SERVICES: &[(&str, &str)] = &[
+    (
+        "hello.toml",
+        include_str!("../../../examples/dev/hello.toml"),
+    ),
+    ("shop.toml", include_str!("../../../examples/dev/shop.toml")),
+    (
+        "notes.toml",
+        include_str!("../../../examples/dev/notes.toml"),
+    ),
+];
 
 pub struct DevOptions {
     pub services: Option<PathBuf>,
@@ -302,17 +302,22 @@ fn git(dir: &Path, args: &[&str]) -> Result<()> {
     Ok(())
 }
 
-/// A services repository with one demo service, created once.
+/// A services repository with the demo services, created once.
 fn demo_services(state: &Path) -> Result<PathBuf> {
     let dir = state.join("services");
     if dir.join(".git").exists() {
         return Ok(dir);
     }
     std::fs::create_dir_all(&dir)?;
-    std::fs::write(dir.join("hello.toml"), DEMO_SERVICE)?;
+    for (file, text) in DEMO_SERVICES {
+        std::fs::write(dir.join(file), text)?;
+    }
     git(&dir, &["init", "-q", "-b", "main"])?;
-    git(&dir, &["add", "hello.toml"])?;
-    git(&dir, &["commit", "-q", "-m", "demo service"])?;
+    git(&dir, &["add", "."])?;
+    git(
+        &dir,
+        &["commit", "-q", "-m", "demo services (examples/dev)"],
+    )?;
     Ok(dir)
 }
 
@@ -845,5 +850,21 @@ fn wait_for_interrupt(procs: &mut [Proc]) -> Result<ExitCode> {
             Ok(ExitCode::FAILURE)
         }
         None => Ok(ExitCode::SUCCESS),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The demo fleet starts from valid files only.
+    #[test]
+    fn demo_services_are_valid() {
+        for (file, text) in DEMO_SERVICES {
+            let stem = file.trim_end_matches(".toml");
+            if let Err(d) = mcp_spec::parse_service(file, stem, text, &Default::default()) {
+                panic!("{file}: {d:?}");
+            }
+        }
     }
 }
