@@ -784,11 +784,23 @@ fn print_banner(f: &Fleet) {
     println!("  logs     {}", s.join("logs").display());
     println!();
     println!("Point the CLI at it:");
+    if let Some(dir) = std::env::current_exe()
+        .ok()
+        .and_then(|e| e.parent().map(Path::to_path_buf))
+        .filter(|d| !on_path(d))
+    {
+        println!("  export PATH={}:$PATH", dir.display());
+    }
     println!("  export MCP_CONFIG={}", s.join("mcp.toml").display());
     println!("  mcp status");
     println!("  mcp sync --dry-run");
     println!();
     println!("Ctrl-C stops the daemons; containers keep running, and `mcp dev` resumes the fleet.");
+}
+
+/// Whether `dir` is one of `$PATH`'s directories.
+fn on_path(dir: &Path) -> bool {
+    std::env::var_os("PATH").is_some_and(|p| std::env::split_paths(&p).any(|d| d == dir))
 }
 
 fn stop(procs: &mut [Proc]) {
