@@ -328,24 +328,11 @@ impl tower_service::Service<http::Uri> for TlsConnector {
 }
 
 /// Opens a tonic channel to `uri` (`https://host:port`) over TLS 1.3.
-///
-/// tonic would try its own TLS for an `https` URI, so the endpoint is dialed
-/// as `http` through [`TlsConnector`] while requests keep the `https` origin.
 pub async fn connect_channel(
     uri: &str,
     connector: TlsConnector,
 ) -> Result<tonic::transport::Channel, ConnectError> {
-    let origin: http::Uri = uri
-        .parse()
-        .map_err(|e: http::uri::InvalidUri| ConnectError::Uri(uri.to_string(), e.to_string()))?;
-    let dial = match uri.strip_prefix("https://") {
-        Some(rest) => format!("http://{rest}"),
-        None => uri.to_string(),
-    };
-    Ok(tonic::transport::Endpoint::from_shared(dial)?
-        .origin(origin)
-        .connect_with_connector(connector)
-        .await?)
+    Ok(endpoint(uri)?.connect_with_connector(connector).await?)
 }
 
 /// Like [`connect_channel`], but connects on first use and reconnects after
@@ -355,6 +342,12 @@ pub fn connect_channel_lazy(
     uri: &str,
     connector: TlsConnector,
 ) -> Result<tonic::transport::Channel, ConnectError> {
+    Ok(endpoint(uri)?.connect_with_connector_lazy(connector))
+}
+
+/// tonic would try its own TLS for an `https` URI, so the endpoint is dialed
+/// as `http` through [`TlsConnector`] while requests keep the `https` origin.
+fn endpoint(uri: &str) -> Result<tonic::transport::Endpoint, ConnectError> {
     let origin: http::Uri = uri
         .parse()
         .map_err(|e: http::uri::InvalidUri| ConnectError::Uri(uri.to_string(), e.to_string()))?;
@@ -362,9 +355,7 @@ pub fn connect_channel_lazy(
         Some(rest) => format!("http://{rest}"),
         None => uri.to_string(),
     };
-    Ok(tonic::transport::Endpoint::from_shared(dial)?
-        .origin(origin)
-        .connect_with_connector_lazy(connector))
+    Ok(tonic::transport::Endpoint::from_shared(dial)?.origin(origin))
 }
 
 /// Failure to open a channel.
