@@ -155,6 +155,35 @@ impl<R> AgentService<R> {
     }
 }
 
+/// Stop, Start and Restart differ only in the agent call.
+#[derive(Clone, Copy)]
+enum Lifecycle {
+    Stop,
+    Start,
+    Restart,
+}
+
+impl<Rt: ContainerRuntime + 'static> AgentService<Rt> {
+    async fn lifecycle(
+        &self,
+        req: Request<pb::AgentLifecycleRequest>,
+        op: Lifecycle,
+    ) -> R<pb::AgentLifecycleResponse> {
+        let m = req.get_ref();
+        set_audit_target(&req, target(Some(&m.service_name), Some(self.agent.node())));
+        let (service, component) = (m.service_name.as_str(), opt(&m.component));
+        let out = match op {
+            Lifecycle::Stop => self.agent.stop(service, component).await,
+            Lifecycle::Start => self.agent.start(service, component).await,
+            Lifecycle::Restart => self.agent.restart(service, component).await,
+        }
+        .map_err(|e| status(&e))?;
+        Ok(Response::new(pb::AgentLifecycleResponse {
+            results: steps(&out),
+        }))
+    }
+}
+
 /// The gRPC status of an agent error.
 pub fn status(e: &AgentError) -> Status {
     let msg = e.to_string();
@@ -318,48 +347,21 @@ impl<Rt: ContainerRuntime + 'static> McpAgentService for AgentService<Rt> {
     }
 
     async fn stop(&self, req: Request<pb::AgentLifecycleRequest>) -> R<pb::AgentLifecycleResponse> {
-        let m = req.get_ref();
-        set_audit_target(&req, target(Some(&m.service_name), Some(self.agent.node())));
-        let out = self
-            .agent
-            .stop(&m.service_name, opt(&m.component))
-            .await
-            .map_err(|e| status(&e))?;
-        Ok(Response::new(pb::AgentLifecycleResponse {
-            results: steps(&out),
-        }))
+        self.lifecycle(req, Lifecycle::Stop).await
     }
 
     async fn start(
         &self,
         req: Request<pb::AgentLifecycleRequest>,
     ) -> R<pb::AgentLifecycleResponse> {
-        let m = req.get_ref();
-        set_audit_target(&req, target(Some(&m.service_name), Some(self.agent.node())));
-        let out = self
-            .agent
-            .start(&m.service_name, opt(&m.component))
-            .await
-            .map_err(|e| status(&e))?;
-        Ok(Response::new(pb::AgentLifecycleResponse {
-            results: steps(&out),
-        }))
+        self.lifecycle(req, Lifecycle::Start).await
     }
 
     async fn restart(
         &self,
         req: Request<pb::AgentLifecycleRequest>,
     ) -> R<pb::AgentLifecycleResponse> {
-        let m = req.get_ref();
-        set_audit_target(&req, target(Some(&m.service_name), Some(self.agent.node())));
-        let out = self
-            .agent
-            .restart(&m.service_name, opt(&m.component))
-            .await
-            .map_err(|e| status(&e))?;
-        Ok(Response::new(pb::AgentLifecycleResponse {
-            results: steps(&out),
-        }))
+        self.lifecycle(req, Lifecycle::Restart).await
     }
 
     async fn list_services(
