@@ -21,9 +21,10 @@ step() { printf '\n==> %s\n' "$*"; }
 # --- system packages -------------------------------------------------------
 # podman + runc (crun fails on some cgroup layouts; tests select runc through
 # tests/podman/containers.conf) and busybox-static for the locally built test
-# images (no registry is reachable).
+# images (no registry is reachable); git for the GitOps tests; procps for
+# kill(1), which the daemon tests use to send SIGTERM.
 need=()
-for pkg in podman runc busybox-static git; do
+for pkg in podman runc busybox-static git procps; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need+=("$pkg")
 done
 if ((${#need[@]})); then
