@@ -889,21 +889,7 @@ impl Registry {
 
     /// Appends an event; returns its id.
     pub fn record_event(&mut self, e: &NewEvent) -> Result<i64> {
-        self.conn
-            .execute(
-                "INSERT INTO events (service, component, prev_state, new_state, kind, detail, time)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-                params![
-                    e.service,
-                    e.component,
-                    e.prev_state,
-                    e.new_state,
-                    e.kind.as_str(),
-                    e.detail,
-                    e.time.as_unix()
-                ],
-            )
-            .ctx(|| format!("record {} event of {}/{}", e.kind, e.service, e.component))?;
+        insert_event(&self.conn, e)?;
         Ok(self.conn.last_insert_rowid())
     }
 
@@ -914,20 +900,7 @@ impl Registry {
             .transaction()
             .ctx(|| "record events: begin".to_string())?;
         for e in events {
-            tx.execute(
-                "INSERT INTO events (service, component, prev_state, new_state, kind, detail, time)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-                params![
-                    e.service,
-                    e.component,
-                    e.prev_state,
-                    e.new_state,
-                    e.kind.as_str(),
-                    e.detail,
-                    e.time.as_unix()
-                ],
-            )
-            .ctx(|| format!("record {} event of {}/{}", e.kind, e.service, e.component))?;
+            insert_event(&tx, e)?;
         }
         tx.commit().ctx(|| "record events: commit".to_string())
     }
@@ -1200,6 +1173,25 @@ impl ServiceRow {
             components,
         })
     }
+}
+
+/// The one INSERT of an event, on a connection or inside a transaction.
+fn insert_event(conn: &rusqlite::Connection, e: &NewEvent) -> Result<()> {
+    conn.execute(
+        "INSERT INTO events (service, component, prev_state, new_state, kind, detail, time)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        params![
+            e.service,
+            e.component,
+            e.prev_state,
+            e.new_state,
+            e.kind.as_str(),
+            e.detail,
+            e.time.as_unix()
+        ],
+    )
+    .ctx(|| format!("record {} event of {}/{}", e.kind, e.service, e.component))?;
+    Ok(())
 }
 
 #[cfg(test)]
