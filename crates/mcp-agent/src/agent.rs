@@ -1,4 +1,4 @@
-//! The agent's operations (DESIGN.md §4), independent of gRPC: deploy,
+//! The agent's operations (docs/ARCHITECTURE.md), independent of gRPC: deploy,
 //! undeploy, stop / start / restart, bulk status, adopt, logs, events,
 //! health, start-up convergence and the monitor loop.
 //!

@@ -66,7 +66,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Deserializer};
 
-/// Default port range for container host ports (DESIGN.md §4).
+/// Default port range for container host ports (docs/ARCHITECTURE.md).
 pub const DEFAULT_PORT_RANGE: (u16, u16) = (10000, 60000);
 
 /// The whole agent configuration, as read from the file. Values are only

@@ -1,4 +1,4 @@
-//! `PushFile` / `PullFile` (DESIGN.md §4): single-file transfer confined to
+//! `PushFile` / `PullFile` (docs/ARCHITECTURE.md): single-file transfer confined to
 //! `<root>/<service>/`, where `root` is the agent config's `[files] root`.
 //!
 //! ## Confinement

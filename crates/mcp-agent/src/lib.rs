@@ -1,4 +1,4 @@
-//! MCP node agent (DESIGN.md §4).
+//! MCP node agent (docs/ARCHITECTURE.md).
 //!
 //! - [`agent`]: the daemon's core, [`Agent`]: deploy, undeploy, stop /
 //!   start / restart, bulk status, adopt, logs, events, health, start-up

@@ -1,4 +1,4 @@
-//! The agent's side of registration (DESIGN.md §5): `Register` with the
+//! The agent's side of registration (docs/ARCHITECTURE.md): `Register` with the
 //! master on start, retried with exponential back-off (1 s → 60 s by
 //! default), then a `Heartbeat` every interval with CPU, memory and disk use
 //! and the container count; when the master no longer knows the node

@@ -104,7 +104,7 @@ impl ServerSecurity {
     }
 
     /// From parts (tests, other verifiers): the standard authorization
-    /// table of DESIGN.md §6 with `master_identity` as the master.
+    /// table of docs/SECURITY.md with `master_identity` as the master.
     pub fn new(
         tls: rustls::ServerConfig,
         verifier: Arc<dyn TokenVerifier>,

@@ -1,4 +1,4 @@
-//! The command tree of DESIGN.md §9, as clap derive types.
+//! The command tree of docs/CLI.md, as clap derive types.
 
 use std::path::PathBuf;
 

@@ -1,4 +1,4 @@
-//! The CLI config, `~/.config/mcp/mcp.toml` (DESIGN.md §9).
+//! The CLI config, `~/.config/mcp/mcp.toml` (docs/CLI.md).
 //!
 //! ```toml
 //! [master]

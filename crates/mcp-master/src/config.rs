@@ -1,4 +1,4 @@
-//! The master config (DESIGN.md §11), usually `/etc/mcp/master.toml`.
+//! The master config (docs/CONFIG.md), usually `/etc/mcp/master.toml`.
 //!
 //! A complete example; every key shown with a value in a comment is optional
 //! and the comment shows its default:
@@ -338,7 +338,7 @@ fn default_retain() -> u32 {
     7
 }
 
-/// DNS adapter settings (DESIGN.md §7).
+/// DNS adapter settings (docs/ARCHITECTURE.md).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "adapter", rename_all = "lowercase")]
 pub enum DnsConfig {

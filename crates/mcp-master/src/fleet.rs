@@ -1,4 +1,4 @@
-//! The node registry (DESIGN.md §5): `Register` and `Heartbeat` bound to
+//! The node registry (docs/ARCHITECTURE.md): `Register` and `Heartbeat` bound to
 //! the caller's identity, the health prober, and the start-up warm-up.
 //!
 //! - `Register`: the node name comes from the `agent-<node>` identity (a

@@ -1,7 +1,7 @@
-//! The MCP master daemon (DESIGN.md §3, §5, §10–§12).
+//! The MCP master daemon (docs/ARCHITECTURE.md).
 //!
-//! - [`config`]: the master config file (DESIGN.md §11).
-//! - [`state`]: the SQLite database (DESIGN.md §10): nodes, placements, edge
+//! - [`config`]: the master config file (docs/CONFIG.md).
+//! - [`state`]: the SQLite database (docs/ARCHITECTURE.md): nodes, placements, edge
 //!   routes, snapshots, desired specs, DNS records, heal history, the
 //!   operation journal and the audit log.
 //! - [`gitsource`]: GitOps desired state, read from the committed tree at

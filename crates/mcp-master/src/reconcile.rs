@@ -1,4 +1,4 @@
-//! The control loop (DESIGN.md §3): load the desired state, observe the
+//! The control loop (docs/ARCHITECTURE.md): load the desired state, observe the
 //! fleet, run [`mcp_planner::plan()`], execute the plan's ready actions, and
 //! record every step in the journal.
 //!

@@ -1,4 +1,4 @@
-//! The master's SQLite database (DESIGN.md §10).
+//! The master's SQLite database (docs/ARCHITECTURE.md).
 //!
 //! [`State::open`] opens (or creates) the file in WAL mode with
 //! `synchronous = FULL`, so every committed transaction survives a crash or a

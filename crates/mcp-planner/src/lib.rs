@@ -3,7 +3,7 @@
 //! [`plan`](fn@plan)`(&`[`Desired`]`, &`[`Observed`]`, &`[`Policy`]`, now) -> `[`Plan`]
 //! compares what the service files declare with what the master knows about
 //! the fleet and returns the operations that close the gap, per service and
-//! in order (DESIGN.md §3).
+//! in order (docs/ARCHITECTURE.md).
 //!
 //! # Model
 //!

@@ -332,7 +332,7 @@ pub enum Action {
     },
     /// `mcp migrate <service> --to <to>`: stop on `from`, export, import on
     /// `to`, deploy the desired spec there, clean up `from`, move the
-    /// placement (DESIGN.md §8). DNS follows as its own step.
+    /// placement (docs/ARCHITECTURE.md). DNS follows as its own step.
     Migrate {
         service: String,
         from: String,

@@ -3,7 +3,7 @@
 //! [`apply`] executes a [`Plan`]'s ready actions against an [`Observed`]
 //! value as an ideal fleet would: every action succeeds at once, agents
 //! report exactly what was deployed, the master records placements, DNS
-//! records, edge routes and heal attempts as DESIGN.md says it does. Blocked
+//! records, edge routes and heal attempts as the master does. Blocked
 //! and refused steps are skipped.
 //!
 //! It exists for tests (here and in the master): "apply the plan, re-plan,

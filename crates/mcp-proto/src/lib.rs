@@ -23,3 +23,13 @@ pub use convert::InvalidSpec;
 /// The encoded `FileDescriptorSet` of every file under `proto/`.
 pub const FILE_DESCRIPTOR_SET: &[u8] =
     include_bytes!(concat!(env!("OUT_DIR"), "/mcp_descriptor.bin"));
+
+/// The largest file `PushFile`/`PullFile` carry (64 MiB): the agent refuses
+/// larger ones with a message naming this limit.
+pub const MAX_FILE_BYTES: usize = 64 * 1024 * 1024;
+
+/// The gRPC message limit (decoding and encoding) that every MCP server and
+/// client sets: a file at [`MAX_FILE_BYTES`] plus room for the rest of the
+/// message. Use it on every `*Server` and `*Client`, so no hop refuses what
+/// another accepts.
+pub const MAX_MESSAGE_BYTES: usize = MAX_FILE_BYTES + 1024 * 1024;

@@ -131,7 +131,7 @@ const fn rule(method: &'static str, allowed: Allowed) -> RpcRule {
 
 use Allowed as A;
 
-/// Every RPC MCP serves and who may call it (DESIGN.md §6).
+/// Every RPC MCP serves and who may call it (docs/SECURITY.md).
 pub const RPC_TABLE: &[RpcRule] = &[
     // CLI → master
     rule("/mcp.v1.McpMasterService/Deploy", A::OPERATORS_AND_MASTER),

@@ -1,4 +1,4 @@
-//! Edge-route validation (DESIGN.md §6): the public hostname is under an
+//! Edge-route validation (docs/SECURITY.md): the public hostname is under an
 //! allowed domain (whole-label match), the backend hostname is under the
 //! internal zone and resolves into the overlay, backend TLS is on.
 //!

@@ -77,6 +77,7 @@
 pub mod audit;
 pub mod authz;
 pub mod clock;
+pub mod config;
 pub mod edge;
 pub mod identity;
 pub mod idsvc;

@@ -1,6 +1,6 @@
 //! A small certificate authority for fleets without one: `mcp dev`'s
 //! loopback fleet and the daemons' tests. Production fleets use the
-//! platform CA (DESIGN.md §7); this module only issues what a dev fleet needs:
+//! platform CA (docs/ARCHITECTURE.md); this module only issues what a dev fleet needs:
 //! a self-signed CA and leaf certificates usable as TLS server and client
 //! certificates, with DNS-name and IP-address SANs.
 //!

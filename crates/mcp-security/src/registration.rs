@@ -1,4 +1,4 @@
-//! Binding agent registrations to identities (DESIGN.md §5): node name from
+//! Binding agent registrations to identities (docs/ARCHITECTURE.md): node name from
 //! the `agent-<node>` identity, allowlist, node limit, per-identity rate
 //! limits.
 
@@ -150,7 +150,7 @@ pub struct RateLimits {
 }
 
 impl Default for RateLimits {
-    /// Register 1/min, Heartbeat 1/10 s (DESIGN.md §5).
+    /// Register 1/min, Heartbeat 1/10 s (docs/ARCHITECTURE.md).
     fn default() -> Self {
         Self::new()
             .with("/mcp.v1.McpMasterService/Register", Duration::from_secs(60))

@@ -169,7 +169,7 @@ async fn every_rpc_for_every_caller_class_matches_the_table() {
     assert_eq!(rows, methods.len() * EVERYONE.len());
 }
 
-/// The table itself, checked against DESIGN.md §6 group by group (so a
+/// The table itself, checked against docs/SECURITY.md group by group (so a
 /// wrong row is caught, not only a missing one).
 #[test]
 fn table_matches_the_design() {

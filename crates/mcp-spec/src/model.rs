@@ -1,5 +1,5 @@
 //! The validated service definition: what a `<name>.toml` file declares once
-//! every rule of DESIGN.md §2 holds. Values of these types are always valid;
+//! every rule of docs/SERVICE-FILES.md holds. Values of these types are always valid;
 //! they are built by the loader (`crate::load`) or by conversions that
 //! re-validate (e.g. from the protocol messages).
 
@@ -36,7 +36,7 @@ impl std::fmt::Display for Tier {
     }
 }
 
-/// A node's role in the fleet (DESIGN.md §1). One definition, shared by the
+/// A node's role in the fleet (docs/ARCHITECTURE.md). One definition, shared by the
 /// planner, the master and the agent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]

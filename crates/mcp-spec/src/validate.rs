@@ -1,4 +1,4 @@
-//! The semantic rules of DESIGN.md §2, over the model types.
+//! The semantic rules of docs/SERVICE-FILES.md, over the model types.
 //!
 //! There is one set of rules with two entry points: the file loader
 //! ([`crate::load`]) maps each [`Violation`]'s field path to a line and
@@ -155,7 +155,7 @@ pub fn parse_duration(field: &str, s: &str) -> Result<Duration, String> {
         .map_err(|_| format!("{field} must be a duration like \"5s\", found {s:?}"))
 }
 
-/// Checks every rule of DESIGN.md §2 that the types do not already enforce.
+/// Checks every rule of docs/SERVICE-FILES.md that the types do not already enforce.
 /// Empty when `spec` is valid. Paths are relative to the service.
 pub fn validate(spec: &ServiceSpec, opts: &LoadOptions) -> Vec<Violation> {
     let mut out = Vec::new();

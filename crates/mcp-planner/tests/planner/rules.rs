@@ -1,4 +1,4 @@
-//! One case per planner rule (DESIGN.md §3). Each is a call to `check`.
+//! One case per planner rule (docs/ARCHITECTURE.md). Each is a call to `check`.
 
 use expect_test::expect;
 use mcp_planner::{
