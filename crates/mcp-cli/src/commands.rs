@@ -809,6 +809,7 @@ pub fn logs(
                     component: comp,
                     follow,
                     tail: 0,
+                    since: String::new(),
                 })
                 .await
                 .map_err(|s| t.rpc_error("ServiceLogs", &s))?

@@ -244,6 +244,15 @@ impl McpMasterService for Script {
     ) -> R<pb::ListMasterEdgeRoutesResponse> {
         no()
     }
+    async fn push_service_file(&self, _: Request<pb::PushFileRequest>) -> R<pb::PushFileResponse> {
+        no()
+    }
+    async fn pull_service_file(&self, _: Request<pb::PullFileRequest>) -> R<pb::PullFileResponse> {
+        no()
+    }
+    async fn adopt_service(&self, _: Request<pb::MasterAdoptRequest>) -> R<pb::AdoptResponse> {
+        no()
+    }
     async fn register(&self, _: Request<pb::RegisterRequest>) -> R<pb::RegisterResponse> {
         no()
     }

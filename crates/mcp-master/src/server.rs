@@ -827,6 +827,24 @@ impl McpMasterService for MasterService {
         ))
     }
 
+    async fn push_service_file(&self, _: Request<pb::PushFileRequest>) -> R<pb::PushFileResponse> {
+        Err(Status::unimplemented(
+            "push through the master is not available yet: use --direct --node N",
+        ))
+    }
+
+    async fn pull_service_file(&self, _: Request<pb::PullFileRequest>) -> R<pb::PullFileResponse> {
+        Err(Status::unimplemented(
+            "pull through the master is not available yet: use --direct --node N",
+        ))
+    }
+
+    async fn adopt_service(&self, _: Request<pb::MasterAdoptRequest>) -> R<pb::AdoptResponse> {
+        Err(Status::unimplemented(
+            "adopt through the master is not available yet: use --direct --node N",
+        ))
+    }
+
     async fn register(&self, req: Request<pb::RegisterRequest>) -> R<pb::RegisterResponse> {
         let caller = require_caller(&req)?.clone();
         let r = req.get_ref();

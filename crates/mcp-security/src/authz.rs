@@ -175,6 +175,18 @@ pub const RPC_TABLE: &[RpcRule] = &[
         "/mcp.v1.McpMasterService/ListEdgeRoutes",
         A::OPERATORS_AND_MASTER,
     ),
+    rule(
+        "/mcp.v1.McpMasterService/PushServiceFile",
+        A::OPERATORS_AND_MASTER,
+    ),
+    rule(
+        "/mcp.v1.McpMasterService/PullServiceFile",
+        A::OPERATORS_AND_MASTER,
+    ),
+    rule(
+        "/mcp.v1.McpMasterService/AdoptService",
+        A::OPERATORS_AND_MASTER,
+    ),
     // agent → master
     rule("/mcp.v1.McpMasterService/Register", A::AGENTS_ONLY),
     rule("/mcp.v1.McpMasterService/Heartbeat", A::AGENTS_ONLY),

@@ -72,9 +72,7 @@ impl ConfigError {
 
 /// Reads `file` and parses it with `toml` into `T`, mapping errors to
 /// [`ConfigError`]; validation is the caller's.
-pub fn read_toml<T: serde::de::DeserializeOwned>(
-    file: &std::path::Path,
-) -> Result<T, ConfigError> {
+pub fn read_toml<T: serde::de::DeserializeOwned>(file: &std::path::Path) -> Result<T, ConfigError> {
     let text = std::fs::read_to_string(file).map_err(|source| ConfigError::Read {
         file: file.to_path_buf(),
         source,

@@ -189,6 +189,9 @@ fn table_matches_the_design() {
         "ServiceLogs",
         "ServiceEvents",
         "ListEdgeRoutes",
+        "PushServiceFile",
+        "PullServiceFile",
+        "AdoptService",
     ];
     for m in cli_to_master {
         let p = format!("/mcp.v1.McpMasterService/{m}");

@@ -111,6 +111,15 @@ impl McpMasterService for FakeMaster {
     ) -> R<pb::ListMasterEdgeRoutesResponse> {
         no()
     }
+    async fn push_service_file(&self, _: Request<pb::PushFileRequest>) -> R<pb::PushFileResponse> {
+        no()
+    }
+    async fn pull_service_file(&self, _: Request<pb::PullFileRequest>) -> R<pb::PullFileResponse> {
+        no()
+    }
+    async fn adopt_service(&self, _: Request<pb::MasterAdoptRequest>) -> R<pb::AdoptResponse> {
+        no()
+    }
     async fn register(&self, req: Request<pb::RegisterRequest>) -> R<pb::RegisterResponse> {
         let caller = require_caller(&req)?.clone();
         set_audit_target(&req, target(None, Some(&req.get_ref().name)));
