@@ -1,8 +1,18 @@
 //! The agent core against the recording fake runtime.
 
-use std::sync::atomic::AtomicI64;
+use std::net::Ipv4Addr;
+use std::sync::atomic::{AtomicI64, Ordering};
 
-use mcp_runtime::{ContainerState, FakeCall, FakeOp, FakeRuntime, LABEL_NODE};
+use mcp_runtime::{
+    ContainerConfig, ContainerState, FakeCall, FakeOp, FakeRuntime, LogOptions, PortBinding,
+    LABEL_NODE,
+};
+use mcp_spec::{LoadOptions, ServiceSpec};
+use tokio_stream::StreamExt;
+
+use crate::config::NodeRole;
+use crate::ports::PortRange;
+use crate::registry::{DesiredState, EventQuery};
 
 use super::*;
 
