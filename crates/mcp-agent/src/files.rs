@@ -63,8 +63,24 @@ use mcp_spec::names::is_dns_label;
 use rustix::fs::{AtFlags, FileType, Mode, OFlags, Stat, CWD};
 use rustix::io::Errno;
 
-/// Largest file [`push_file`] writes and [`pull_file`] returns (64 MiB).
-pub const MAX_FILE_SIZE: u64 = 64 * 1024 * 1024;
+/// `n` bytes in MiB for messages: `64 MiB` when whole, else `70.5 MiB`.
+fn mib(n: u64) -> String {
+    const MIB: u64 = 1024 * 1024;
+    let whole = n / MIB;
+    if whole * MIB == n {
+        format!("{whole} MiB")
+    } else {
+        // Display only: the byte count is printed beside it.
+        #[allow(clippy::cast_precision_loss)]
+        let v = n as f64 / MIB as f64;
+        format!("{v:.1} MiB")
+    }
+}
+
+/// Largest file [`push_file`] writes and [`pull_file`] returns: the
+/// protocol's [`mcp_proto::MAX_FILE_BYTES`] (64 MiB), which every gRPC hop
+/// is sized to carry.
+pub const MAX_FILE_SIZE: u64 = mcp_proto::MAX_FILE_BYTES as u64;
 /// Longest accepted relative path, in bytes.
 pub const MAX_PATH_LEN: usize = 1024;
 /// Longest accepted path component, in bytes (Linux `NAME_MAX`).
@@ -119,7 +135,11 @@ pub enum FileError {
         kind: &'static str,
     },
 
-    #[error("service {service}: path {path:?}: {size} bytes exceeds the limit of {limit} bytes")]
+    #[error(
+        "service {service}: path {path:?}: file is {size} bytes ({}), over the {} limit",
+        mib(*size),
+        mib(*limit)
+    )]
     TooLarge {
         service: String,
         path: String,

@@ -18,6 +18,8 @@
 //!   drift, flapping, alerts with cooldown).
 //! - [`alert`]: running the alert command (argv, no shell).
 //! - [`clock`]: the stored time representation (unix seconds).
+//! - `testing` (feature `testing`, for other crates' tests): an agent over
+//!   the fake runtime and its gRPC server on 127.0.0.1.
 //!
 //! Layering: `monitor` and `clock` do no I/O; `registry`, `ports` and
 //! `snapshot` touch only the database file and the snapshot directory;
@@ -36,6 +38,8 @@ pub mod register;
 pub mod registry;
 pub mod server;
 pub mod snapshot;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 pub use agent::{
     Agent, AgentError, AgentSettings, ComponentStatus, DeployOutcome, Health, HealthStatus,

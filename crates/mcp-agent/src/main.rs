@@ -197,7 +197,7 @@ where
     R: mcp_runtime::ContainerRuntime + 'static,
 {
     use mcp_agent::config::https_url;
-    use mcp_agent::register::{run_registration, RegistrationConfig};
+    use mcp_agent::register::{run_registration, with_message_limits, RegistrationConfig};
     use mcp_proto::pb::mcp_master_service_client::McpMasterServiceClient;
     use mcp_security::{tls, token};
     use std::sync::atomic::{AtomicU32, Ordering};
@@ -212,8 +212,10 @@ where
     let master = https_url(&config.master.address);
     let channel = tls::connect_channel_lazy(&master, tls::TlsConnector::new(Arc::new(client_tls)))?;
     let token = token::read_token(Some(&config.auth.token_file))?;
-    let client =
-        McpMasterServiceClient::with_interceptor(channel, token::BearerInterceptor::new(&token)?);
+    let client = with_message_limits(McpMasterServiceClient::with_interceptor(
+        channel,
+        token::BearerInterceptor::new(&token)?,
+    ));
     let cfg = RegistrationConfig::new(
         &config.node.name,
         config.node.role.as_str(),

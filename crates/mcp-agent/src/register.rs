@@ -10,7 +10,10 @@
 //!
 //! ```ignore
 //! let channel = mcp_security::tls::connect_channel(&master_url, connector).await?;
-//! let client = McpMasterServiceClient::with_interceptor(channel, BearerInterceptor::new(&token)?);
+//! let client = with_message_limits(McpMasterServiceClient::with_interceptor(
+//!     channel,
+//!     BearerInterceptor::new(&token)?,
+//! ));
 //! let cfg = RegistrationConfig::new("orion", "worker", "https://100.64.0.2:9444", Duration::from_secs(30));
 //! tokio::spawn(run_registration(client, cfg, move || registry_container_count(), shutdown));
 //! ```
@@ -26,6 +29,20 @@ use std::time::Duration;
 
 use mcp_proto::pb;
 use mcp_proto::pb::mcp_master_service_client::McpMasterServiceClient;
+
+/// `client` with the message limits every MCP hop shares
+/// ([`mcp_proto::MAX_MESSAGE_BYTES`], decoding and encoding).
+pub fn with_message_limits<T>(client: McpMasterServiceClient<T>) -> McpMasterServiceClient<T>
+where
+    T: tonic::client::GrpcService<tonic::body::Body>,
+    T::Error: Into<tonic::codegen::StdError>,
+    T::ResponseBody: tonic::codegen::Body<Data = tonic::codegen::Bytes> + Send + 'static,
+    <T::ResponseBody as tonic::codegen::Body>::Error: Into<tonic::codegen::StdError> + Send,
+{
+    client
+        .max_decoding_message_size(mcp_proto::MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(mcp_proto::MAX_MESSAGE_BYTES)
+}
 
 /// The two master RPCs registration needs.
 pub trait MasterLink: Send {

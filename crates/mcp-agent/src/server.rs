@@ -138,10 +138,21 @@ pub async fn serve<R: ContainerRuntime + 'static>(
     let incoming = tls::tls_incoming(listener, security.tls);
     tonic::transport::Server::builder()
         .layer(security.layer)
-        .add_service(McpAgentServiceServer::new(AgentService::new(agent)))
+        .add_service(service(agent))
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await?;
     Ok(())
+}
+
+/// The tonic service over `agent`, with the message limits every MCP hop
+/// shares ([`mcp_proto::MAX_MESSAGE_BYTES`], decoding and encoding), so a
+/// file at the agent's file limit fits in one PushFile or PullFile.
+pub fn service<R: ContainerRuntime + 'static>(
+    agent: Arc<Agent<R>>,
+) -> McpAgentServiceServer<AgentService<R>> {
+    McpAgentServiceServer::new(AgentService::new(agent))
+        .max_decoding_message_size(mcp_proto::MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(mcp_proto::MAX_MESSAGE_BYTES)
 }
 
 /// The tonic service over an [`Agent`].

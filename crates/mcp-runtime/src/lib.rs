@@ -8,11 +8,14 @@
 //!   `--tmpdir`, `--storage-driver`, ...) and extra environment
 //!   (`CONTAINERS_CONF`, ...) are configurable so that agents and tests can
 //!   keep their containers apart.
-//! - [`FakeRuntime`]: an in-memory, recording fake for unit tests and fleet
+//! - `FakeRuntime`: an in-memory, recording fake for unit tests and fleet
 //!   simulations, with helpers to simulate crashes and inspect the calls.
+//!   It is a test double: compiled only for this crate's tests and with the
+//!   `testing` feature, which dependents enable in their
+//!   `[dev-dependencies]` only, so no shipped binary contains it.
 //!
-//! Both must pass the same suite, [`testing::runtime_suite`] (feature
-//! `testing`), so the fake cannot drift from podman.
+//! Both must pass the same suite, `testing::runtime_suite` (feature
+//! `testing` too), so the fake cannot drift from podman.
 //!
 //! # Semantics shared by every implementation
 //!
@@ -54,6 +57,7 @@
 //!   `MCP_PODMAN` names another podman binary.
 
 mod error;
+#[cfg(any(test, feature = "testing"))]
 mod fake;
 mod podman;
 #[cfg(any(test, feature = "testing"))]
@@ -64,6 +68,7 @@ use std::future::Future;
 use std::time::Duration;
 
 pub use error::{Result, RuntimeError};
+#[cfg(any(test, feature = "testing"))]
 pub use fake::{FakeCall, FakeOp, FakeRuntime};
 pub use podman::Podman;
 pub use types::{

@@ -365,9 +365,18 @@ fn size_limit_is_enforced_both_ways() {
     assert_eq!(
         err.to_string(),
         format!(
-            "service svc: path \"big\": {} bytes exceeds the limit of {MAX_FILE_SIZE} bytes",
+            "service svc: path \"big\": file is {} bytes (64.0 MiB), over the 64 MiB limit",
             MAX_FILE_SIZE + 1
         )
+    );
+    fs::File::create(&big)
+        .unwrap()
+        .set_len(70 * 1024 * 1024 + 512 * 1024)
+        .unwrap();
+    let err = pull_file(&f.root, "svc", "big").unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "service svc: path \"big\": file is 73924608 bytes (70.5 MiB), over the 64 MiB limit"
     );
     let content = vec![0u8; usize::try_from(MAX_FILE_SIZE).unwrap() + 1];
     assert!(matches!(
