@@ -12,7 +12,8 @@
 //!    stored snapshots older than twice the interval;
 //! 6. ready: the control loop (timer, commits, fleet changes, `Sync`) and
 //!    the health prober run until SIGINT/SIGTERM, then the server stops
-//!    accepting calls and the pass in progress finishes.
+//!    accepting calls, the pass in progress finishes, and every queued
+//!    audit row is written before `serve` returns.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -34,13 +35,16 @@ use crate::config::{Config, TokenVerification};
 use crate::fleet::{Fleet, FleetSettings};
 use crate::gitsource::GitSource;
 use crate::reconcile::{DesiredSource, PassOptions, Reconciler, Settings};
-use crate::server::{MasterService, StateAuditSink};
-use crate::state::State;
+use crate::server::MasterService;
+use crate::state::{audit, AuditLog, Db};
 use crate::watch::{HeadWatcher, WatchOptions};
 
 /// The gRPC paths of the registration RPCs (rate limited per identity).
 pub const REGISTER_PATH: &str = "/mcp.v1.McpMasterService/Register";
 pub const HEARTBEAT_PATH: &str = "/mcp.v1.McpMasterService/Heartbeat";
+
+/// How long the server may take to finish open calls at shutdown.
+const SERVER_DRAIN: Duration = Duration::from_secs(10);
 
 /// Builds the token verifier the config asks for.
 pub fn verifier(cfg: &Config) -> anyhow::Result<Arc<dyn TokenVerifier>> {
@@ -87,13 +91,19 @@ pub async fn serve(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    let state = Arc::new(State::open(&cfg.database.path).context("opening the master database")?);
-    state.write(|w| {
-        for n in &cfg.nodes {
-            w.add_bootstrap_node(&n.name, n.role, &n.address)?;
-        }
-        Ok(())
-    })?;
+    let state = Db::open(&cfg.database.path)
+        .await
+        .context("opening the master database")?;
+    let bootstrap = cfg.nodes.clone();
+    state
+        .write(move |w| {
+            for n in &bootstrap {
+                w.add_bootstrap_node(&n.name, n.role, &n.address)?;
+            }
+            Ok(())
+        })
+        .await?;
+    let audit_log = AuditLog::start(state.clone(), audit::DEFAULT_CAPACITY);
 
     // TLS and tokens.
     let server_tls = tls::server_config(
@@ -128,7 +138,7 @@ pub async fn serve(
         source.clone(),
         Settings::from_config(&cfg),
     ));
-    let abandoned = rec.recover_journal()?;
+    let abandoned = rec.recover_journal().await?;
     if !abandoned.is_empty() {
         tracing::warn!(
             count = abandoned.len(),
@@ -153,14 +163,16 @@ pub async fn serve(
         AuthzTable::standard(cfg.auth.master_identity.clone()),
     )
     .with_rate_limiter(RateLimiter::new(rate));
-    let layer = AuthLayer::new(authorizer).with_audit_sink(Arc::new(StateAuditSink(state.clone())));
+    let layer = AuthLayer::new(authorizer).with_audit_sink(Arc::new(audit_log.sink()));
     let listener = tls::bind(cfg.server.grpc_addr)
         .await
         .context("listening for gRPC")?;
     let (stop_tx, stop_rx) = watch::channel(false);
-    let svc = McpMasterServiceServer::new(MasterService::new(rec.clone(), fleet.clone()));
+    let svc = McpMasterServiceServer::new(MasterService::new(rec.clone(), fleet.clone()))
+        .max_decoding_message_size(mcp_proto::MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(mcp_proto::MAX_MESSAGE_BYTES);
     let mut server_stop = stop_rx.clone();
-    let server = tokio::spawn(
+    let mut server = tokio::spawn(
         tonic::transport::Server::builder()
             .layer(layer)
             .add_service(svc)
@@ -204,12 +216,32 @@ pub async fn serve(
     // Run until asked to stop, or until the server fails.
     let server_failed = tokio::select! {
         () = shutdown => None,
-        r = server => Some(r),
+        r = &mut server => Some(r),
     };
     tracing::info!("shutting down");
     let _ = stop_tx.send(true);
     let _ = tokio::time::timeout(Duration::from_secs(30), control).await;
     let _ = prober.await;
+    // The server has stopped (or failed): every call's audit row is queued.
+    // Write them all before exiting.
+    if server_failed.is_none()
+        && tokio::time::timeout(SERVER_DRAIN, &mut server)
+            .await
+            .is_err()
+    {
+        tracing::warn!(
+            "calls still open {}s after the shutdown signal; not waiting for them",
+            SERVER_DRAIN.as_secs()
+        );
+        server.abort();
+    }
+    let audit = audit_log.shutdown().await;
+    tracing::info!(
+        rows = audit.rows,
+        batches = audit.batches,
+        failed = audit.failed,
+        "audit log written"
+    );
     match server_failed {
         Some(Ok(Err(e))) => Err(anyhow::Error::new(e).context("gRPC server failed")),
         Some(Err(e)) => Err(anyhow::Error::new(e).context("gRPC server task failed")),
@@ -246,7 +278,7 @@ async fn warm_up_report(rec: &Arc<Reconciler>, cfg: &Config) {
         }
         Err(e) => tracing::warn!(error = %e, "start-up: cannot plan yet"),
     }
-    if let Ok(routes) = rec.state().read(|r| r.edge_routes()) {
+    if let Ok(routes) = rec.state().read(|r| r.edge_routes()).await {
         if !routes.is_empty() {
             tracing::info!(
                 routes = routes.len(),
@@ -256,7 +288,7 @@ async fn warm_up_report(rec: &Arc<Reconciler>, cfg: &Config) {
     }
     if let Some(s) = &cfg.snapshots {
         let now = rec.now();
-        if let Ok(times) = rec.state().read(|r| r.latest_snapshot_times()) {
+        if let Ok(times) = rec.state().read(|r| r.latest_snapshot_times()).await {
             for (service, at) in times {
                 if now.duration_since(at).is_ok_and(|d| d > s.interval * 2) {
                     tracing::warn!(service = %service, last = %humantime::format_rfc3339_seconds(at), "start-up: latest snapshot is older than twice the interval");

@@ -28,7 +28,7 @@ use tonic::Status;
 
 use crate::agents::{AgentApi, AgentTarget};
 use crate::config::{Config, NodeRole};
-use crate::state::{self, NodeStatus, Registered, State, StateError};
+use crate::state::{self, Db, NodeStatus, Registered, StateError};
 
 /// Registry settings, from `[registration]` and `[timeouts]`.
 #[derive(Debug, Clone)]
@@ -63,7 +63,7 @@ pub struct ProbeResult {
 
 /// The registry; share it with `Arc`.
 pub struct Fleet {
-    state: Arc<State>,
+    state: Db,
     agents: Arc<dyn AgentApi>,
     clock: Arc<dyn Clock>,
     settings: FleetSettings,
@@ -85,14 +85,14 @@ fn internal(e: StateError) -> Status {
 
 impl Fleet {
     pub fn new(
-        state: Arc<State>,
+        state: impl Into<Db>,
         agents: Arc<dyn AgentApi>,
         clock: Arc<dyn Clock>,
         settings: FleetSettings,
         on_change: Box<dyn Fn() + Send + Sync>,
     ) -> Self {
         Self {
-            state,
+            state: state.into(),
             agents,
             clock,
             settings,
@@ -101,7 +101,7 @@ impl Fleet {
     }
 
     /// Handles `Register(name, role, address, arch)` from `identity`.
-    pub fn register(
+    pub async fn register(
         &self,
         identity: &Identity,
         name: &str,
@@ -112,6 +112,7 @@ impl Fleet {
         let known: BTreeSet<String> = self
             .state
             .read(|r| r.nodes())
+            .await
             .map_err(internal)?
             .into_iter()
             .map(|n| n.name)
@@ -141,7 +142,8 @@ impl Fleet {
         let now = self.clock.now();
         let outcome = self
             .state
-            .write(|w| w.register_node(&reg, now))
+            .write(move |w| w.register_node(&reg, now))
+            .await
             .map_err(internal)?;
         match &outcome {
             Registered::New => {
@@ -163,7 +165,7 @@ impl Fleet {
 
     /// Handles `Heartbeat`; returns true when the node was not healthy
     /// before (it is now).
-    pub fn heartbeat(
+    pub async fn heartbeat(
         &self,
         identity: &Identity,
         name: &str,
@@ -175,22 +177,28 @@ impl Fleet {
             .check_heartbeat(identity, name)
             .map_err(|e| e.to_status())?;
         let now = self.clock.now();
-        let before = self.state.read(|r| r.node(&node)).map_err(internal)?;
-        let Some(before) = before.filter(|n| n.registered_at.is_some()) else {
-            return Err(Status::not_found(format!(
-                "node {node} is not registered; register again"
-            )));
-        };
-        match self.state.write(|w| w.record_heartbeat(&node, hb, now)) {
-            Ok(()) => {}
-            Err(StateError::UnknownNode(_)) => {
+        // One transaction (one fsync): the status before, and the update.
+        let (name, hb) = (node.clone(), *hb);
+        let before = self
+            .state
+            .write(move |w| {
+                let Some(before) = w.node(&name)?.filter(|n| n.registered_at.is_some()) else {
+                    return Ok(None);
+                };
+                w.record_heartbeat(&name, &hb, now)?;
+                Ok(Some(before.status))
+            })
+            .await;
+        let before = match before {
+            Ok(Some(status)) => status,
+            Ok(None) | Err(StateError::UnknownNode(_)) => {
                 return Err(Status::not_found(format!(
                     "node {node} is not registered; register again"
                 )))
             }
             Err(e) => return Err(internal(e)),
-        }
-        let recovered = before.status != NodeStatus::Healthy;
+        };
+        let recovered = before != NodeStatus::Healthy;
         if recovered {
             tracing::info!(node = %node, "node is healthy again (heartbeat)");
             (self.on_change)();
@@ -224,7 +232,12 @@ impl Fleet {
             NodeStatus::Unhealthy
         };
         let changed = node.status != status;
-        if let Err(e) = self.state.write(|w| w.set_node_status(&node.name, status)) {
+        let name = node.name.clone();
+        if let Err(e) = self
+            .state
+            .write(move |w| w.set_node_status(&name, status))
+            .await
+        {
             tracing::error!(node = %node.name, error = %e, "cannot record node health");
         }
         if changed {
@@ -267,8 +280,8 @@ impl Fleet {
 
     /// Master start-up: every known node is probed at once, without alerts.
     pub async fn warm_up(self: &Arc<Self>) -> Result<Vec<ProbeResult>, StateError> {
-        self.state.write(|w| w.reset_node_statuses())?;
-        let nodes = self.state.read(|r| r.nodes())?;
+        self.state.write(|w| w.reset_node_statuses()).await?;
+        let nodes = self.state.read(|r| r.nodes()).await?;
         let results = self.probe_all(nodes, true).await;
         let healthy = results.iter().filter(|r| r.healthy).count();
         tracing::info!(
@@ -285,7 +298,8 @@ impl Fleet {
         let now = self.clock.now();
         let stale: Vec<state::Node> = self
             .state
-            .read(|r| r.nodes())?
+            .read(|r| r.nodes())
+            .await?
             .into_iter()
             .filter(|n| match n.last_heartbeat {
                 None => true,
@@ -340,7 +354,7 @@ mod tests {
     #[tokio::test]
     async fn silent_node_is_probed_marked_unhealthy_and_recovers_on_heartbeat() {
         let dir = tempfile::tempdir().unwrap();
-        let state = Arc::new(State::open(&dir.path().join("m.db")).unwrap());
+        let state = Arc::new(crate::state::State::open(&dir.path().join("m.db")).unwrap());
         let agents = Arc::new(FakeAgents::new());
         let clock = ManualClock::at_unix(1_735_689_600);
         let changes = Arc::new(AtomicUsize::new(0));
@@ -361,6 +375,7 @@ mod tests {
         let vega = Identity::new("agent-vega", AccountType::System, &[]);
         fleet
             .register(&vega, "vega", "worker", "https://vega:9444", "amd64")
+            .await
             .unwrap();
         // Fresh: nothing to probe.
         assert!(fleet.probe_stale().await.unwrap().is_empty());
@@ -378,6 +393,7 @@ mod tests {
         agents.set_unreachable("vega", false);
         let recovered = fleet
             .heartbeat(&vega, "vega", &state::Heartbeat::default())
+            .await
             .unwrap();
         assert!(recovered);
         let node = state.read(|r| r.node("vega")).unwrap().unwrap();

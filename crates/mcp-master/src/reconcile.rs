@@ -37,7 +37,7 @@ use tokio::task::JoinSet;
 use crate::agents::{AgentApi, AgentTarget};
 use crate::config::Config;
 use crate::gitsource::GitSource;
-use crate::state::{self, JournalEntry, JournalStatus, NodeStatus, State, StateError};
+use crate::state::{self, Db, JournalEntry, JournalStatus, NodeStatus, StateError};
 
 /// Prefix of the reason of a step left out because its adapter is missing.
 pub const SKIPPED: &str = "skipped: ";
@@ -205,7 +205,7 @@ impl ServiceLocks {
 
 /// The control loop's state: share it with `Arc`.
 pub struct Reconciler {
-    state: Arc<State>,
+    state: Db,
     agents: Arc<dyn AgentApi>,
     clock: Arc<dyn Clock>,
     source: DesiredSource,
@@ -280,14 +280,14 @@ pub fn mark_skipped(plan: &mut Plan, dns_skip: Option<&str>, edge_skip: Option<&
 
 impl Reconciler {
     pub fn new(
-        state: Arc<State>,
+        state: impl Into<Db>,
         agents: Arc<dyn AgentApi>,
         clock: Arc<dyn Clock>,
         source: DesiredSource,
         settings: Settings,
     ) -> Self {
         Self {
-            state,
+            state: state.into(),
             agents,
             clock,
             source,
@@ -298,7 +298,7 @@ impl Reconciler {
         }
     }
 
-    pub fn state(&self) -> &Arc<State> {
+    pub fn state(&self) -> &Db {
         &self.state
     }
 
@@ -332,10 +332,12 @@ impl Reconciler {
     }
 
     /// The agent address of `node`.
-    pub fn target(&self, node: &str) -> Result<AgentTarget, ReconcileError> {
+    pub async fn target(&self, node: &str) -> Result<AgentTarget, ReconcileError> {
+        let name = node.to_string();
         let n = self
             .state
-            .read(|r| r.node(node))?
+            .read(move |r| r.node(&name))
+            .await?
             .ok_or_else(|| StateError::UnknownNode(node.to_string()))?;
         Ok(AgentTarget {
             node: n.name,
@@ -347,16 +349,18 @@ impl Reconciler {
 
     /// Marks operations left `running` by a previous master as abandoned and
     /// returns them (they are logged; the next pass re-plans).
-    pub fn recover_journal(&self) -> Result<Vec<JournalEntry>, ReconcileError> {
+    pub async fn recover_journal(&self) -> Result<Vec<JournalEntry>, ReconcileError> {
         let now = self.now();
-        let open = self.state.read(|r| r.journal_unfinished())?;
+        let open = self.state.read(|r| r.journal_unfinished()).await?;
         for e in &open {
             let detail = format!(
                 "abandoned at master start-up during step {:?}; the next pass re-plans",
                 e.step
             );
+            let id = e.id;
             self.state
-                .write(|w| w.journal_finish(e.id, JournalStatus::Abandoned, Some(&detail), now))?;
+                .write(move |w| w.journal_finish(id, JournalStatus::Abandoned, Some(&detail), now))
+                .await?;
             tracing::warn!(
                 op = %e.op,
                 service = %e.service,
@@ -385,7 +389,7 @@ impl Reconciler {
                 ))
             }
             DesiredSource::Push => {
-                let specs = self.state.read(|r| r.desired_specs())?;
+                let specs = self.state.read(|r| r.desired_specs()).await?;
                 Ok(Desired::new(
                     Some("push".to_string()),
                     specs.into_iter().map(|d| d.spec),
@@ -397,25 +401,27 @@ impl Reconciler {
 
     /// Push mode: stores what `Sync` sent as the desired state. Services
     /// whose file the client could not read keep their stored spec.
-    pub fn store_pushed(
+    pub async fn store_pushed(
         &self,
         specs: &[ServiceSpec],
         held: &[String],
         source: &str,
     ) -> Result<(), ReconcileError> {
         let now = self.now();
-        self.state.write(|w| {
-            let mut all: Vec<ServiceSpec> = specs.to_vec();
-            for name in held {
-                if all.iter().any(|s| &s.name == name) {
-                    continue;
+        let (mut all, held, source) = (specs.to_vec(), held.to_vec(), source.to_string());
+        self.state
+            .write(move |w| {
+                for name in &held {
+                    if all.iter().any(|s| &s.name == name) {
+                        continue;
+                    }
+                    if let Some(old) = w.desired_spec(name)? {
+                        all.push(old.spec);
+                    }
                 }
-                if let Some(old) = w.desired_spec(name)? {
-                    all.push(old.spec);
-                }
-            }
-            w.replace_desired_specs(&all, source, now)
-        })?;
+                w.replace_desired_specs(&all, &source, now)
+            })
+            .await?;
         Ok(())
     }
 
@@ -426,15 +432,18 @@ impl Reconciler {
     /// concurrently, each within the list timeout). Heal records of
     /// components that stayed up are cleared on the way.
     pub async fn observe(&self) -> Result<Observed, ReconcileError> {
-        let (nodes, placements, dns, edges, heal) = self.state.read(|r| {
-            Ok((
-                r.nodes()?,
-                r.placements()?,
-                r.dns_records()?,
-                r.edge_routes()?,
-                r.heal_records()?,
-            ))
-        })?;
+        let (nodes, placements, dns, edges, heal) = self
+            .state
+            .read(|r| {
+                Ok((
+                    r.nodes()?,
+                    r.placements()?,
+                    r.dns_records()?,
+                    r.edge_routes()?,
+                    r.heal_records()?,
+                ))
+            })
+            .await?;
         let mut o = Observed::default();
         let mut calls = JoinSet::new();
         for n in &nodes {
@@ -507,8 +516,8 @@ impl Reconciler {
         let now = self.now();
         for h in heal {
             if self.heal_settled(&o, &h, now) {
-                self.state
-                    .write(|w| w.reset_heal(&h.service, &h.component))?;
+                let (s, c) = (h.service.clone(), h.component.clone());
+                self.state.write(move |w| w.reset_heal(&s, &c)).await?;
                 tracing::info!(service = %h.service, component = %h.component, "component stayed up after self-heal: heal record cleared");
                 continue;
             }
@@ -655,9 +664,11 @@ impl Reconciler {
                     source.as_deref().unwrap_or("-")
                 );
                 let now = self.now();
+                let (kind, svc) = (entry.kind.as_str(), service.clone());
                 match self
                     .state
-                    .write(|w| w.journal_begin(entry.kind.as_str(), &service, &first, &detail, now))
+                    .write(move |w| w.journal_begin(kind, &svc, &first, &detail, now))
+                    .await
                 {
                     Ok(id) => Some(id),
                     Err(e) => {
@@ -697,7 +708,12 @@ impl Reconciler {
             }
             let step_name = s.action.to_string();
             if let Some(id) = journal {
-                if let Err(e) = self.state.write(|w| w.journal_step(id, &step_name, None)) {
+                let name = step_name.clone();
+                if let Err(e) = self
+                    .state
+                    .write(move |w| w.journal_step(id, &name, None))
+                    .await
+                {
                     tracing::error!(service = %service, error = %e, "cannot journal step");
                 }
             }
@@ -730,11 +746,12 @@ impl Reconciler {
             let now = self.now();
             let (status, detail) = match &failed {
                 None => (JournalStatus::Succeeded, None),
-                Some(e) => (JournalStatus::Failed, Some(e.as_str())),
+                Some(e) => (JournalStatus::Failed, Some(e.clone())),
             };
             if let Err(e) = self
                 .state
-                .write(|w| w.journal_finish(id, status, detail, now))
+                .write(move |w| w.journal_finish(id, status, detail.as_deref(), now))
+                .await
             {
                 tracing::error!(service = %service, error = %e, "cannot journal the end of an operation");
             }
@@ -747,7 +764,6 @@ impl Reconciler {
         let now = self.now();
         let need_spec =
             |service: &str| spec.ok_or_else(|| format!("no desired spec of {service} to deploy"));
-        let target = |node: &str| self.target(node).map_err(|e| e.to_string());
         match action {
             Action::Deploy {
                 service,
@@ -755,12 +771,13 @@ impl Reconciler {
                 spec_hash,
             } => {
                 let spec = need_spec(service)?;
-                let t = target(node)?;
+                let t = self.target(node).await.map_err(|e| e.to_string())?;
                 self.agents
                     .deploy(&t, spec)
                     .await
                     .map_err(|e| e.to_string())?;
-                self.record_placement(spec, node, spec_hash, now, true)?;
+                self.record_placement(spec, node, spec_hash, now, true)
+                    .await?;
                 Ok(format!("deployed on {node}"))
             }
             Action::Start {
@@ -777,28 +794,31 @@ impl Reconciler {
                 // deployed one only in `active`, so the agent records it (and
                 // its hash) and starts or stops the components.
                 let spec = need_spec(service)?;
-                let t = target(node)?;
+                let t = self.target(node).await.map_err(|e| e.to_string())?;
                 self.agents
                     .deploy(&t, spec)
                     .await
                     .map_err(|e| e.to_string())?;
-                self.record_placement(spec, node, spec_hash, now, false)?;
+                self.record_placement(spec, node, spec_hash, now, false)
+                    .await?;
                 Ok(format!(
                     "{} on {node}",
                     if spec.active { "started" } else { "stopped" }
                 ))
             }
             Action::Undeploy { service, node } => {
-                let t = target(node)?;
+                let t = self.target(node).await.map_err(|e| e.to_string())?;
                 self.agents
                     .undeploy(&t, service)
                     .await
                     .map_err(|e| e.to_string())?;
+                let s = service.clone();
                 self.state
-                    .write(|w| {
-                        w.remove_placement(service)?;
-                        w.reset_heal_of_service(service)
+                    .write(move |w| {
+                        w.remove_placement(&s)?;
+                        w.reset_heal_of_service(&s)
                     })
+                    .await
                     .map_err(|e| e.to_string())?;
                 Ok(format!("undeployed from {node} (data kept)"))
             }
@@ -808,15 +828,17 @@ impl Reconciler {
                 components,
                 method,
             } => {
+                let (s, cs) = (service.clone(), components.clone());
                 self.state
-                    .write(|w| {
-                        for c in components {
-                            w.record_heal_attempt(service, c, now, None)?;
+                    .write(move |w| {
+                        for c in &cs {
+                            w.record_heal_attempt(&s, c, now, None)?;
                         }
                         Ok(())
                     })
+                    .await
                     .map_err(|e| e.to_string())?;
-                let t = target(node)?;
+                let t = self.target(node).await.map_err(|e| e.to_string())?;
                 let r = match method {
                     HealMethod::Start => {
                         let mut r = Ok(());
@@ -831,22 +853,27 @@ impl Reconciler {
                     HealMethod::Redeploy => {
                         let spec = need_spec(service)?;
                         match self.agents.deploy(&t, spec).await {
-                            Ok(_) => self.record_placement(
-                                spec,
-                                node,
-                                &mcp_spec::spec_hash(spec),
-                                now,
-                                false,
-                            ),
+                            Ok(_) => {
+                                self.record_placement(
+                                    spec,
+                                    node,
+                                    &mcp_spec::spec_hash(spec),
+                                    now,
+                                    false,
+                                )
+                                .await
+                            }
                             Err(e) => Err(e.to_string()),
                         }
                     }
                 };
                 if let Err(e) = &r {
                     for c in components {
+                        let (s, c, e) = (service.clone(), c.clone(), e.clone());
                         let _ = self
                             .state
-                            .write(|w| w.record_heal_error(service, c, e));
+                            .write(move |w| w.record_heal_error(&s, &c, &e))
+                            .await;
                     }
                 }
                 r.map(|()| format!("self-heal attempt for {}", components.join(", ")))
@@ -866,8 +893,10 @@ impl Reconciler {
                     detail = %detail,
                     "service degraded: self-heal gave up"
                 );
+                let (s, c) = (service.clone(), component.clone());
                 self.state
-                    .write(|w| w.mark_heal_alerted(service, component))
+                    .write(move |w| w.mark_heal_alerted(&s, &c))
+                    .await
                     .map_err(|e| e.to_string())?;
                 Ok("alert logged (no alert command is configured)".to_string())
             }
@@ -883,7 +912,7 @@ impl Reconciler {
         }
     }
 
-    fn record_placement(
+    async fn record_placement(
         &self,
         spec: &ServiceSpec,
         node: &str,
@@ -891,8 +920,9 @@ impl Reconciler {
         now: SystemTime,
         reset_heal: bool,
     ) -> Result<(), String> {
+        let (spec, node, spec_hash) = (spec.clone(), node.to_string(), spec_hash.to_string());
         self.state
-            .write(|w| {
+            .write(move |w| {
                 let deployed_at = match w.placement(&spec.name)? {
                     Some(p) if !reset_heal && p.node == node => p.deployed_at,
                     _ => now,
@@ -910,6 +940,7 @@ impl Reconciler {
                 }
                 Ok(())
             })
+            .await
             .map_err(|e| format!("deployed, but recording the placement failed: {e}"))
     }
 

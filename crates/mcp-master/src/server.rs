@@ -12,7 +12,7 @@ use mcp_planner::{
 };
 use mcp_proto::pb;
 use mcp_proto::pb::mcp_master_service_server::McpMasterService;
-use mcp_security::audit::{set_audit_target, target, AuditEvent, AuditSink};
+use mcp_security::audit::{set_audit_target, target};
 use mcp_security::layer::require_caller;
 use mcp_spec::ServiceSpec;
 use tonic::{Request, Response, Status};
@@ -20,7 +20,7 @@ use tonic::{Request, Response, Status};
 use crate::agents::{AgentError, LogStream};
 use crate::fleet::Fleet;
 use crate::reconcile::{PassOptions, PassOutcome, ReconcileError, Reconciler, StepStatus, SKIPPED};
-use crate::state::{self, AuditEntry, State};
+use crate::state;
 
 type R<T> = Result<Response<T>, Status>;
 
@@ -34,26 +34,6 @@ pub struct MasterService {
 impl MasterService {
     pub fn new(rec: Arc<Reconciler>, fleet: Arc<Fleet>) -> Self {
         Self { rec, fleet }
-    }
-}
-
-/// Stores audit records in the master database.
-#[derive(Debug, Clone)]
-pub struct StateAuditSink(pub Arc<State>);
-
-impl AuditSink for StateAuditSink {
-    fn record(&self, e: &AuditEvent) {
-        let entry = AuditEntry {
-            time: e.time,
-            method: e.method.clone(),
-            caller: format!("{} ({})", e.caller, e.class),
-            target: e.target.clone().unwrap_or_default(),
-            outcome: e.outcome.clone(),
-            duration_ms: u64::try_from(e.duration.as_millis()).unwrap_or(u64::MAX),
-        };
-        if let Err(err) = self.0.write(|w| w.audit(&entry)) {
-            tracing::error!(error = %err, "cannot store audit record");
-        }
     }
 }
 
@@ -124,10 +104,12 @@ impl MasterService {
         self.rec.reconcile(opts).await.map_err(rec_status)
     }
 
-    fn placement(&self, service: &str) -> Result<state::Placement, Status> {
+    async fn placement(&self, service: &str) -> Result<state::Placement, Status> {
+        let name = service.to_string();
         self.rec
             .state()
-            .read(|r| r.placement(service))
+            .read(move |r| r.placement(&name))
+            .await
             .map_err(|e| Status::internal(e.to_string()))?
             .ok_or_else(|| {
                 Status::not_found(format!("service {service} is not placed on any node"))
@@ -140,10 +122,11 @@ impl MasterService {
         op: &'static str,
     ) -> R<pb::ServiceLifecycleResponse> {
         let req = req.into_inner();
-        let p = self.placement(&req.service_name)?;
+        let p = self.placement(&req.service_name).await?;
         let t = self
             .rec
             .target(&p.node)
+            .await
             .map_err(|e| Status::failed_precondition(e.to_string()))?;
         let _lock = self.rec.locks().lock(&req.service_name).await;
         let agents = self.rec.agents();
@@ -446,7 +429,11 @@ impl McpMasterService for MasterService {
             let now = self.rec.now();
             self.rec
                 .state()
-                .write(|w| w.put_desired_spec(&spec, &format!("deploy by {caller}"), now))
+                .write({
+                    let (spec, source) = (spec.clone(), format!("deploy by {caller}"));
+                    move |w| w.put_desired_spec(&spec, &source, now)
+                })
+                .await
                 .map_err(|e| Status::internal(e.to_string()))?;
             self.rec.desired().await.map_err(rec_status)?
         };
@@ -461,7 +448,11 @@ impl McpMasterService for MasterService {
         let node = self
             .rec
             .state()
-            .read(|r| r.placement(&name))
+            .read({
+                let name = name.clone();
+                move |r| r.placement(&name)
+            })
+            .await
             .ok()
             .flatten()
             .map(|p| p.node)
@@ -494,14 +485,22 @@ impl McpMasterService for MasterService {
         } else {
             self.rec
                 .state()
-                .write(|w| w.remove_desired_spec(&name))
+                .write({
+                    let name = name.clone();
+                    move |w| w.remove_desired_spec(&name)
+                })
+                .await
                 .map_err(|e| Status::internal(e.to_string()))?;
             desired.services.remove(&name);
         }
         let placed = self
             .rec
             .state()
-            .read(|r| r.placement(&name))
+            .read({
+                let name = name.clone();
+                move |r| r.placement(&name)
+            })
+            .await
             .map_err(|e| Status::internal(e.to_string()))?;
         if placed.is_none() {
             return Ok(Response::new(pb::MasterUndeployResponse {
@@ -640,6 +639,7 @@ impl McpMasterService for MasterService {
                 let held_names: Vec<String> = held.keys().cloned().collect();
                 self.rec
                     .store_pushed(&specs, &held_names, &source)
+                    .await
                     .map_err(rec_status)?;
                 self.pass(PassOptions {
                     allow_mass_prune: req.allow_mass_prune,
@@ -669,6 +669,7 @@ impl McpMasterService for MasterService {
             .rec
             .state()
             .read(|r| r.nodes())
+            .await
             .map_err(|e| Status::internal(e.to_string()))?;
         Ok(Response::new(pb::ListNodesResponse {
             nodes: nodes
@@ -736,10 +737,11 @@ impl McpMasterService for MasterService {
     ) -> R<Self::ServiceLogsStream> {
         set_audit_target(&req, target(Some(&req.get_ref().service_name), None));
         let req = req.into_inner();
-        let p = self.placement(&req.service_name)?;
+        let p = self.placement(&req.service_name).await?;
         let t = self
             .rec
             .target(&p.node)
+            .await
             .map_err(|e| Status::failed_precondition(e.to_string()))?;
         let stream = self
             .rec
@@ -768,19 +770,21 @@ impl McpMasterService for MasterService {
             self.rec
                 .state()
                 .read(|r| r.nodes())
+                .await
                 .map_err(|e| Status::internal(e.to_string()))?
                 .into_iter()
                 .filter(|n| n.status == state::NodeStatus::Healthy)
                 .map(|n| n.name)
                 .collect()
         } else {
-            vec![self.placement(&req.service_name)?.node]
+            vec![self.placement(&req.service_name).await?.node]
         };
         let mut events = Vec::new();
         for node in nodes {
             let t = self
                 .rec
                 .target(&node)
+                .await
                 .map_err(|e| Status::internal(e.to_string()))?;
             let r = self
                 .rec
@@ -850,7 +854,8 @@ impl McpMasterService for MasterService {
         let r = req.get_ref();
         set_audit_target(&req, target(None, Some(&r.name)));
         self.fleet
-            .register(&caller.identity, &r.name, &r.role, &r.address, &r.arch)?;
+            .register(&caller.identity, &r.name, &r.role, &r.address, &r.arch)
+            .await?;
         Ok(Response::new(pb::RegisterResponse { accepted: true }))
     }
 
@@ -864,7 +869,7 @@ impl McpMasterService for MasterService {
             disk_bytes: r.disk_bytes,
             containers: r.containers,
         };
-        self.fleet.heartbeat(&caller.identity, &r.name, &hb)?;
+        self.fleet.heartbeat(&caller.identity, &r.name, &hb).await?;
         Ok(Response::new(pb::HeartbeatResponse { acknowledged: true }))
     }
 }

@@ -16,8 +16,8 @@ use mcp_master::daemon::{HEARTBEAT_PATH, REGISTER_PATH};
 use mcp_master::fake::{Call, FakeAgents};
 use mcp_master::fleet::{Fleet, FleetSettings};
 use mcp_master::reconcile::{DesiredSource, Reconciler, Settings};
-use mcp_master::server::{MasterService, StateAuditSink};
-use mcp_master::state::{NodeStatus, State};
+use mcp_master::server::MasterService;
+use mcp_master::state::{AuditLog, NodeStatus, State};
 use mcp_planner::Policy;
 use mcp_proto::pb;
 use mcp_proto::pb::mcp_master_service_client::McpMasterServiceClient;
@@ -45,6 +45,7 @@ struct Master {
     signing: SigningKey,
     clock: ManualClock,
     state: Arc<State>,
+    audit: Arc<AuditLog>,
     agents: Arc<FakeAgents>,
 }
 
@@ -83,6 +84,7 @@ async fn start(allowed: &[&str], max_nodes: usize, rate: RateLimits) -> Master {
     let verifier = JwtVerifier::new(public, "mcias", "mcp").with_clock(Arc::new(clock.clone()));
 
     let state = Arc::new(State::open(&dir.path().join("master.db")).unwrap());
+    let audit = Arc::new(AuditLog::start(state.clone().into(), 64));
     let agents = Arc::new(FakeAgents::new());
     let rec = Arc::new(Reconciler::new(
         state.clone(),
@@ -105,7 +107,7 @@ async fn start(allowed: &[&str], max_nodes: usize, rate: RateLimits) -> Master {
     let authorizer = Authorizer::new(Arc::new(verifier), AuthzTable::standard("mcp-master"))
         .with_rate_limiter(RateLimiter::with_clock(rate, Arc::new(clock.clone())));
     let layer = AuthLayer::new(authorizer)
-        .with_audit_sink(Arc::new(StateAuditSink(state.clone())))
+        .with_audit_sink(Arc::new(audit.sink()))
         .with_clock(Arc::new(clock.clone()));
     let server_tls = tls::server_config(
         &CertKeyPaths {
@@ -133,6 +135,7 @@ async fn start(allowed: &[&str], max_nodes: usize, rate: RateLimits) -> Master {
         signing,
         clock,
         state,
+        audit,
         agents,
     }
 }
@@ -277,6 +280,7 @@ async fn register_and_heartbeat_are_bound_to_the_identity_and_rate_limited() {
     assert!(!nodes[1].last_heartbeat.is_empty());
 
     // Every authenticated call is in the audit table, with its target.
+    m.audit.flush().await;
     let audit = m.state.read(|r| r.audit_recent(100)).unwrap();
     assert!(audit.iter().any(|a| a.method.ends_with("/Register")
         && a.caller.starts_with("agent-vega")

@@ -8,6 +8,8 @@
 //! record, e.g. for the master's audit table.
 
 use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime};
 
@@ -30,11 +32,12 @@ pub struct AuditEvent {
     pub duration: Duration,
 }
 
-/// Receives audit events (besides the tracing log). Called on the request
-/// path: implementations must not block (queue to a channel and write from
-/// a task).
+/// Receives audit events (besides the tracing log). Awaited on the request
+/// path, after the handler: implementations must not block a thread (queue
+/// to a bounded channel and write from a task; awaiting room in a full
+/// channel is how a sink applies back-pressure without dropping events).
 pub trait AuditSink: Send + Sync + 'static {
-    fn record(&self, event: &AuditEvent);
+    fn record(&self, event: AuditEvent) -> Pin<Box<dyn Future<Output = ()> + Send + '_>>;
 }
 
 /// An [`AuditSink`] that keeps events in memory (tests, `mcp dev`).
@@ -56,11 +59,12 @@ impl MemoryAuditSink {
 }
 
 impl AuditSink for MemoryAuditSink {
-    fn record(&self, event: &AuditEvent) {
+    fn record(&self, event: AuditEvent) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {
         self.events
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .push(event.clone());
+            .push(event);
+        Box::pin(std::future::ready(()))
     }
 }
 

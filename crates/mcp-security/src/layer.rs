@@ -248,15 +248,18 @@ where
                     duration: layer.clock.instant().saturating_duration_since(start),
                 };
                 audit::log(&event);
-                if let Some(sink) = &layer.sink {
-                    sink.record(&event);
+                let sink = layer.sink.clone();
+                async move {
+                    if let Some(sink) = sink {
+                        sink.record(event).await;
+                    }
                 }
             };
             match layer.authorizer.check(&method, header).await {
                 Err(rejected) => {
                     match &rejected.caller {
                         Some(caller) => {
-                            record(caller, None, format!("{:?}", rejected.status.code()));
+                            record(caller, None, format!("{:?}", rejected.status.code())).await;
                         }
                         None => tracing::warn!(
                             target: "mcp::audit",
@@ -277,7 +280,7 @@ where
                         Ok(resp) => outcome(resp),
                         Err(_) => "Internal".to_string(),
                     };
-                    record(&caller, target.get(), outcome);
+                    record(&caller, target.get(), outcome).await;
                     result
                 }
             }

@@ -114,8 +114,8 @@ fn spec(name: &str, version: &str, extra: &str) -> ServiceSpec {
 }
 
 impl Fx {
-    fn push(&self, specs: &[ServiceSpec]) {
-        self.rec.store_pushed(specs, &[], "test").unwrap();
+    async fn push(&self, specs: &[ServiceSpec]) {
+        self.rec.store_pushed(specs, &[], "test").await.unwrap();
     }
 
     async fn pass(&self) -> PassOutcome {
@@ -154,7 +154,7 @@ impl Fx {
 async fn new_service_goes_to_the_least_loaded_worker_and_is_recorded() {
     let f = fx();
     let mcq = spec("mcq", "v1", "");
-    f.push(std::slice::from_ref(&mcq));
+    f.push(std::slice::from_ref(&mcq)).await;
     let out = f.converge().await;
     let p = f.placement("mcq").unwrap();
     assert_eq!(p.node, "deneb");
@@ -185,7 +185,8 @@ async fn core_services_go_to_the_master_node() {
     f.push(&[
         spec("mcias", "v1", "tier = \"core\""),
         spec("app", "v1", ""),
-    ]);
+    ])
+    .await;
     f.converge().await;
     assert_eq!(f.placement("mcias").unwrap().node, "orion");
     assert_eq!(f.placement("app").unwrap().node, "deneb");
@@ -203,11 +204,11 @@ async fn core_services_go_to_the_master_node() {
 #[tokio::test]
 async fn update_redeploys_on_the_same_node() {
     let f = fx();
-    f.push(&[spec("mcq", "v1", "")]);
+    f.push(&[spec("mcq", "v1", "")]).await;
     f.converge().await;
     // Make deneb look busier: an update must stay where it is anyway.
     let v2 = spec("mcq", "v2", "");
-    f.push(std::slice::from_ref(&v2));
+    f.push(std::slice::from_ref(&v2)).await;
     f.agents.clear_calls();
     f.converge().await;
     let p = f.placement("mcq").unwrap();
@@ -222,10 +223,10 @@ async fn update_redeploys_on_the_same_node() {
 #[tokio::test]
 async fn active_false_stops_and_records_the_new_spec() {
     let f = fx();
-    f.push(&[spec("mcq", "v1", "")]);
+    f.push(&[spec("mcq", "v1", "")]).await;
     f.converge().await;
     let stopped = spec("mcq", "v1", "active = false");
-    f.push(std::slice::from_ref(&stopped));
+    f.push(std::slice::from_ref(&stopped)).await;
     f.agents.clear_calls();
     let out = f.pass().await;
     assert_eq!(out.plan.entries[0].kind, Kind::Stop);
@@ -254,9 +255,9 @@ async fn deleted_service_is_undeployed() {
         spec("b", "v1", ""),
         spec("c", "v1", ""),
     ];
-    f.push(&all);
+    f.push(&all).await;
     f.converge().await;
-    f.push(&all[..2]);
+    f.push(&all[..2]).await;
     f.agents.clear_calls();
     f.converge().await;
     assert!(f.placement("c").is_none());
@@ -268,7 +269,7 @@ async fn deleted_service_is_undeployed() {
 async fn held_file_prunes_nothing() {
     let f = fx();
     let all = [spec("a", "v1", ""), spec("b", "v1", "")];
-    f.push(&all);
+    f.push(&all).await;
     f.converge().await;
     // b's file no longer parses: b is held, not pruned.
     let mut desired = Desired::new(Some("test".into()), [all[0].clone()], &[]);
@@ -298,6 +299,7 @@ async fn held_file_prunes_nothing() {
     // Pushing with b unreadable keeps b's stored spec.
     f.rec
         .store_pushed(&all[..1], &["b".to_string()], "test")
+        .await
         .unwrap();
     assert!(f.state.read(|r| r.desired_spec("b")).unwrap().is_some());
 }
@@ -310,9 +312,9 @@ async fn mass_prune_is_refused_then_allowed() {
         spec("b", "v1", ""),
         spec("c", "v1", ""),
     ];
-    f.push(&all);
+    f.push(&all).await;
     f.converge().await;
-    f.push(&[]);
+    f.push(&[]).await;
     f.agents.clear_calls();
     let out = f.pass().await;
     assert!(out.plan.refused.is_some());
@@ -348,7 +350,7 @@ async fn crash_mid_apply_then_restart_converges_without_duplicates() {
         spec("b", "v1", ""),
         spec("c", "v1", ""),
     ];
-    f.push(&all);
+    f.push(&all).await;
     // The first mutation completes; the next one never returns: the master
     // "dies" in the middle of the apply.
     f.agents.hang_after(Some(1));
@@ -375,7 +377,7 @@ async fn crash_mid_apply_then_restart_converges_without_duplicates() {
     // Restart: a new reconciler on the same database and fleet.
     f.agents.hang_after(None);
     let rec = reconciler(&f.state, &f.agents, &f.clock);
-    let abandoned = rec.recover_journal().unwrap();
+    let abandoned = rec.recover_journal().await.unwrap();
     assert_eq!(abandoned.len(), open.len());
     assert!(f.state.read(|r| r.journal_unfinished()).unwrap().is_empty());
     let j = f
@@ -401,7 +403,7 @@ async fn crash_mid_apply_then_restart_converges_without_duplicates() {
 #[tokio::test]
 async fn heal_with_backoff_then_degraded_with_one_alert() {
     let f = fx();
-    f.push(&[spec("mcq", "v1", "")]);
+    f.push(&[spec("mcq", "v1", "")]).await;
     f.converge().await;
     f.agents.set_crashing("mcq", "api", true);
     f.agents
@@ -467,7 +469,8 @@ async fn heal_with_backoff_then_degraded_with_one_alert() {
 #[tokio::test]
 async fn one_failing_service_does_not_block_others_and_is_retried() {
     let f = fx();
-    f.push(&[spec("a", "v1", "node = \"vega\""), spec("b", "v1", "")]);
+    f.push(&[spec("a", "v1", "node = \"vega\""), spec("b", "v1", "")])
+        .await;
     f.agents.fail_next("Deploy", "vega", 1);
     let out = f.pass().await;
     assert!(!out.ok());
@@ -483,7 +486,7 @@ async fn one_failing_service_does_not_block_others_and_is_retried() {
 #[tokio::test]
 async fn unreachable_agent_is_reported_not_failed_over() {
     let f = fx();
-    f.push(&[spec("mcq", "v1", "")]);
+    f.push(&[spec("mcq", "v1", "")]).await;
     f.converge().await;
     f.agents.set_unreachable("deneb", true);
     let o = f.rec.observe().await.unwrap();

@@ -5,6 +5,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use mcp_spec::{ComponentSpec, ServiceSpec, Tier};
 
 use super::*;
+use crate::config::NodeRole;
 
 fn t(secs: u64) -> SystemTime {
     UNIX_EPOCH + Duration::from_secs(1_700_000_000 + secs)
