@@ -1,18 +1,25 @@
 //! [`FakeAgents`]: an in-memory fleet of agents implementing [`AgentApi`],
-//! for tests of the control loop and the server. It records every call,
-//! reports what was deployed (built with [`mcp_planner::sim::report_for`],
-//! as the planner's own simulator does) and can be told to fail, to be
-//! unreachable, to keep a component down, or to hang (a master crash in
-//! the middle of an apply is simulated by dropping the hanging future).
+//! for tests of the control loop and the server (feature `testing`; never
+//! in the shipped binary).
+//!
+//! It answers as the real agent does — the same steps, errors (gRPC codes),
+//! state changes, events, files and health — and `tests/agent_api_suite.rs`
+//! runs one suite against it and against [`crate::agents::GrpcAgents`]
+//! talking to a real agent server, so the two cannot drift apart. On top,
+//! it records every call and can be told to fail, to be unreachable, to
+//! keep a component down, or to hang (a master crash in the middle of an
+//! apply is simulated by dropping the hanging future).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use mcp_planner::{ContainerState, ServiceReport};
-use mcp_proto::pb;
-use mcp_spec::{spec_hash, ServiceSpec};
+use mcp_spec::{spec_hash, ComponentSpec, ServiceSpec};
 
-use crate::agents::{AgentApi, AgentError, AgentReport, AgentTarget, LogStream};
+use crate::agents::{AgentError, AgentTarget, EventRow, FileContent, LogSource};
+
+mod behaviour;
 
 /// One recorded call.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -22,6 +29,8 @@ pub enum Call {
         service: String,
         active: bool,
         spec_hash: String,
+        /// Only this component.
+        component: Option<String>,
     },
     Undeploy {
         node: String,
@@ -30,17 +39,17 @@ pub enum Call {
     Stop {
         node: String,
         service: String,
-        component: String,
+        component: Option<String>,
     },
     Start {
         node: String,
         service: String,
-        component: String,
+        component: Option<String>,
     },
     Restart {
         node: String,
         service: String,
-        component: String,
+        component: Option<String>,
     },
     ListServices {
         node: String,
@@ -48,8 +57,26 @@ pub enum Call {
     HealthCheck {
         node: String,
     },
+    Logs {
+        node: String,
+        service: String,
+    },
     Events {
         node: String,
+    },
+    PushFile {
+        node: String,
+        service: String,
+        path: String,
+    },
+    PullFile {
+        node: String,
+        service: String,
+        path: String,
+    },
+    Adopt {
+        node: String,
+        service: String,
     },
 }
 
@@ -58,15 +85,38 @@ impl Call {
     pub fn is_mutation(&self) -> bool {
         !matches!(
             self,
-            Call::ListServices { .. } | Call::HealthCheck { .. } | Call::Events { .. }
+            Call::ListServices { .. }
+                | Call::HealthCheck { .. }
+                | Call::Events { .. }
+                | Call::Logs { .. }
+                | Call::PullFile { .. }
         )
     }
 }
 
+/// One service on one fake node.
+#[derive(Debug, Clone)]
+struct FakeService {
+    /// The recorded spec (what a start recreates a missing container from).
+    spec: ServiceSpec,
+    report: ServiceReport,
+    /// The component spec each container was created from; `None` for an
+    /// adopted container (a deploy of the real spec replaces it).
+    built: BTreeMap<String, Option<ComponentSpec>>,
+}
+
 #[derive(Debug, Default)]
 struct Inner {
-    /// node → service → report.
-    nodes: BTreeMap<String, BTreeMap<String, ServiceReport>>,
+    /// node → service → what runs.
+    nodes: BTreeMap<String, BTreeMap<String, FakeService>>,
+    /// node → containers no service owns: name → image.
+    unmanaged: BTreeMap<String, BTreeMap<String, String>>,
+    /// (node, service, path) → file.
+    files: BTreeMap<(String, String, String), FileContent>,
+    /// (node, service, component) → lines.
+    logs: BTreeMap<(String, String, String), Vec<(LogSource, String)>>,
+    /// node → events, oldest first.
+    events: BTreeMap<String, Vec<EventRow>>,
     calls: Vec<Call>,
     unreachable: BTreeSet<String>,
     /// (method, node) → how many of the next calls fail.
@@ -115,7 +165,15 @@ impl FakeAgents {
 
     /// Services the node runs, with what it reports.
     pub fn services_on(&self, node: &str) -> BTreeMap<String, ServiceReport> {
-        self.lock().nodes.get(node).cloned().unwrap_or_default()
+        self.lock()
+            .nodes
+            .get(node)
+            .map(|s| {
+                s.iter()
+                    .map(|(k, v)| (k.clone(), v.report.clone()))
+                    .collect()
+            })
+            .unwrap_or_default()
     }
 
     /// The node running `service`, if any (the first by name).
@@ -150,7 +208,7 @@ impl FakeAgents {
             .nodes
             .get_mut(node)
             .and_then(|s| s.get_mut(service))
-            .and_then(|s| s.components.get_mut(component))
+            .and_then(|s| s.report.components.get_mut(component))
         {
             c.state = state;
         }
@@ -179,11 +237,42 @@ impl FakeAgents {
     /// orphan, or the fleet as it was before a master restart).
     pub fn preload(&self, node: &str, spec: &ServiceSpec) {
         let report = mcp_planner::sim::report_for(spec, spec_hash(spec));
+        let built = spec
+            .components
+            .iter()
+            .map(|c| (c.name.clone(), Some(c.clone())))
+            .collect();
         self.lock()
             .nodes
             .entry(node.to_string())
             .or_default()
-            .insert(spec.name.clone(), report);
+            .insert(
+                spec.name.clone(),
+                FakeService {
+                    spec: spec.clone(),
+                    report,
+                    built,
+                },
+            );
+    }
+
+    /// A running container on `node` that no service owns (what `adopt`
+    /// takes over).
+    pub fn add_unmanaged(&self, node: &str, container: &str, image: &str) {
+        self.lock()
+            .unmanaged
+            .entry(node.to_string())
+            .or_default()
+            .insert(container.to_string(), image.to_string());
+    }
+
+    /// A line of output of a component (what `logs` returns).
+    pub fn emit_log(&self, node: &str, service: &str, component: &str, line: &str) {
+        self.lock()
+            .logs
+            .entry((node.to_string(), service.to_string(), component.to_string()))
+            .or_default()
+            .push((LogSource::Stdout, line.to_string()));
     }
 
     /// Records `call` and decides its fate: `Err` to fail, `Ok(true)` to hang.
@@ -226,215 +315,12 @@ impl FakeAgents {
         }
         Ok(())
     }
-
-    fn set_components(&self, node: &str, service: &str, component: &str, running: bool) {
-        let mut g = self.lock();
-        let crashing = g.crashing.clone();
-        if let Some(s) = g.nodes.get_mut(node).and_then(|s| s.get_mut(service)) {
-            for (name, c) in s.components.iter_mut() {
-                if !component.is_empty() && name != component {
-                    continue;
-                }
-                if c.state == ContainerState::Missing && running {
-                    continue;
-                }
-                c.state = if !running {
-                    ContainerState::Stopped
-                } else if crashing.contains(&(service.to_string(), name.clone())) {
-                    c.restarts += 1;
-                    ContainerState::Exited
-                } else {
-                    ContainerState::Running
-                };
-            }
-        }
-    }
 }
 
-fn ok_step(step: &str) -> Vec<pb::StepResult> {
-    vec![pb::StepResult {
-        step: step.to_string(),
-        success: true,
-        status: pb::StepStatus::Succeeded as i32,
-        ..Default::default()
-    }]
-}
-
-#[tonic::async_trait]
-impl AgentApi for FakeAgents {
-    async fn deploy(
-        &self,
-        t: &AgentTarget,
-        spec: &ServiceSpec,
-    ) -> Result<Vec<pb::StepResult>, AgentError> {
-        let hash = spec_hash(spec);
-        self.gate(
-            t,
-            "Deploy",
-            Call::Deploy {
-                node: t.node.clone(),
-                service: spec.name.clone(),
-                active: spec.active,
-                spec_hash: hash.clone(),
-            },
-        )
-        .await?;
-        let mut report = mcp_planner::sim::report_for(spec, hash);
-        {
-            let g = self.lock();
-            for (name, c) in report.components.iter_mut() {
-                if c.state == ContainerState::Running
-                    && g.crashing.contains(&(spec.name.clone(), name.clone()))
-                {
-                    c.state = ContainerState::Exited;
-                }
-            }
-        }
-        self.lock()
-            .nodes
-            .entry(t.node.clone())
-            .or_default()
-            .insert(spec.name.clone(), report);
-        Ok(ok_step("deploy"))
-    }
-
-    async fn undeploy(
-        &self,
-        t: &AgentTarget,
-        service: &str,
-    ) -> Result<Vec<pb::StepResult>, AgentError> {
-        self.gate(
-            t,
-            "Undeploy",
-            Call::Undeploy {
-                node: t.node.clone(),
-                service: service.to_string(),
-            },
-        )
-        .await?;
-        if let Some(s) = self.lock().nodes.get_mut(&t.node) {
-            s.remove(service);
-        }
-        Ok(ok_step("undeploy"))
-    }
-
-    async fn stop(
-        &self,
-        t: &AgentTarget,
-        service: &str,
-        component: &str,
-    ) -> Result<Vec<pb::StepResult>, AgentError> {
-        self.gate(
-            t,
-            "Stop",
-            Call::Stop {
-                node: t.node.clone(),
-                service: service.to_string(),
-                component: component.to_string(),
-            },
-        )
-        .await?;
-        self.set_components(&t.node, service, component, false);
-        Ok(ok_step("stop"))
-    }
-
-    async fn start(
-        &self,
-        t: &AgentTarget,
-        service: &str,
-        component: &str,
-    ) -> Result<Vec<pb::StepResult>, AgentError> {
-        self.gate(
-            t,
-            "Start",
-            Call::Start {
-                node: t.node.clone(),
-                service: service.to_string(),
-                component: component.to_string(),
-            },
-        )
-        .await?;
-        self.set_components(&t.node, service, component, true);
-        Ok(ok_step("start"))
-    }
-
-    async fn restart(
-        &self,
-        t: &AgentTarget,
-        service: &str,
-        component: &str,
-    ) -> Result<Vec<pb::StepResult>, AgentError> {
-        self.gate(
-            t,
-            "Restart",
-            Call::Restart {
-                node: t.node.clone(),
-                service: service.to_string(),
-                component: component.to_string(),
-            },
-        )
-        .await?;
-        self.set_components(&t.node, service, component, true);
-        Ok(ok_step("restart"))
-    }
-
-    async fn list_services(&self, t: &AgentTarget) -> Result<AgentReport, AgentError> {
-        self.gate(
-            t,
-            "ListServices",
-            Call::ListServices {
-                node: t.node.clone(),
-            },
-        )
-        .await?;
-        Ok(AgentReport {
-            services: self.services_on(&t.node),
-            orphans: Vec::new(),
-        })
-    }
-
-    async fn health_check(&self, t: &AgentTarget) -> Result<pb::HealthCheckResponse, AgentError> {
-        self.gate(
-            t,
-            "HealthCheck",
-            Call::HealthCheck {
-                node: t.node.clone(),
-            },
-        )
-        .await?;
-        let containers = self
-            .services_on(&t.node)
-            .values()
-            .map(|s| s.components.len())
-            .sum::<usize>();
-        Ok(pb::HealthCheckResponse {
-            status: "healthy".to_string(),
-            containers: u32::try_from(containers).unwrap_or(u32::MAX),
-        })
-    }
-
-    async fn logs(&self, t: &AgentTarget, req: pb::LogsRequest) -> Result<LogStream, AgentError> {
-        let line = pb::LogLine {
-            component: req.component.clone(),
-            line: format!("fake log of {} on {}", req.service_name, t.node),
-            stream: "stdout".to_string(),
-        };
-        Ok(Box::pin(tokio_stream::iter(vec![Ok(line)])))
-    }
-
-    async fn events(
-        &self,
-        t: &AgentTarget,
-        _req: pb::EventsRequest,
-    ) -> Result<pb::EventsResponse, AgentError> {
-        self.gate(
-            t,
-            "Events",
-            Call::Events {
-                node: t.node.clone(),
-            },
-        )
-        .await?;
-        Ok(pb::EventsResponse { events: Vec::new() })
-    }
+/// Now, to the second (the agent stores event times in whole seconds).
+fn now() -> SystemTime {
+    let secs = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    UNIX_EPOCH + Duration::from_secs(secs)
 }

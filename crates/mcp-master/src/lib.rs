@@ -10,7 +10,8 @@
 //!   into a channel of "HEAD changed" events.
 //! - [`agents`]: the [`agents::AgentApi`] trait (the master's calls to
 //!   agents), its tonic + TLS implementation and the mapping of agent
-//!   reports to the planner's model; [`fake`]: a recording in-memory fleet.
+//!   reports to the planner's model; `fake` (feature `testing`): a
+//!   recording in-memory fleet that answers as the agent does.
 //! - [`reconcile`]: the control loop (desired → observed → plan → apply,
 //!   journaled, per-service locks, bounded concurrency).
 //! - [`fleet`]: the node registry (identity-bound `Register`/`Heartbeat`),
@@ -21,6 +22,9 @@
 pub mod agents;
 pub mod config;
 pub mod daemon;
+/// Test doubles: only with the `testing` feature (never in the shipped
+/// binary).
+#[cfg(any(test, feature = "testing"))]
 pub mod fake;
 pub mod fleet;
 pub mod gitsource;

@@ -136,21 +136,6 @@ impl StepOutcome {
     pub fn step(&self) -> String {
         self.action.to_string()
     }
-
-    pub fn to_pb(&self) -> mcp_proto::pb::StepResult {
-        use mcp_proto::pb::StepStatus as S;
-        mcp_proto::pb::StepResult {
-            step: self.step(),
-            success: self.status == StepStatus::Succeeded,
-            error: self.error.clone(),
-            status: match self.status {
-                StepStatus::Succeeded => S::Succeeded,
-                StepStatus::Failed => S::Failed,
-                StepStatus::Skipped => S::Skipped,
-            } as i32,
-            detail: self.detail.clone(),
-        }
-    }
 }
 
 /// What a pass may do.
@@ -773,7 +758,7 @@ impl Reconciler {
                 let spec = need_spec(service)?;
                 let t = self.target(node).await.map_err(|e| e.to_string())?;
                 self.agents
-                    .deploy(&t, spec)
+                    .deploy(&t, spec, None)
                     .await
                     .map_err(|e| e.to_string())?;
                 self.record_placement(spec, node, spec_hash, now, true)
@@ -796,7 +781,7 @@ impl Reconciler {
                 let spec = need_spec(service)?;
                 let t = self.target(node).await.map_err(|e| e.to_string())?;
                 self.agents
-                    .deploy(&t, spec)
+                    .deploy(&t, spec, None)
                     .await
                     .map_err(|e| e.to_string())?;
                 self.record_placement(spec, node, spec_hash, now, false)
@@ -843,7 +828,7 @@ impl Reconciler {
                     HealMethod::Start => {
                         let mut r = Ok(());
                         for c in components {
-                            if let Err(e) = self.agents.start(&t, service, c).await {
+                            if let Err(e) = self.agents.start(&t, service, Some(c)).await {
                                 r = Err(e.to_string());
                                 break;
                             }
@@ -852,7 +837,7 @@ impl Reconciler {
                     }
                     HealMethod::Redeploy => {
                         let spec = need_spec(service)?;
-                        match self.agents.deploy(&t, spec).await {
+                        match self.agents.deploy(&t, spec, None).await {
                             Ok(_) => {
                                 self.record_placement(
                                     spec,
@@ -910,6 +895,14 @@ impl Reconciler {
                 Err("no adapter is available for this step".to_string())
             }
         }
+    }
+
+    /// Records that `spec` now runs on `node` after a deploy outside a pass
+    /// (one component, `Deploy` with `component`); heal records are kept.
+    pub async fn record_deployed(&self, spec: &ServiceSpec, node: &str) -> Result<(), String> {
+        let hash = mcp_spec::spec_hash(spec);
+        self.record_placement(spec, node, &hash, self.now(), false)
+            .await
     }
 
     async fn record_placement(

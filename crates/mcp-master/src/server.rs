@@ -15,14 +15,20 @@ use mcp_proto::pb::mcp_master_service_server::McpMasterService;
 use mcp_security::audit::{set_audit_target, target};
 use mcp_security::layer::require_caller;
 use mcp_spec::ServiceSpec;
+use tokio_stream::StreamExt;
 use tonic::{Request, Response, Status};
 
-use crate::agents::{AgentError, LogStream};
+use crate::agents::{
+    AgentError, AgentStep, AgentTarget, EventRow, EventsQuery, FileContent, LogsQuery, StepState,
+};
 use crate::fleet::Fleet;
-use crate::reconcile::{PassOptions, PassOutcome, ReconcileError, Reconciler, StepStatus, SKIPPED};
+use crate::reconcile::{
+    PassOptions, PassOutcome, ReconcileError, Reconciler, StepOutcome, StepStatus, SKIPPED,
+};
 use crate::state;
 
 type R<T> = Result<Response<T>, Status>;
+type PbStream<T> = std::pin::Pin<Box<dyn tokio_stream::Stream<Item = Result<T, Status>> + Send>>;
 
 /// The `McpMasterService` implementation.
 #[derive(Debug, Clone)]
@@ -49,6 +55,12 @@ fn agent_status(e: AgentError) -> Status {
     e.to_status()
 }
 
+/// An agent's error on a forwarded call, with what was asked first.
+fn passed_status(what: &str, e: &AgentError) -> Status {
+    let s = e.to_status();
+    Status::new(s.code(), format!("{what}: {}", s.message()))
+}
+
 fn rfc3339(t: SystemTime) -> String {
     humantime::format_rfc3339_seconds(t).to_string()
 }
@@ -73,6 +85,49 @@ fn step(step: &str, status: StepStatus, error: &str, detail: &str) -> pb::StepRe
         detail: detail.to_string(),
     }
 }
+
+/// A step of a pass, for the CLI.
+fn outcome_pb(r: &StepOutcome) -> pb::StepResult {
+    step(&r.step(), r.status, &r.error, &r.detail)
+}
+
+/// A step of an agent call, for the CLI.
+fn agent_step_pb(s: &AgentStep) -> pb::StepResult {
+    match &s.state {
+        StepState::Done => step(&s.step, StepStatus::Succeeded, "", &s.detail),
+        StepState::Skipped => step(&s.step, StepStatus::Skipped, "", &s.detail),
+        StepState::Failed(e) => step(&s.step, StepStatus::Failed, e, &s.detail),
+    }
+}
+
+fn event_pb(e: EventRow) -> pb::EventInfo {
+    pb::EventInfo {
+        node: e.node,
+        service: e.service,
+        component: e.component,
+        prev_state: e.prev_state.unwrap_or_default(),
+        new_state: e.new_state.unwrap_or_default(),
+        timestamp: rfc3339(e.time),
+        kind: e.kind,
+    }
+}
+
+/// An RFC 3339 `since` of a request; empty: none.
+fn parse_since(s: &str) -> Result<Option<SystemTime>, Status> {
+    if s.is_empty() {
+        return Ok(None);
+    }
+    humantime::parse_rfc3339_weak(s).map(Some).map_err(|e| {
+        Status::invalid_argument(format!("since must be an RFC 3339 time, found {s:?}: {e}"))
+    })
+}
+
+fn opt(s: &str) -> Option<&str> {
+    (!s.is_empty()).then_some(s)
+}
+
+/// How many events `ServiceEvents` returns when the request says 0.
+pub const DEFAULT_EVENTS_LIMIT: u32 = 100;
 
 /// The entry of `service` in a plan that is not going to happen (held,
 /// blocked, refused...), as an error line.
@@ -116,6 +171,144 @@ impl MasterService {
             })
     }
 
+    /// The agent to forward a call about `service` to: `node` when given,
+    /// else the node the service is placed on. NotFound when there is no
+    /// placement or no such node, FailedPrecondition when the placement
+    /// names a node that is not registered.
+    async fn service_target(
+        &self,
+        service: &str,
+        node: Option<&str>,
+    ) -> Result<AgentTarget, Status> {
+        let (node, placed) = match node {
+            Some(n) => (n.to_string(), false),
+            None => {
+                let p = self.placement(service).await.map_err(|_| {
+                    Status::not_found(format!(
+                        "service {service} is not placed on any node: deploy it first (or name the node)"
+                    ))
+                })?;
+                (p.node, true)
+            }
+        };
+        self.rec.target(&node).await.map_err(|e| match e {
+            ReconcileError::State(state::StateError::UnknownNode(_)) if placed => {
+                Status::failed_precondition(format!(
+                    "service {service} is placed on node {node}, which is not registered"
+                ))
+            }
+            ReconcileError::State(state::StateError::UnknownNode(_)) => {
+                Status::not_found(format!("node {node} is not registered"))
+            }
+            e => Status::internal(e.to_string()),
+        })
+    }
+
+    /// `Deploy` with a component: redeploys that component alone on the
+    /// service's node. The spec (the committed one in GitOps mode) may
+    /// differ from the deployed one only inside that component, so what the
+    /// node records as deployed is what runs.
+    async fn deploy_component(
+        &self,
+        caller: &str,
+        requested: ServiceSpec,
+        component: &str,
+    ) -> R<pb::MasterDeployResponse> {
+        let name = requested.name.clone();
+        let mut note = None;
+        let spec = if self.rec.gitops() {
+            let d = self.rec.desired().await.map_err(rec_status)?;
+            match d.services.get(&name) {
+                None => {
+                    return Err(Status::failed_precondition(format!(
+                        "GitOps mode: {name} is not in the committed services directory, or its file cannot be read; commit it first"
+                    )))
+                }
+                Some(committed) => {
+                    if *committed != requested {
+                        note = Some(format!(
+                            "GitOps mode: deployed the committed spec of {name}; the request's spec differs (commit it to deploy it)"
+                        ));
+                    }
+                    committed.clone()
+                }
+            }
+        } else {
+            requested
+        };
+        if spec.component(component).is_none() {
+            return Err(Status::invalid_argument(format!(
+                "service {name} has no component {component}"
+            )));
+        }
+        let placed = self.placement(&name).await.map_err(|_| {
+            Status::failed_precondition(format!(
+                "service {name} is not deployed on any node yet: deploy the whole service first"
+            ))
+        })?;
+        if !differs_only_in(&placed.spec, &spec, component) {
+            return Err(Status::failed_precondition(format!(
+                "the spec of {name} differs from the one deployed on {} outside component {component}: deploy the whole service",
+                placed.node
+            )));
+        }
+        let t = self.service_target(&name, None).await?;
+        let _lock = self.rec.locks().lock(&name).await;
+        if !self.rec.gitops() {
+            let now = self.rec.now();
+            self.rec
+                .state()
+                .write({
+                    let (spec, source) = (spec.clone(), format!("deploy by {caller}"));
+                    move |w| w.put_desired_spec(&spec, &source, now)
+                })
+                .await
+                .map_err(|e| Status::internal(e.to_string()))?;
+        }
+        let what = format!("deploy {name}/{component} on {}", t.node);
+        let skipped = |s: &str| {
+            step(
+                s,
+                StepStatus::Skipped,
+                "",
+                "one component redeployed: no change",
+            )
+        };
+        let result = self.rec.agents().deploy(&t, &spec, Some(component)).await;
+        let (success, error, deploy) = match result {
+            Ok(steps) => {
+                self.rec
+                    .record_deployed(&spec, &t.node)
+                    .await
+                    .map_err(Status::internal)?;
+                let mut detail: Vec<String> = steps
+                    .iter()
+                    .filter(|s| s.state == StepState::Done)
+                    .map(|s| s.step.clone())
+                    .collect();
+                if detail.is_empty() {
+                    detail.push("unchanged; nothing recreated".to_string());
+                }
+                detail.extend(note);
+                let ok = step(&what, StepStatus::Succeeded, "", &detail.join("; "));
+                (true, String::new(), ok)
+            }
+            Err(e) => {
+                let error = e.to_string();
+                let failed = step(&what, StepStatus::Failed, &error, "");
+                (false, error, failed)
+            }
+        };
+        Ok(Response::new(pb::MasterDeployResponse {
+            node: t.node.clone(),
+            success,
+            error,
+            deploy_result: Some(deploy),
+            edge_route_result: Some(skipped("edge route")),
+            dns_result: Some(skipped("dns")),
+        }))
+    }
+
     async fn lifecycle(
         &self,
         req: Request<pb::ServiceLifecycleRequest>,
@@ -131,12 +324,24 @@ impl MasterService {
         let _lock = self.rec.locks().lock(&req.service_name).await;
         let agents = self.rec.agents();
         let r = match op {
-            "stop" => agents.stop(&t, &req.service_name, &req.component).await,
-            "start" => agents.start(&t, &req.service_name, &req.component).await,
-            _ => agents.restart(&t, &req.service_name, &req.component).await,
+            "stop" => {
+                agents
+                    .stop(&t, &req.service_name, opt(&req.component))
+                    .await
+            }
+            "start" => {
+                agents
+                    .start(&t, &req.service_name, opt(&req.component))
+                    .await
+            }
+            _ => {
+                agents
+                    .restart(&t, &req.service_name, opt(&req.component))
+                    .await
+            }
         }
         .map_err(agent_status)?;
-        let mut results = r;
+        let mut results: Vec<pb::StepResult> = r.iter().map(agent_step_pb).collect();
         if op != "restart" {
             let desired = if p.spec.active { "running" } else { "stopped" };
             results.push(step(
@@ -320,6 +525,22 @@ fn service_status(name: &str, desired: &Desired, o: &Observed, max: u32) -> pb::
     s
 }
 
+/// True when `new` is `deployed` with only `component` changed (or not
+/// changed at all).
+fn differs_only_in(deployed: &ServiceSpec, new: &ServiceSpec, component: &str) -> bool {
+    let mut probe = deployed.clone();
+    match (
+        probe.components.iter_mut().find(|c| c.name == component),
+        new.component(component),
+    ) {
+        (Some(slot), Some(c)) => {
+            *slot = c.clone();
+            probe == *new
+        }
+        _ => false,
+    }
+}
+
 /// The main result of a one-service pass: the deploy-like step, DNS, edge.
 fn deploy_response(service: &str, out: &PassOutcome, node: String) -> pb::MasterDeployResponse {
     let mut deploy = None;
@@ -329,14 +550,14 @@ fn deploy_response(service: &str, out: &PassOutcome, node: String) -> pb::Master
     for r in out.results.iter().filter(|r| r.service == service) {
         match &r.action {
             Action::SetDns { .. } | Action::RemoveDns { .. } => {
-                dns.get_or_insert_with(|| r.to_pb());
+                dns.get_or_insert_with(|| outcome_pb(r));
             }
             Action::SetEdgeRoute { .. } | Action::RemoveEdgeRoute { .. } => {
-                edge.get_or_insert_with(|| r.to_pb());
+                edge.get_or_insert_with(|| outcome_pb(r));
             }
             _ => {
                 if deploy.is_none() || r.status == StepStatus::Failed {
-                    deploy = Some(r.to_pb());
+                    deploy = Some(outcome_pb(r));
                 }
             }
         }
@@ -399,9 +620,7 @@ impl McpMasterService for MasterService {
         let name = spec.name.clone();
         set_audit_target(&req, target(Some(&name), None));
         if !inner.component.is_empty() {
-            return Err(Status::unimplemented(
-                "deploying a single component through the master is not available yet; deploy the whole service",
-            ));
+            return self.deploy_component(&caller, spec, &inner.component).await;
         }
         let mut note = None;
         let desired = if self.rec.gitops() {
@@ -534,7 +753,7 @@ impl McpMasterService for MasterService {
         Ok(Response::new(pb::MasterUndeployResponse {
             success: errors.is_empty(),
             error: errors.join("; "),
-            results: out.results.iter().map(|r| r.to_pb()).collect(),
+            results: out.results.iter().map(outcome_pb).collect(),
         }))
     }
 
@@ -650,7 +869,7 @@ impl McpMasterService for MasterService {
             }
         };
         let mut results = prefix;
-        results.extend(out.results.iter().map(|r| r.to_pb()));
+        results.extend(out.results.iter().map(outcome_pb));
         Ok(Response::new(pb::SyncResponse {
             plan_json: mcp_planner::render_json(&out.plan),
             results,
@@ -729,7 +948,7 @@ impl McpMasterService for MasterService {
         self.lifecycle(req, "restart").await
     }
 
-    type ServiceLogsStream = LogStream;
+    type ServiceLogsStream = PbStream<pb::LogLine>;
 
     async fn service_logs(
         &self,
@@ -748,24 +967,45 @@ impl McpMasterService for MasterService {
             .agents()
             .logs(
                 &t,
-                pb::LogsRequest {
-                    service_name: req.service_name,
-                    component: req.component,
+                LogsQuery {
+                    component: opt(&req.component).map(str::to_string),
                     follow: req.follow,
-                    tail: req.tail,
-                    since: String::new(),
+                    tail: (req.tail > 0).then_some(req.tail),
+                    since: parse_since(&req.since)?,
+                    service: req.service_name,
                 },
             )
             .await
             .map_err(agent_status)?;
-        Ok(Response::new(stream))
+        Ok(Response::new(Box::pin(stream.map(|item| {
+            item.map(|l| pb::LogLine {
+                component: l.component,
+                line: l.line,
+                stream: l.source.as_str().to_string(),
+            })
+            .map_err(|e| e.to_status())
+        }))))
     }
 
     async fn service_events(
         &self,
         req: Request<pb::ServiceEventsRequest>,
     ) -> R<pb::EventsResponse> {
+        if !req.get_ref().service_name.is_empty() {
+            set_audit_target(&req, target(Some(&req.get_ref().service_name), None));
+        }
         let req = req.into_inner();
+        let limit = if req.limit == 0 {
+            DEFAULT_EVENTS_LIMIT
+        } else {
+            req.limit
+        };
+        let query = EventsQuery {
+            service: opt(&req.service_name).map(str::to_string),
+            component: None,
+            since: parse_since(&req.since)?,
+            limit: Some(limit),
+        };
         let nodes: Vec<String> = if req.service_name.is_empty() {
             self.rec
                 .state()
@@ -779,47 +1019,28 @@ impl McpMasterService for MasterService {
         } else {
             vec![self.placement(&req.service_name).await?.node]
         };
-        let mut events = Vec::new();
+        let mut events: Vec<EventRow> = Vec::new();
         for node in nodes {
             let t = self
                 .rec
                 .target(&node)
                 .await
                 .map_err(|e| Status::internal(e.to_string()))?;
-            let r = self
-                .rec
-                .agents()
-                .events(
-                    &t,
-                    pb::EventsRequest {
-                        service_name: req.service_name.clone(),
-                        component: String::new(),
-                        since: req.since.clone(),
-                        limit: req.limit,
-                    },
-                )
-                .await;
-            match r {
-                Ok(r) => events.extend(r.events.into_iter().map(|mut e| {
-                    if e.node.is_empty() {
-                        e.node.clone_from(&node);
-                    }
-                    e
-                })),
+            match self.rec.agents().events(&t, query.clone()).await {
+                Ok(rows) => events.extend(rows),
                 Err(e) if req.service_name.is_empty() => {
                     tracing::warn!(node = %node, error = %e, "events: node skipped")
                 }
                 Err(e) => return Err(agent_status(e)),
             }
         }
-        events.sort_by(|a, b| a.timestamp.cmp(&b.timestamp));
-        if req.limit > 0 {
-            let keep = req.limit as usize;
-            if events.len() > keep {
-                events.drain(..events.len() - keep);
-            }
-        }
-        Ok(Response::new(pb::EventsResponse { events }))
+        // Oldest first; the newest `limit` of every node's newest `limit`.
+        events.sort_by_key(|e| e.time);
+        let drop = events.len().saturating_sub(limit as usize);
+        events.drain(..drop);
+        Ok(Response::new(pb::EventsResponse {
+            events: events.into_iter().map(event_pb).collect(),
+        }))
     }
 
     async fn list_edge_routes(
@@ -831,22 +1052,70 @@ impl McpMasterService for MasterService {
         ))
     }
 
-    async fn push_service_file(&self, _: Request<pb::PushFileRequest>) -> R<pb::PushFileResponse> {
-        Err(Status::unimplemented(
-            "push through the master is not available yet: use --direct --node N",
-        ))
+    async fn push_service_file(
+        &self,
+        req: Request<pb::PushFileRequest>,
+    ) -> R<pb::PushFileResponse> {
+        set_audit_target(&req, target(Some(&req.get_ref().service), None));
+        let m = req.into_inner();
+        let t = self.service_target(&m.service, None).await?;
+        let file = FileContent {
+            content: m.content,
+            mode: m.mode,
+        };
+        self.rec
+            .agents()
+            .push_file(&t, &m.service, &m.path, file)
+            .await
+            .map_err(|e| passed_status(&format!("push {}/{}", m.service, m.path), &e))?;
+        Ok(Response::new(pb::PushFileResponse {
+            success: true,
+            error: String::new(),
+        }))
     }
 
-    async fn pull_service_file(&self, _: Request<pb::PullFileRequest>) -> R<pb::PullFileResponse> {
-        Err(Status::unimplemented(
-            "pull through the master is not available yet: use --direct --node N",
-        ))
+    async fn pull_service_file(
+        &self,
+        req: Request<pb::PullFileRequest>,
+    ) -> R<pb::PullFileResponse> {
+        set_audit_target(&req, target(Some(&req.get_ref().service), None));
+        let m = req.into_inner();
+        let t = self.service_target(&m.service, None).await?;
+        let f = self
+            .rec
+            .agents()
+            .pull_file(&t, &m.service, &m.path)
+            .await
+            .map_err(|e| passed_status(&format!("pull {}/{}", m.service, m.path), &e))?;
+        Ok(Response::new(pb::PullFileResponse {
+            content: f.content,
+            mode: f.mode,
+            error: String::new(),
+        }))
     }
 
-    async fn adopt_service(&self, _: Request<pb::MasterAdoptRequest>) -> R<pb::AdoptResponse> {
-        Err(Status::unimplemented(
-            "adopt through the master is not available yet: use --direct --node N",
-        ))
+    async fn adopt_service(&self, req: Request<pb::MasterAdoptRequest>) -> R<pb::AdoptResponse> {
+        let m = req.get_ref().clone();
+        set_audit_target(&req, target(Some(&m.service), opt(&m.node)));
+        let t = self.service_target(&m.service, opt(&m.node)).await?;
+        let _lock = self.rec.locks().lock(&m.service).await;
+        let steps = self
+            .rec
+            .agents()
+            .adopt(&t, &m.service)
+            .await
+            .map_err(|e| passed_status(&format!("adopt {} on {}", m.service, t.node), &e))?;
+        let mut results: Vec<pb::StepResult> = steps.iter().map(agent_step_pb).collect();
+        results.push(step(
+            "note",
+            StepStatus::Skipped,
+            "",
+            &format!(
+                "adopted on {}; the master deploys {} from its service file on a later pass (which replaces the adopted containers), or undeploys it when there is no file",
+                t.node, m.service
+            ),
+        ));
+        Ok(Response::new(pb::AdoptResponse { results }))
     }
 
     async fn register(&self, req: Request<pb::RegisterRequest>) -> R<pb::RegisterResponse> {

@@ -453,7 +453,7 @@ async fn sync_dry_run_then_apply_status_and_pass_through() {
     assert!(m.agents.mutations().contains(&Call::Stop {
         node: "vega".to_string(),
         service: "mcr".to_string(),
-        component: String::new(),
+        component: None,
     }));
 
     // Undeploy one service (not a mass prune).

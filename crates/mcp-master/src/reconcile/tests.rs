@@ -238,6 +238,7 @@ async fn active_false_stops_and_records_the_new_spec() {
             service: "mcq".into(),
             active: false,
             spec_hash: mcp_spec::spec_hash(&stopped),
+            component: None,
         }]
     );
     let report = &f.agents.services_on("deneb")["mcq"];
@@ -412,11 +413,9 @@ async fn heal_with_backoff_then_degraded_with_one_alert() {
         f.agents.clear_calls();
         let out = f.pass().await;
         assert_eq!(out.plan.entries[0].kind, Kind::Heal, "attempt {attempt}");
-        assert!(f
-            .agents
-            .mutations()
-            .iter()
-            .any(|c| matches!(c, Call::Start { component, .. } if component == "api")));
+        assert!(f.agents.mutations().iter().any(
+            |c| matches!(c, Call::Start { component, .. } if component.as_deref() == Some("api"))
+        ));
         let h = f
             .state
             .read(|r| r.heal_record("mcq", "api"))
