@@ -5,6 +5,10 @@
 //! must be absolute: the agent runs from a service manager whose working
 //! directory means nothing.
 //!
+//! Problems are reported in the shape the master's config shares
+//! ([`ConfigError`] from `mcp_security::config`): the file, the key
+//! (`section.key`) and what is wrong, every problem at once.
+//!
 //! ```toml
 //! [server]
 //! grpc_addr = "100.64.0.12:9444"       # the overlay address; never 0.0.0.0 / :: unless
@@ -59,11 +63,12 @@
 //! ```
 
 use std::collections::BTreeMap;
-use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use mcp_security::config::{parse_toml, read_toml};
+pub use mcp_security::config::{ConfigError, ConfigProblem};
 use serde::{Deserialize, Deserializer};
 
 /// Default port range for container host ports (docs/ARCHITECTURE.md).
@@ -361,67 +366,25 @@ fn de_port_range<'de, D: Deserializer<'de>>(d: D) -> Result<(u16, u16), D::Error
     }
 }
 
-/// One thing wrong with a configuration: the field (`section.key`) and why.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConfigProblem {
-    pub field: String,
-    pub message: String,
-}
-
-impl fmt::Display for ConfigProblem {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {}", self.field, self.message)
-    }
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    #[error("cannot read config {}: {source}", path.display())]
-    Read {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    /// TOML syntax, unknown key, wrong type (the message has line and column).
-    #[error("invalid config {}: {message}", path.display())]
-    Parse { path: PathBuf, message: String },
-    /// Parsed, but values break the rules of [`Config::validate`].
-    #[error("invalid config {}:\n{}", path.display(), format_problems(problems))]
-    Invalid {
-        path: PathBuf,
-        problems: Vec<ConfigProblem>,
-    },
-}
-
-fn format_problems(problems: &[ConfigProblem]) -> String {
-    problems
-        .iter()
-        .map(|p| format!("  {p}"))
-        .collect::<Vec<_>>()
-        .join("\n")
-}
-
 impl Config {
     /// Reads, parses and validates the file at `path`.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.to_path_buf(),
-            source,
-        })?;
-        Config::from_toml_str(&text, path)
+        let config: Config = read_toml(path)?;
+        config.checked(path)
     }
 
     /// Parses and validates `text`; `path` is only used in error messages.
     pub fn from_toml_str(text: &str, path: &Path) -> Result<Config, ConfigError> {
-        let config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
-            path: path.to_path_buf(),
-            message: e.to_string().trim_end().to_string(),
-        })?;
-        config.validate().map_err(|problems| ConfigError::Invalid {
-            path: path.to_path_buf(),
+        let config: Config = parse_toml(text, path)?;
+        config.checked(path)
+    }
+
+    fn checked(self, path: &Path) -> Result<Config, ConfigError> {
+        self.validate().map_err(|problems| ConfigError::Invalid {
+            file: path.to_path_buf(),
             problems,
         })?;
-        Ok(config)
+        Ok(self)
     }
 
     /// Checks the rules the types cannot express; returns every problem
@@ -585,11 +548,8 @@ impl Config {
 struct Problems(Vec<ConfigProblem>);
 
 impl Problems {
-    fn push(&mut self, field: &str, message: impl Into<String>) {
-        self.0.push(ConfigProblem {
-            field: field.to_string(),
-            message: message.into(),
-        });
+    fn push(&mut self, key: &str, message: impl Into<String>) {
+        self.0.push(ConfigProblem::new(key, message));
     }
 
     fn absolute(&mut self, field: &str, path: &Path) {

@@ -68,7 +68,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::CheckConfig => {
             let problems = config.check_files();
             if !problems.is_empty() {
-                let lines: Vec<String> = problems.iter().map(|p| format!("  {p}")).collect();
+                let lines: Vec<String> = problems.iter().map(|p| format!("  - {p}")).collect();
                 anyhow::bail!(
                     "config {} is valid, but:\n{}",
                     path.display(),

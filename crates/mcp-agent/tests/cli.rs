@@ -103,7 +103,10 @@ fn check_config_reports_every_problem() {
         err.contains(&format!("invalid config {}", cfg.display())),
         "{err}"
     );
-    assert!(err.contains("ports.range: [9, 5] is not a range"), "{err}");
+    assert!(
+        err.contains("  - ports.range: [9, 5] is not a range"),
+        "{err}"
+    );
     assert!(err.contains("alerts.command: is empty"), "{err}");
 }
 
@@ -125,7 +128,7 @@ fn check_config_reports_missing_files() {
     let (code, _, err) = run(bin().arg("check-config").arg("--config").arg(&cfg));
     assert_eq!(code, 1);
     assert!(err.contains("is valid, but:"), "{err}");
-    assert!(err.contains("server.tls_key: "), "{err}");
+    assert!(err.contains("  - server.tls_key: "), "{err}");
     assert!(err.contains("agent.key: No such file"), "{err}");
 }
 

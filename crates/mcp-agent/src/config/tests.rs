@@ -271,7 +271,7 @@ fn check_files_names_what_is_missing() {
         + &format!("[files]\nroot = \"{d}\"\n");
     let c = parse(&text).expect("config");
     let fields =
-        |c: &Config| -> Vec<String> { c.check_files().into_iter().map(|p| p.field).collect() };
+        |c: &Config| -> Vec<String> { c.check_files().into_iter().map(|p| p.key).collect() };
     assert_eq!(
         fields(&c),
         vec![
@@ -309,4 +309,32 @@ fn load_reports_missing_file() {
         .expect_err("missing file")
         .to_string();
     assert!(err.starts_with("cannot read config /nonexistent/mcp-agent.toml"));
+}
+
+#[test]
+fn errors_name_the_file_the_key_and_the_problem() {
+    let text = MINIMAL.replace("name = \"orion\"", "name = \"Orion\"");
+    let err = parse(&text).expect_err("invalid node name");
+    assert_eq!(err.file(), Path::new("/etc/mcp/mcp-agent.toml"));
+    match &err {
+        ConfigError::Invalid { problems, .. } => {
+            assert_eq!(
+                problems,
+                &vec![ConfigProblem::new(
+                    "node.name",
+                    "\"Orion\" is not a DNS label (lowercase letters, digits, '-')"
+                )]
+            );
+        }
+        other => panic!("expected Invalid, got {other:?}"),
+    }
+    assert_eq!(
+        err.to_string(),
+        "invalid config /etc/mcp/mcp-agent.toml:\n  - node.name: \"Orion\" is not a DNS label \
+         (lowercase letters, digits, '-')"
+    );
+    let err = parse("[server]\nbogus = 1\n").expect_err("unknown key");
+    assert!(matches!(err, ConfigError::Parse { .. }), "{err:?}");
+    assert_eq!(err.file(), Path::new("/etc/mcp/mcp-agent.toml"));
+    assert!(err.to_string().contains("bogus"), "{err}");
 }
