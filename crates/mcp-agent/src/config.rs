@@ -50,6 +50,10 @@
 //! flap_threshold = 3                  # transitions ...
 //! flap_window    = "5m"               # ... within this window = flapping
 //!
+//! [events]                            # optional section: the event history kept
+//! max_age  = "30d"                    # default; older events are deleted
+//! max_rows = 10000                    # default; beyond it the oldest are deleted
+//!
 //! [alerts]                            # optional section; no command = no alerts
 //! command  = ["/usr/local/bin/notify", "--channel", "ops"]
 //! cooldown = "15m"
@@ -90,6 +94,8 @@ pub struct Config {
     pub ports: PortsConfig,
     #[serde(default)]
     pub monitor: MonitorConfig,
+    #[serde(default)]
+    pub events: EventsConfig,
     #[serde(default)]
     pub alerts: AlertsConfig,
     #[serde(default)]
@@ -280,6 +286,38 @@ impl Default for MonitorConfig {
     }
 }
 
+/// How much event history the agent keeps. It prunes at start and after
+/// every monitor round: events older than `max_age`, then the oldest beyond
+/// `max_rows`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EventsConfig {
+    #[serde(default = "default_events_max_age", deserialize_with = "de_duration")]
+    pub max_age: Duration,
+    #[serde(default = "default_events_max_rows")]
+    pub max_rows: u64,
+}
+
+/// 30 days.
+pub const DEFAULT_EVENTS_MAX_AGE: Duration = Duration::from_secs(30 * 24 * 3600);
+pub const DEFAULT_EVENTS_MAX_ROWS: u64 = 10_000;
+
+fn default_events_max_age() -> Duration {
+    DEFAULT_EVENTS_MAX_AGE
+}
+fn default_events_max_rows() -> u64 {
+    DEFAULT_EVENTS_MAX_ROWS
+}
+
+impl Default for EventsConfig {
+    fn default() -> Self {
+        EventsConfig {
+            max_age: DEFAULT_EVENTS_MAX_AGE,
+            max_rows: DEFAULT_EVENTS_MAX_ROWS,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AlertsConfig {
@@ -460,6 +498,19 @@ impl Config {
         }
         if self.monitor.flap_window.is_zero() {
             p.push("monitor.flap_window", "must be greater than zero");
+        }
+        if self.events.max_age < self.monitor.flap_window {
+            p.push(
+                "events.max_age",
+                format!(
+                    "{} is shorter than monitor.flap_window ({}): flapping could not be seen",
+                    humantime::format_duration(self.events.max_age),
+                    humantime::format_duration(self.monitor.flap_window)
+                ),
+            );
+        }
+        if self.events.max_rows == 0 {
+            p.push("events.max_rows", "must be at least 1");
         }
 
         if let Some(argv) = &self.alerts.command {

@@ -47,15 +47,15 @@ pub use agent::{
 };
 pub use alert::{AlertError, Alerter};
 pub use clock::Timestamp;
-pub use config::{Config, ConfigError, ConfigProblem, NodeRole};
+pub use config::{Config, ConfigError, ConfigProblem, EventsConfig, NodeRole};
 pub use monitor::{
     observe, Alert, Finding, FindingKind, MonitorInput, MonitorOutcome, MonitorPolicy,
     ObservedContainer, ObservedUpdate,
 };
 pub use ports::{BindProbe, PortAllocation, PortAssignment, PortProbe, PortRange};
 pub use registry::{
-    ComponentRecord, DesiredState, Event, EventKind, EventQuery, NewEvent, ObservedState, Registry,
-    RegistryError, ServiceRecord, UpsertOutcome,
+    ComponentRecord, DesiredState, Event, EventKind, EventQuery, NewEvent, ObservedState,
+    PrunedEvents, Registry, RegistryError, ServiceRecord, UpsertOutcome,
 };
 pub use server::{serve, AgentService, ServeError, ServerSecurity};
 pub use snapshot::{snapshot_database, SnapshotError, SnapshotFile, SnapshotOutcome};

@@ -138,6 +138,10 @@ async fn daemon(config: &Config) -> anyhow::Result<()> {
     let security = ServerSecurity::from_config(config)?;
     let registry = Registry::open(&config.database.path)?;
     let agent = Arc::new(Agent::from_config(config, podman(config), registry)?);
+    agent
+        .prune_events()
+        .await
+        .context("pruning the event history")?;
     let listener = server::bind(config).await?;
     tracing::info!(
         node = %config.node.name,

@@ -144,6 +144,10 @@ pub async fn serve<R: ContainerRuntime + 'static>(
     Ok(())
 }
 
+/// How many events an Events request without a `limit` returns (the most
+/// recent ones, oldest first).
+pub const DEFAULT_EVENTS_LIMIT: usize = 100;
+
 /// The tonic service over `agent`, with the message limits every MCP hop
 /// shares ([`mcp_proto::MAX_MESSAGE_BYTES`], decoding and encoding), so a
 /// file at the agent's file limit fits in one PushFile or PullFile.
@@ -440,7 +444,11 @@ impl<Rt: ContainerRuntime + 'static> McpAgentService for AgentService<Rt> {
             service: opt(&m.service_name).map(str::to_string),
             component: opt(&m.component).map(str::to_string),
             since: parse_time("since", &m.since)?,
-            limit: (m.limit > 0).then(|| usize::try_from(m.limit).unwrap_or(usize::MAX)),
+            limit: Some(if m.limit == 0 {
+                DEFAULT_EVENTS_LIMIT
+            } else {
+                usize::try_from(m.limit).unwrap_or(usize::MAX)
+            }),
         };
         let events = self.agent.events(query).await.map_err(|e| status(&e))?;
         let node = self.agent.node().to_string();
@@ -455,6 +463,7 @@ impl<Rt: ContainerRuntime + 'static> McpAgentService for AgentService<Rt> {
                     new_state: e.new_state.unwrap_or_default(),
                     timestamp: e.time.to_rfc3339(),
                     kind: e.kind.as_str().to_string(),
+                    detail: e.detail,
                 })
                 .collect(),
         }))

@@ -171,6 +171,7 @@ impl McpAgentService for Script {
                 new_state: "exited".to_string(),
                 timestamp: "2026-01-01T00:00:00Z".to_string(),
                 kind: "state".to_string(),
+                detail: String::new(),
             }],
         }))
     }

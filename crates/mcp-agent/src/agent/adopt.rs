@@ -128,7 +128,12 @@ impl<R: ContainerRuntime + 'static> Agent<R> {
                 format!("adopt {}", info.name),
                 format!("component {comp}: {detail}"),
             ));
-            events.push(self.event(service, comp, "adopt", detail));
+            events.push(self.event(
+                service,
+                comp,
+                "adopt",
+                format!("adopted container {detail}"),
+            ));
         }
         self.record_events(events).await?;
         self.record_observed(service).await?;

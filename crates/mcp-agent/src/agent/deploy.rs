@@ -264,7 +264,12 @@ impl<R: ContainerRuntime + 'static> Agent<R> {
                     format!("remove {name}"),
                     "no longer in the spec",
                 ));
-                events.push(self.event(&svc, &comp, "remove", format!("container {name} removed")));
+                events.push(self.event(
+                    &svc,
+                    &comp,
+                    "remove",
+                    format!("container {name} removed: no longer in the spec"),
+                ));
             }
         }
 
@@ -325,18 +330,18 @@ impl<R: ContainerRuntime + 'static> Agent<R> {
                 }
             }
             let detail = format!("{} ({})", c.image, c.version());
-            steps.push(Step::done(
-                format!(
-                    "{} {name}",
-                    if existing.is_some() {
-                        "recreate"
-                    } else {
-                        "create"
-                    }
-                ),
-                detail.clone(),
+            let verb = if existing.is_some() {
+                "recreate"
+            } else {
+                "create"
+            };
+            steps.push(Step::done(format!("{verb} {name}"), detail.clone()));
+            events.push(self.event(
+                &svc,
+                &c.name,
+                "deploy",
+                format!("deployed {detail}: {verb}d container {name}"),
             ));
-            events.push(self.event(&svc, &c.name, "deploy", detail));
             if want == DesiredState::Stopped {
                 self.stop_container(&ctx, &name).await?;
                 steps.push(Step::done(format!("stop {name}"), "service is inactive"));

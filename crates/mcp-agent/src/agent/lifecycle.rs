@@ -50,7 +50,7 @@ impl<R: ContainerRuntime + 'static> Agent<R> {
             service,
             "",
             "undeploy",
-            format!("removed {} container(s)", containers.len()),
+            format!("undeployed: removed {} container(s)", containers.len()),
         )])
         .await?;
         tracing::info!(service, remove_data, "undeployed");
@@ -142,7 +142,7 @@ impl<R: ContainerRuntime + 'static> Agent<R> {
         for c in &targets {
             let step = self.ensure_running(&record, c).await?;
             if step.outcome == StepOutcome::Done {
-                events.push(self.event(service, &c.name, "start", step.detail.clone()));
+                events.push(self.event(service, &c.name, "start", by_request("started", &step)));
             }
             steps.push(step);
         }
@@ -176,7 +176,7 @@ impl<R: ContainerRuntime + 'static> Agent<R> {
             }
             let mut step = self.ensure_running(&record, c).await?;
             step.step = format!("restart {}", c.container_name);
-            events.push(self.event(service, &c.name, "restart", step.detail.clone()));
+            events.push(self.event(service, &c.name, "restart", by_request("restarted", &step)));
             steps.push(step);
         }
         self.record_events(events).await?;
@@ -268,5 +268,15 @@ pub(super) fn remove_data_dir(dir: &Path) -> Result<Step> {
             })?;
             Ok(Step::done(step, "removed"))
         }
+    }
+}
+
+/// An event detail for a start or restart by request: `started by request`,
+/// or with what else happened (`...; container was missing; recreated
+/// from the stored spec (image)`).
+pub(super) fn by_request(what: &str, step: &Step) -> String {
+    match step.detail.as_str() {
+        "" | "started" => format!("{what} by request"),
+        other => format!("{what} by request; {other}"),
     }
 }

@@ -7,7 +7,7 @@ use std::time::Duration;
 use mcp_runtime::ContainerRuntime;
 
 use crate::monitor::{observe, MonitorInput, ObservedContainer};
-use crate::registry::{EventQuery, RegistryError};
+use crate::registry::{EventQuery, PrunedEvents, RegistryError};
 
 use super::*;
 
@@ -98,8 +98,10 @@ impl<R: ContainerRuntime + 'static> Agent<R> {
             );
         }
 
+        let pruned = self.prune_events().await?;
         let mut report = MonitorReport {
             time: now,
+            pruned,
             drift: outcome.drift,
             flapping: outcome.flapping,
             events: outcome.events,
@@ -137,6 +139,25 @@ impl<R: ContainerRuntime + 'static> Agent<R> {
             .lock()
             .unwrap_or_else(PoisonError::into_inner) = Some(report.clone());
         Ok(report)
+    }
+
+    /// Applies the event retention of the settings (`[events]`: older than
+    /// `max_age` at the agent's clock, then beyond `max_rows`). Run at
+    /// start and after every monitor round.
+    pub async fn prune_events(&self) -> Result<PrunedEvents> {
+        let retention = self.settings.events;
+        let before = self.now().minus(retention.max_age);
+        let pruned = self
+            .db(move |r| r.prune_events_to(before, retention.max_rows))
+            .await?;
+        if pruned != PrunedEvents::default() {
+            tracing::info!(
+                by_age = pruned.by_age,
+                by_count = pruned.by_count,
+                "pruned events"
+            );
+        }
+        Ok(pruned)
     }
 
     /// Runs [`Agent::monitor_once`] every `interval` until `shutdown`

@@ -859,3 +859,5 @@ async fn container_of_a_forgotten_service_is_replaced() {
     assert!(info.is_running());
     assert_ne!(info.id, old_id, "recreated");
 }
+
+mod events;

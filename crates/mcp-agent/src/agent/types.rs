@@ -13,11 +13,11 @@ use mcp_spec::{Tier, Violation};
 use tokio_stream::Stream;
 
 use crate::clock::Timestamp;
-use crate::config::{Config, NodeRole};
+use crate::config::{Config, EventsConfig, NodeRole};
 use crate::files::FileError;
 use crate::monitor::{Finding, MonitorPolicy};
 use crate::ports::PortRange;
-use crate::registry::{DesiredState, NewEvent, ObservedState, RegistryError};
+use crate::registry::{DesiredState, NewEvent, ObservedState, PrunedEvents, RegistryError};
 
 /// Label holding the hash of a container's whole configuration (see the
 /// module docs).
@@ -42,6 +42,8 @@ pub struct AgentSettings {
     pub files_root: PathBuf,
     pub stop_timeout: Duration,
     pub monitor: MonitorPolicy,
+    /// How much event history to keep (see [`Agent::prune_events`]).
+    pub events: EventsConfig,
 }
 
 impl AgentSettings {
@@ -56,6 +58,7 @@ impl AgentSettings {
             files_root: PathBuf::from("/srv"),
             stop_timeout: DEFAULT_STOP_TIMEOUT,
             monitor: MonitorPolicy::default(),
+            events: EventsConfig::default(),
         }
     }
 
@@ -78,6 +81,7 @@ impl AgentSettings {
             files_root: c.files.root.clone(),
             stop_timeout: DEFAULT_STOP_TIMEOUT,
             monitor: MonitorPolicy::from_config(c),
+            events: c.events,
         })
     }
 }
@@ -275,6 +279,8 @@ pub struct MonitorReport {
     pub flapping: Vec<Finding>,
     /// Events recorded this round.
     pub events: Vec<NewEvent>,
+    /// Events deleted this round by the retention limits.
+    pub pruned: PrunedEvents,
     /// Keys of alerts sent this round.
     pub alerts_sent: Vec<String>,
     /// Keys of alerts held back by their cooldown.

@@ -65,6 +65,8 @@ fn minimal_config_gets_defaults() {
     assert_eq!(c.monitor.interval, Duration::from_secs(10));
     assert_eq!(c.monitor.flap_threshold, 3);
     assert_eq!(c.monitor.flap_window, Duration::from_secs(300));
+    assert_eq!(c.events.max_age, Duration::from_secs(30 * 24 * 3600));
+    assert_eq!(c.events.max_rows, 10_000);
     assert_eq!(c.alerts.command, None);
     assert_eq!(c.alerts.cooldown, Duration::from_secs(900));
     assert_eq!(c.files.root, PathBuf::from("/srv"));
@@ -337,4 +339,20 @@ fn errors_name_the_file_the_key_and_the_problem() {
     assert!(matches!(err, ConfigError::Parse { .. }), "{err:?}");
     assert_eq!(err.file(), Path::new("/etc/mcp/mcp-agent.toml"));
     assert!(err.to_string().contains("bogus"), "{err}");
+}
+
+#[test]
+fn events_retention_is_read_and_checked() {
+    let c = parse(&with("events", "max_age = \"7d\"\nmax_rows = 500")).expect("valid");
+    assert_eq!(c.events.max_age, Duration::from_secs(7 * 24 * 3600));
+    assert_eq!(c.events.max_rows, 500);
+    assert_eq!(
+        problems(&with("events", "max_age = \"1m\"\nmax_rows = 0")),
+        vec![
+            "events.max_age: 1m is shorter than monitor.flap_window (5m): flapping could not \
+             be seen"
+                .to_string(),
+            "events.max_rows: must be at least 1".to_string(),
+        ]
+    );
 }

@@ -193,6 +193,15 @@ pub struct EventQuery {
     pub limit: Option<usize>,
 }
 
+/// What [`Registry::prune_events_to`] deleted.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PrunedEvents {
+    /// Older than the age limit.
+    pub by_age: usize,
+    /// Beyond the row limit (after the age limit was applied).
+    pub by_count: usize,
+}
+
 /// A service as deployed on this node.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ServiceRecord {

@@ -294,6 +294,29 @@ impl Registry {
             .ctx(|| format!("prune events before {before}"))
     }
 
+    /// Applies both retention limits in one transaction: deletes events
+    /// older than `before`, then keeps the newest `max_rows` (by time, then
+    /// id: the order [`Registry::events`] uses).
+    pub fn prune_events_to(&mut self, before: Timestamp, max_rows: u64) -> Result<PrunedEvents> {
+        let tx = self
+            .conn
+            .transaction()
+            .ctx(|| "prune events: begin".to_string())?;
+        let by_age = tx
+            .execute("DELETE FROM events WHERE time < ?1", [before.as_unix()])
+            .ctx(|| format!("prune events before {before}"))?;
+        let keep = i64::try_from(max_rows).unwrap_or(i64::MAX);
+        let by_count = tx
+            .execute(
+                "DELETE FROM events WHERE id IN (
+                     SELECT id FROM events ORDER BY time DESC, id DESC LIMIT -1 OFFSET ?1)",
+                [keep],
+            )
+            .ctx(|| format!("prune events beyond the newest {max_rows}"))?;
+        tx.commit().ctx(|| "prune events: commit".to_string())?;
+        Ok(PrunedEvents { by_age, by_count })
+    }
+
     pub fn mark_alert_sent(&mut self, key: &str, at: Timestamp) -> Result<()> {
         self.conn
             .execute(

@@ -1,8 +1,11 @@
-//! PushFile / PullFile through the agent's gRPC server as the daemon builds
-//! it (`ServerSecurity::from_config` and `serve`, TLS 1.3 on 127.0.0.1,
-//! bearer tokens), over the fake runtime: a 50 MiB file goes through both
-//! ways intact (the server and its clients share `MAX_MESSAGE_BYTES`), and
-//! a file over `MAX_FILE_BYTES` is refused with a message naming the limit.
+//! The agent's gRPC server as the daemon builds it (`ServerSecurity::from_config`
+//! and `serve`: TLS 1.3 on 127.0.0.1, bearer tokens), over the fake runtime:
+//!
+//! - PushFile / PullFile: a 50 MiB file goes through both ways intact (the
+//!   server and its clients share `MAX_MESSAGE_BYTES`), and a file over
+//!   `MAX_FILE_BYTES` is refused with a message naming the limit;
+//! - Events: `limit` (0 = 100), `since` (RFC 3339, else InvalidArgument),
+//!   oldest first, every row with its detail.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::Path;
@@ -10,13 +13,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use mcp_agent::testing::{FakeRuntime, TestServer};
-use mcp_agent::{Agent, Config, Registry, ServerSecurity};
+use mcp_agent::{Agent, Config, EventKind, NewEvent, Registry, ServerSecurity, Timestamp};
 use mcp_proto::pb;
 use mcp_proto::pb::mcp_agent_service_client::McpAgentServiceClient;
 use mcp_proto::{MAX_FILE_BYTES, MAX_MESSAGE_BYTES};
 use mcp_security::clock::SystemClock;
 use mcp_security::identity::AccountType;
-use mcp_security::jwt::{generate_keypair, issue_token, SigningKey, TokenRequest};
+use mcp_security::jwt::{generate_keypair, issue_token, Secret, SigningKey, TokenRequest};
 use mcp_security::pki::{Ca, Validity};
 use mcp_security::tls::{self, TlsConnector};
 use mcp_security::token::BearerInterceptor;
@@ -28,7 +31,7 @@ type Client = McpAgentServiceClient<InterceptedService<Channel, BearerIntercepto
 /// A config file with a throwaway PKI in `dir` (its `grpc_addr` is not
 /// bound: the test serves on a free port); returns it loaded, and an
 /// operator's token.
-fn setup(dir: &Path) -> (Config, mcp_security::jwt::Secret) {
+fn setup(dir: &Path) -> (Config, Secret) {
     let ca = Ca::generate("files-test").unwrap();
     ca.write_cert(&dir.join("ca.pem")).unwrap();
     let leaf = ca
@@ -90,7 +93,7 @@ root = "{d}/srv"
     (config, token)
 }
 
-async fn client(server: &TestServer, ca: &Path, token: &mcp_security::jwt::Secret) -> Client {
+async fn client(server: &TestServer, ca: &Path, token: &Secret) -> Client {
     let cfg = tls::client_config(ca, None).unwrap();
     let channel = tls::connect_channel(&server.url(), TlsConnector::new(Arc::new(cfg)))
         .await
@@ -107,15 +110,21 @@ fn content(len: usize) -> Vec<u8> {
         .collect()
 }
 
+/// The daemon's server over `registry` and a fake runtime, and a client.
+async fn start(config: &Config, registry: Registry, token: &Secret) -> (TestServer, Client) {
+    let agent = Arc::new(Agent::from_config(config, FakeRuntime::new(), registry).unwrap());
+    let security = ServerSecurity::from_config(config).unwrap();
+    let server = TestServer::start(agent, security).await.unwrap();
+    let c = client(&server, &config.server.ca_cert, token).await;
+    (server, c)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fifty_mib_file_goes_through_and_an_over_limit_one_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let (config, token) = setup(dir.path());
     let registry = Registry::open(&config.database.path).unwrap();
-    let agent = Arc::new(Agent::from_config(&config, FakeRuntime::new(), registry).unwrap());
-    let security = ServerSecurity::from_config(&config).unwrap();
-    let server = TestServer::start(agent, security).await.unwrap();
-    let mut c = client(&server, &config.server.ca_cert, &token).await;
+    let (server, mut c) = start(&config, registry, &token).await;
 
     // 50 MiB in, 50 MiB out, byte for byte.
     let big = content(50 * 1024 * 1024);
@@ -182,6 +191,70 @@ async fn fifty_mib_file_goes_through_and_an_over_limit_one_is_refused() {
     assert_eq!(
         err.message(),
         "service mcq: path \"huge.bin\": file is 73400320 bytes (70 MiB), over the 64 MiB limit"
+    );
+    server.stop().await.unwrap();
+}
+
+const T0: i64 = 1_714_564_800; // 2024-05-01T12:00:00Z
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_honour_limit_and_since_oldest_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let (config, token) = setup(dir.path());
+    let mut registry = Registry::open(&config.database.path).unwrap();
+    let events: Vec<NewEvent> = (1..=150)
+        .map(|i| NewEvent {
+            service: "mcq".to_string(),
+            component: "web".to_string(),
+            prev_state: None,
+            new_state: None,
+            kind: EventKind::Other("deploy".to_string()),
+            detail: format!("deployed localhost/mcq:v{i}"),
+            time: Timestamp::from_unix(T0 + i),
+        })
+        .collect();
+    registry.record_events(&events).unwrap();
+    let (server, mut c) = start(&config, registry, &token).await;
+    let query = |limit: u32, since: &str| pb::EventsRequest {
+        service_name: String::new(),
+        component: String::new(),
+        since: since.to_string(),
+        limit,
+    };
+    let details =
+        |r: pb::EventsResponse| -> Vec<String> { r.events.into_iter().map(|e| e.detail).collect() };
+    let versions = |range: std::ops::RangeInclusive<i64>| -> Vec<String> {
+        range
+            .map(|i| format!("deployed localhost/mcq:v{i}"))
+            .collect()
+    };
+
+    // No limit: the newest 100, oldest first.
+    let all = c.events(query(0, "")).await.unwrap().into_inner();
+    assert_eq!(all.events[0].kind, "deploy");
+    assert_eq!(all.events[0].node, "orion");
+    assert_eq!(
+        all.events[0].timestamp,
+        Timestamp::from_unix(T0 + 51).to_rfc3339()
+    );
+    assert_eq!(details(all), versions(51..=150));
+
+    let five = c.events(query(5, "")).await.unwrap().into_inner();
+    assert_eq!(details(five), versions(146..=150));
+
+    let since = Timestamp::from_unix(T0 + 140).to_rfc3339();
+    let recent = c.events(query(0, &since)).await.unwrap().into_inner();
+    assert_eq!(details(recent), versions(140..=150));
+    let recent = c.events(query(3, &since)).await.unwrap().into_inner();
+    assert_eq!(details(recent), versions(148..=150));
+
+    let err = c.events(query(0, "yesterday")).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err:?}");
+    assert!(
+        err.message()
+            .starts_with("since must be an RFC 3339 time, found \"yesterday\""),
+        "{}",
+        err.message()
     );
     server.stop().await.unwrap();
 }
