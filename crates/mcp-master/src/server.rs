@@ -11,7 +11,7 @@ use mcp_planner::{
     Action, AgentStatus, ContainerState, Desired, Held, Kind, NodeHealth, Observed, Plan,
 };
 use mcp_proto::pb;
-use mcp_proto::pb::mcp_master_service_server::McpMasterService;
+use mcp_proto::pb::mcp_master_service_server::{McpMasterService, McpMasterServiceServer};
 use mcp_security::audit::{set_audit_target, target};
 use mcp_security::layer::require_caller;
 use mcp_spec::ServiceSpec;
@@ -40,6 +40,15 @@ pub struct MasterService {
 impl MasterService {
     pub fn new(rec: Arc<Reconciler>, fleet: Arc<Fleet>) -> Self {
         Self { rec, fleet }
+    }
+
+    /// The tonic service, with the message limit every MCP hop shares
+    /// ([`mcp_proto::MAX_MESSAGE_BYTES`]: a file at the agent's file limit
+    /// passes through the master).
+    pub fn into_server(self) -> McpMasterServiceServer<MasterService> {
+        McpMasterServiceServer::new(self)
+            .max_decoding_message_size(mcp_proto::MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(mcp_proto::MAX_MESSAGE_BYTES)
     }
 }
 
@@ -109,6 +118,7 @@ fn event_pb(e: EventRow) -> pb::EventInfo {
         new_state: e.new_state.unwrap_or_default(),
         timestamp: rfc3339(e.time),
         kind: e.kind,
+        detail: e.detail,
     }
 }
 

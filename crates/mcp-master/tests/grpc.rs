@@ -1,199 +1,25 @@
 //! The master's gRPC service over real TLS on 127.0.0.1, with the real
-//! `AuthLayer`, JWT tokens and a throwaway PKI (`mcp_security::pki`); the
-//! agents are the fake fleet. Also the agent's registration loop
+//! `AuthLayer`, JWT tokens and a throwaway PKI (`common`); the agents are
+//! the fake fleet. Also the agent's registration loop
 //! (`crates/mcp-agent/src/register.rs`, compiled in here) against it.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
 
 #[path = "../../mcp-agent/src/register.rs"]
 #[allow(dead_code)]
 mod register;
 
-use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
-use mcp_master::daemon::{HEARTBEAT_PATH, REGISTER_PATH};
-use mcp_master::fake::{Call, FakeAgents};
-use mcp_master::fleet::{Fleet, FleetSettings};
-use mcp_master::reconcile::{DesiredSource, Reconciler, Settings};
-use mcp_master::server::MasterService;
-use mcp_master::state::{AuditLog, NodeStatus, State};
-use mcp_planner::Policy;
+use common::{hb, limits, reg, spec_pb, start};
+use mcp_master::fake::Call;
+use mcp_master::state::NodeStatus;
 use mcp_proto::pb;
-use mcp_proto::pb::mcp_master_service_client::McpMasterServiceClient;
-use mcp_proto::pb::mcp_master_service_server::McpMasterServiceServer;
-use mcp_security::authz::AuthzTable;
-use mcp_security::clock::ManualClock;
 use mcp_security::identity::AccountType;
-use mcp_security::jwt::{generate_keypair, issue_token, PublicKey, SigningKey, TokenRequest};
-use mcp_security::layer::{AuthLayer, Authorizer};
-use mcp_security::pki::{Ca, Validity};
-use mcp_security::registration::{RateLimiter, RateLimits, RegistrationPolicy};
-use mcp_security::tls::{self, CertKeyPaths, ClientAuth, TlsConnector};
-use mcp_security::token::BearerInterceptor;
-use mcp_security::JwtVerifier;
-use tonic::service::interceptor::InterceptedService;
-use tonic::transport::Channel;
+use mcp_security::registration::RateLimits;
 use tonic::Code;
-
-type Client = McpMasterServiceClient<InterceptedService<Channel, BearerInterceptor>>;
-
-struct Master {
-    _dir: tempfile::TempDir,
-    addr: std::net::SocketAddr,
-    ca: PathBuf,
-    signing: SigningKey,
-    clock: ManualClock,
-    state: Arc<State>,
-    audit: Arc<AuditLog>,
-    agents: Arc<FakeAgents>,
-}
-
-fn settings() -> Settings {
-    Settings {
-        policy: Policy {
-            internal_zone: "svc.test".to_string(),
-            ..Policy::default()
-        },
-        concurrency: 2,
-        list_timeout: Duration::from_secs(2),
-        heal_settle: Duration::from_secs(30),
-        dns_skip: Some("DNS adapter not configured".to_string()),
-        edge_skip: Some("edge route adapter not configured".to_string()),
-        interval: Duration::from_secs(60),
-    }
-}
-
-async fn start(allowed: &[&str], max_nodes: usize, rate: RateLimits) -> Master {
-    let dir = tempfile::tempdir().unwrap();
-    let ca = Ca::generate("fleet").unwrap();
-    let ca_path = dir.path().join("ca.pem");
-    ca.write_cert(&ca_path).unwrap();
-    let leaf = ca
-        .write_leaf(
-            dir.path(),
-            "master",
-            &["127.0.0.1", "localhost"],
-            Validity::Days(1),
-        )
-        .unwrap();
-    let kp = generate_keypair().unwrap();
-    let signing = SigningKey::from_pem(kp.private_pem.expose().as_bytes(), "test key").unwrap();
-    let public = PublicKey::from_pem(kp.public_pem.as_bytes(), "test key").unwrap();
-    let clock = ManualClock::new(SystemTime::now());
-    let verifier = JwtVerifier::new(public, "mcias", "mcp").with_clock(Arc::new(clock.clone()));
-
-    let state = Arc::new(State::open(&dir.path().join("master.db")).unwrap());
-    let audit = Arc::new(AuditLog::start(state.clone().into(), 64));
-    let agents = Arc::new(FakeAgents::new());
-    let rec = Arc::new(Reconciler::new(
-        state.clone(),
-        agents.clone(),
-        Arc::new(clock.clone()),
-        DesiredSource::Push,
-        settings(),
-    ));
-    let fleet = Arc::new(Fleet::new(
-        state.clone(),
-        agents.clone(),
-        Arc::new(clock.clone()),
-        FleetSettings {
-            policy: RegistrationPolicy::new(allowed.iter().copied(), max_nodes),
-            heartbeat_timeout: Duration::from_secs(90),
-            health_check: Duration::from_secs(1),
-        },
-        Box::new(|| {}),
-    ));
-    let authorizer = Authorizer::new(Arc::new(verifier), AuthzTable::standard("mcp-master"))
-        .with_rate_limiter(RateLimiter::with_clock(rate, Arc::new(clock.clone())));
-    let layer = AuthLayer::new(authorizer)
-        .with_audit_sink(Arc::new(audit.sink()))
-        .with_clock(Arc::new(clock.clone()));
-    let server_tls = tls::server_config(
-        &CertKeyPaths {
-            cert: leaf.cert.clone(),
-            key: leaf.key.clone(),
-        },
-        &ClientAuth::Optional(ca_path.clone()),
-    )
-    .unwrap();
-    let listener = tls::bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let svc = McpMasterServiceServer::new(MasterService::new(rec, fleet));
-    tokio::spawn(async move {
-        tonic::transport::Server::builder()
-            .layer(layer)
-            .add_service(svc)
-            .serve_with_incoming(tls::tls_incoming(listener, Arc::new(server_tls)))
-            .await
-            .unwrap();
-    });
-    Master {
-        _dir: dir,
-        addr,
-        ca: ca_path,
-        signing,
-        clock,
-        state,
-        audit,
-        agents,
-    }
-}
-
-fn limits() -> RateLimits {
-    RateLimits::new()
-        .with(REGISTER_PATH, Duration::from_secs(60))
-        .with(HEARTBEAT_PATH, Duration::from_secs(10))
-}
-
-impl Master {
-    async fn client(&self, identity: &str, account_type: AccountType) -> Client {
-        let token = issue_token(
-            &self.signing,
-            &TokenRequest {
-                identity: identity.to_string(),
-                account_type,
-                roles: Vec::new(),
-                ttl: Duration::from_secs(24 * 3600),
-                issuer: "mcias".to_string(),
-                audience: "mcp".to_string(),
-            },
-            &self.clock,
-        )
-        .unwrap();
-        let config = tls::client_config(&self.ca, None).unwrap();
-        let channel = tls::connect_channel(
-            &format!("https://127.0.0.1:{}", self.addr.port()),
-            TlsConnector::new(Arc::new(config)),
-        )
-        .await
-        .unwrap();
-        McpMasterServiceClient::with_interceptor(channel, BearerInterceptor::new(&token).unwrap())
-    }
-
-    fn node(&self, name: &str) -> Option<mcp_master::state::Node> {
-        self.state.read(|r| r.node(name)).unwrap()
-    }
-}
-
-fn reg(name: &str, address: &str) -> pb::RegisterRequest {
-    pb::RegisterRequest {
-        name: name.to_string(),
-        role: "worker".to_string(),
-        address: address.to_string(),
-        arch: "amd64".to_string(),
-    }
-}
-
-fn hb(name: &str, containers: u32) -> pb::HeartbeatRequest {
-    pb::HeartbeatRequest {
-        name: name.to_string(),
-        cpu_millicores: 250,
-        memory_bytes: 1 << 30,
-        disk_bytes: 10 << 30,
-        containers,
-    }
-}
 
 #[tokio::test]
 async fn register_and_heartbeat_are_bound_to_the_identity_and_rate_limited() {
@@ -289,21 +115,6 @@ async fn register_and_heartbeat_are_bound_to_the_identity_and_rate_limited() {
     assert!(audit
         .iter()
         .any(|a| a.method.ends_with("/Register") && a.outcome == "ResourceExhausted"));
-}
-
-fn spec_pb(name: &str, version: &str) -> pb::ServiceSpec {
-    pb::ServiceSpec {
-        name: name.to_string(),
-        active: true,
-        components: vec![pb::ComponentSpec {
-            name: "api".to_string(),
-            image: format!("registry.example:8443/{name}:{version}"),
-            ..Default::default()
-        }],
-        tier: "worker".to_string(),
-        node: String::new(),
-        snapshot: None,
-    }
 }
 
 #[tokio::test]

@@ -119,6 +119,7 @@ fn event_from_pb(t: &AgentTarget, e: pb::EventInfo) -> Result<EventRow, AgentErr
         prev_state: opt_string(e.prev_state),
         new_state: opt_string(e.new_state),
         time,
+        detail: e.detail,
     })
 }
 

@@ -166,7 +166,7 @@ pub struct EventsQuery {
     pub component: Option<String>,
     /// Events at or after this time; `None`: no bound.
     pub since: Option<SystemTime>,
-    /// The newest this many; `None`: all the agent keeps.
+    /// The newest this many; `None`: the agent's default, 100.
     pub limit: Option<u32>,
 }
 
@@ -183,6 +183,8 @@ pub struct EventRow {
     pub prev_state: Option<String>,
     pub new_state: Option<String>,
     pub time: SystemTime,
+    /// What happened, for people ("stopped by request", ...).
+    pub detail: String,
 }
 
 /// A file's content and permission bits (`PushFile` / `PullFile`).

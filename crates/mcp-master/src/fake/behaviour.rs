@@ -22,12 +22,22 @@ fn refused(t: &AgentTarget, method: &str, code: Code, message: String) -> AgentE
     }
 }
 
+/// The agent's number of events when the query has no limit.
+const DEFAULT_EVENTS: u32 = 100;
+
 fn opt(s: Option<&str>) -> Option<String> {
     s.map(str::to_string)
 }
 
 impl Inner {
-    fn event(&mut self, t: &AgentTarget, service: &str, component: &str, kind: &str) {
+    fn event(
+        &mut self,
+        t: &AgentTarget,
+        service: &str,
+        component: &str,
+        kind: &str,
+        detail: String,
+    ) {
         self.events
             .entry(t.node.clone())
             .or_default()
@@ -39,6 +49,7 @@ impl Inner {
                 prev_state: None,
                 new_state: None,
                 time: now(),
+                detail,
             });
     }
 
@@ -132,7 +143,11 @@ impl Inner {
                     format!("remove {}", spec.container_name(&n)),
                     "no longer in the spec",
                 ));
-                events.push((n, "remove"));
+                events.push((
+                    n.clone(),
+                    "remove",
+                    format!("container {} removed", spec.container_name(&n)),
+                ));
             }
         }
         for c in spec
@@ -191,7 +206,11 @@ impl Inner {
                 format!("{} {container}", if exists { "recreate" } else { "create" }),
                 format!("{} ({})", c.image, c.version()),
             ));
-            events.push((c.name.clone(), "deploy"));
+            events.push((
+                c.name.clone(),
+                "deploy",
+                format!("{} ({})", c.image, c.version()),
+            ));
             if !spec.active {
                 steps.push(AgentStep::done(
                     format!("stop {container}"),
@@ -203,8 +222,8 @@ impl Inner {
             .entry(t.node.clone())
             .or_default()
             .insert(spec.name.clone(), svc);
-        for (component, kind) in events {
-            self.event(t, &spec.name, &component, kind);
+        for (component, kind, detail) in events {
+            self.event(t, &spec.name, &component, kind, detail);
         }
         Ok(steps)
     }
@@ -226,7 +245,17 @@ impl Inner {
         if let Some(s) = self.nodes.get_mut(&t.node) {
             s.remove(service);
         }
-        self.event(t, service, "", "undeploy");
+        let removed = steps
+            .iter()
+            .filter(|s| s.step.starts_with("remove "))
+            .count();
+        self.event(
+            t,
+            service,
+            "",
+            "undeploy",
+            format!("removed {removed} container(s)"),
+        );
         Ok(steps)
     }
 
@@ -259,7 +288,7 @@ impl Inner {
                 "Stop" => {
                     r.state = ContainerState::Stopped;
                     steps.push(AgentStep::done(format!("stop {container}"), ""));
-                    events.push((name, "stop"));
+                    events.push((name, "stop", "stopped by request".to_string()));
                 }
                 "Start" if r.state == ContainerState::Running => steps.push(AgentStep::skipped(
                     format!("start {container}"),
@@ -268,17 +297,17 @@ impl Inner {
                 "Start" => {
                     start_component(r, crashes);
                     steps.push(AgentStep::done(format!("start {container}"), "started"));
-                    events.push((name, "start"));
+                    events.push((name, "start", "started".to_string()));
                 }
                 _ => {
                     start_component(r, crashes);
                     steps.push(AgentStep::done(format!("restart {container}"), "started"));
-                    events.push((name, "restart"));
+                    events.push((name, "restart", "started".to_string()));
                 }
             }
         }
-        for (component, kind) in events {
-            self.event(t, service, &component, kind);
+        for (component, kind, detail) in events {
+            self.event(t, service, &component, kind, detail);
         }
         Ok(steps)
     }
@@ -297,9 +326,18 @@ impl Inner {
                 ContainerState::Exited | ContainerState::Missing | ContainerState::Other
             )
         });
-        let containers = comps
-            .iter()
-            .filter(|c| c.state != ContainerState::Missing)
+        // Managed containers: adopted ones carry no labels and do not count.
+        let containers = self
+            .nodes
+            .get(&t.node)
+            .into_iter()
+            .flat_map(|s| s.values())
+            .flat_map(|s| {
+                s.report.components.iter().filter(|(n, c)| {
+                    c.state != ContainerState::Missing
+                        && s.built.get(*n).is_some_and(Option::is_some)
+                })
+            })
             .count();
         Health {
             status: if down {
@@ -360,10 +398,9 @@ impl Inner {
             .filter(|e| q.since.is_none_or(|s| e.time >= s))
             .cloned()
             .collect();
-        if let Some(limit) = q.limit.filter(|l| *l > 0) {
-            let drop = rows.len().saturating_sub(limit as usize);
-            rows.drain(..drop);
-        }
+        let limit = q.limit.filter(|l| *l > 0).unwrap_or(DEFAULT_EVENTS) as usize;
+        let drop = rows.len().saturating_sub(limit);
+        rows.drain(..drop);
         Ok(rows)
     }
 
@@ -473,7 +510,13 @@ impl Inner {
                 format!("adopt {name}"),
                 format!("component {comp}: {name} ({image}, running)"),
             ));
-            self.event(t, service, comp, "adopt");
+            self.event(
+                t,
+                service,
+                comp,
+                "adopt",
+                format!("{name} ({image}, running)"),
+            );
         }
         Ok(steps)
     }
