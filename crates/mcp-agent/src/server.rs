@@ -404,14 +404,10 @@ impl<Rt: ContainerRuntime + 'static> McpAgentService for AgentService<Rt> {
     async fn logs(&self, req: Request<pb::LogsRequest>) -> R<Self::LogsStream> {
         let m = req.get_ref();
         set_audit_target(&req, target(Some(&m.service_name), Some(self.agent.node())));
-        if !m.since.is_empty() {
-            return Err(status(&AgentError::Unsupported {
-                what: "logs since a time (the runtime's log lines carry no timestamps)".into(),
-            }));
-        }
         let opts = LogOptions {
             follow: m.follow,
             tail: (m.tail > 0).then(|| usize::try_from(m.tail).unwrap_or(usize::MAX)),
+            since: parse_time("since", &m.since)?.map(Timestamp::to_system),
         };
         let stream = self
             .agent

@@ -258,3 +258,29 @@ async fn events_honour_limit_and_since_oldest_first() {
     );
     server.stop().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logs_since_must_be_a_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let (config, token) = setup(dir.path());
+    let registry = Registry::open(&config.database.path).unwrap();
+    let (server, mut c) = start(&config, registry, &token).await;
+    let req = |since: &str| pb::LogsRequest {
+        service_name: "mcq".to_string(),
+        component: String::new(),
+        follow: false,
+        tail: 0,
+        since: since.to_string(),
+    };
+    let err = c.logs(req("an hour ago")).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err:?}");
+    assert!(
+        err.message().starts_with("since must be an RFC 3339 time"),
+        "{}",
+        err.message()
+    );
+    // A valid time is accepted: the answer is about the service.
+    let err = c.logs(req("2026-01-01T00:00:00Z")).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::NotFound, "{err:?}");
+    server.stop().await.unwrap();
+}

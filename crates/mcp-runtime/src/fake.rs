@@ -132,7 +132,8 @@ struct FakeContainer {
     config: Option<ContainerConfig>,
     env: Vec<String>,
     cmd: Vec<String>,
-    logs: Vec<LogLine>,
+    /// Output so far, with when it was written (for `since`).
+    logs: Vec<(SystemTime, LogLine)>,
     /// `Some(line)` for new output, `None` when the process exits.
     follow: broadcast::Sender<Option<LogLine>>,
 }
@@ -155,9 +156,19 @@ impl FakeContainer {
         let _ = self.follow.send(None);
     }
 
-    fn push_log(&mut self, line: LogLine) {
-        self.logs.push(line.clone());
+    /// Records a line written at `at`, cut at [`crate::MAX_LOG_LINE_BYTES`]
+    /// as podman's reader cuts it.
+    fn push_log_at(&mut self, at: SystemTime, line: LogLine) {
+        let line = LogLine {
+            source: line.source,
+            line: crate::lines::cap_line(line.line),
+        };
+        self.logs.push((at, line.clone()));
         let _ = self.follow.send(Some(line));
+    }
+
+    fn push_log(&mut self, line: LogLine) {
+        self.push_log_at(SystemTime::now(), line);
     }
 }
 
@@ -253,13 +264,28 @@ impl FakeRuntime {
     /// Simulates the container printing a line. Returns false if the
     /// container does not exist.
     pub fn emit_log(&self, name: &str, source: LogSource, line: impl Into<String>) -> bool {
+        self.emit_log_at(name, source, line, SystemTime::now())
+    }
+
+    /// [`FakeRuntime::emit_log`] with the time the line was written (for
+    /// `since` tests).
+    pub fn emit_log_at(
+        &self,
+        name: &str,
+        source: LogSource,
+        line: impl Into<String>,
+        at: SystemTime,
+    ) -> bool {
         let mut st = self.lock();
         match st.containers.get_mut(name) {
             Some(c) => {
-                c.push_log(LogLine {
-                    source,
-                    line: line.into(),
-                });
+                c.push_log_at(
+                    at,
+                    LogLine {
+                        source,
+                        line: line.into(),
+                    },
+                );
                 true
             }
             None => false,
@@ -554,8 +580,16 @@ impl ContainerRuntime for FakeRuntime {
             )?;
             validate_name(name)?;
             let c = st.container(name)?;
-            let skip = opts.tail.map_or(0, |n| c.logs.len().saturating_sub(n));
-            let lines: Vec<LogLine> = c.logs[skip..].to_vec();
+            // podman compares whole seconds.
+            let since = opts.since.map(whole_seconds);
+            let lines: Vec<LogLine> = c
+                .logs
+                .iter()
+                .filter(|(at, _)| since.is_none_or(|s| whole_seconds(*at) >= s))
+                .map(|(_, l)| l.clone())
+                .collect();
+            let skip = opts.tail.map_or(0, |n| lines.len().saturating_sub(n));
+            let lines = lines[skip..].to_vec();
             // Subscribe under the same lock so no line is lost or doubled.
             let follow = (opts.follow && c.info.state == ContainerState::Running)
                 .then(|| c.follow.subscribe());
@@ -705,6 +739,12 @@ fn expand(words: &str, env: &[String]) -> String {
         }
     }
     out
+}
+
+/// Seconds since the epoch (0 before it).
+fn whole_seconds(t: SystemTime) -> u64 {
+    t.duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 #[cfg(test)]

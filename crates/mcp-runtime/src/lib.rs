@@ -59,6 +59,7 @@
 mod error;
 #[cfg(any(test, feature = "testing"))]
 mod fake;
+mod lines;
 mod podman;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
@@ -70,6 +71,7 @@ use std::time::Duration;
 pub use error::{Result, RuntimeError};
 #[cfg(any(test, feature = "testing"))]
 pub use fake::{FakeCall, FakeOp, FakeRuntime};
+pub use lines::{MAX_LOG_LINE_BYTES, TRUNCATION_MARKER};
 pub use podman::Podman;
 pub use types::{
     validate_name, ContainerConfig, ContainerInfo, ContainerState, ExecOutput, LogLine, LogOptions,

@@ -270,8 +270,8 @@ pub async fn runtime_suite<R: ContainerRuntime>(rt: &R, image: &str, prefix: &st
         rt.logs(
             &web,
             LogOptions {
-                follow: false,
                 tail: Some(1),
+                ..LogOptions::default()
             },
         ),
     )
@@ -279,13 +279,26 @@ pub async fn runtime_suite<R: ContainerRuntime>(rt: &R, image: &str, prefix: &st
     let (lines, ended) = read_lines(&mut s, |_| false).await;
     assert!(ended);
     assert_eq!(lines.len(), 1, "tail 1: {lines:?}");
+    // `since`: an hour ahead there is nothing yet; since 1970, everything.
+    let since = |t: std::time::SystemTime| LogOptions {
+        since: Some(t),
+        ..LogOptions::default()
+    };
+    let later = std::time::SystemTime::now() + Duration::from_secs(3600);
+    let mut s = must("logs since later", rt.logs(&web, since(later))).await;
+    let (lines, ended) = read_lines(&mut s, |_| false).await;
+    assert!(ended && lines.is_empty(), "since an hour ahead: {lines:?}");
+    let early = std::time::UNIX_EPOCH + Duration::from_secs(1);
+    let mut s = must("logs since 1970", rt.logs(&web, since(early))).await;
+    let (lines, ended) = read_lines(&mut s, |_| false).await;
+    assert!(ended && want(&lines), "since 1970: {lines:?}");
     let mut s = must(
         "logs follow",
         rt.logs(
             &web,
             LogOptions {
                 follow: true,
-                tail: None,
+                ..LogOptions::default()
             },
         ),
     )
@@ -305,7 +318,7 @@ pub async fn runtime_suite<R: ContainerRuntime>(rt: &R, image: &str, prefix: &st
             &web,
             LogOptions {
                 follow: true,
-                tail: None,
+                ..LogOptions::default()
             },
         ),
     )

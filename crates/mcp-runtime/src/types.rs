@@ -426,6 +426,9 @@ pub struct LogOptions {
     pub follow: bool,
     /// Only the last `n` lines already written; `None` means all.
     pub tail: Option<usize>,
+    /// Only lines written at or after this time (podman `--since`, whole
+    /// seconds); `None` means from the start. Applied before `tail`.
+    pub since: Option<SystemTime>,
 }
 
 /// Stream of log lines. Dropping it stops the underlying `podman logs`.

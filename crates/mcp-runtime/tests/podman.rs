@@ -160,3 +160,51 @@ async fn podman_errors_name_the_image_and_carry_stderr() {
         other => panic!("missing binary: {other:?}"),
     }
 }
+
+#[tokio::test]
+async fn podman_log_line_without_newline_is_cut_at_the_cap() {
+    let Some(p) = podman() else { return };
+    let rt = p.runtime();
+    let name = "mcplongline-out";
+    remove_quietly(&rt, &[name]).await;
+    let mut cfg = ContainerConfig::new(name, WEB_V1, "mcplongline", "out", "node-a");
+    // 200 000 bytes without a newline, then a short line, then idle.
+    cfg.cmd = vec![
+        "sh".to_string(),
+        "-c".to_string(),
+        "head -c 200000 /dev/zero | tr '\\0' x; echo; echo after; \
+         trap 'exit 0' TERM; while true; do sleep 1; done"
+            .to_string(),
+    ];
+    rt.create_and_start(&cfg).await.expect("create");
+    let mut lines = Vec::new();
+    for _ in 0..50 {
+        let mut s = rt
+            .logs(name, mcp_runtime::LogOptions::default())
+            .await
+            .expect("logs");
+        let (got, _) = testing::read_lines(&mut s, |_| false).await;
+        lines = got;
+        if lines.iter().any(|l| l.line == "after") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    remove_quietly(&rt, &[name]).await;
+    let texts: Vec<&str> = lines.iter().map(|l| l.line.as_str()).collect();
+    assert_eq!(
+        texts.len(),
+        2,
+        "{:?}",
+        texts.iter().map(|t| t.len()).collect::<Vec<_>>()
+    );
+    assert_eq!(
+        texts[0],
+        format!(
+            "{}{}",
+            "x".repeat(mcp_runtime::MAX_LOG_LINE_BYTES),
+            mcp_runtime::TRUNCATION_MARKER
+        )
+    );
+    assert_eq!(texts[1], "after");
+}

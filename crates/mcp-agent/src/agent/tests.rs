@@ -861,3 +861,4 @@ async fn container_of_a_forgotten_service_is_replaced() {
 }
 
 mod events;
+mod logs;

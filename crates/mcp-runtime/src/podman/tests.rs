@@ -1,5 +1,8 @@
 //! Tests of `podman`.
 
+use std::time::SystemTime;
+
+use super::json::*;
 use super::*;
 
 #[test]
