@@ -53,6 +53,11 @@ pub struct Identity {
     pub account_type: AccountType,
     #[serde(default)]
     pub roles: Vec<String>,
+    /// RFC 8705 certificate binding from the token's `cnf` claim: the
+    /// base64url SHA-256 thumbprint (`x5t#S256`) of the client certificate
+    /// the token may only be used with. `None` for unbound tokens.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cert_thumbprint: Option<String>,
 }
 
 impl Identity {
@@ -61,16 +66,26 @@ impl Identity {
             name: name.into(),
             account_type,
             roles: roles.iter().map(|r| r.to_string()).collect(),
+            cert_thumbprint: None,
         }
     }
 
-    pub fn has_role(&self, role: &str) -> bool {
-        self.roles.iter().any(|r| r == role)
+    /// The same identity, bound to a client certificate thumbprint.
+    pub fn with_cert_thumbprint(mut self, thumbprint: impl Into<String>) -> Self {
+        self.cert_thumbprint = Some(thumbprint.into());
+        self
     }
 
-    /// A guest: an account with the `guest` role, or named `guest`.
+    /// Whether the identity has `role`. Role names are compared
+    /// case-insensitively (ASCII): `Guest` is the guest role.
+    pub fn has_role(&self, role: &str) -> bool {
+        self.roles.iter().any(|r| r.eq_ignore_ascii_case(role))
+    }
+
+    /// A guest: an account with the `guest` role, or named `guest`, both
+    /// compared case-insensitively.
     pub fn is_guest(&self) -> bool {
-        self.has_role(GUEST_ROLE) || self.name == GUEST_ROLE
+        self.has_role(GUEST_ROLE) || self.name.eq_ignore_ascii_case(GUEST_ROLE)
     }
 }
 
@@ -93,11 +108,20 @@ pub enum VerifyError {
     Unavailable(String),
 }
 
+/// The only message an unauthenticated caller is told; the precise reason
+/// goes to the server's log.
+pub const UNAUTHENTICATED_MESSAGE: &str = "unauthenticated";
+
 impl VerifyError {
+    /// The status for the caller: `Unauthenticated` with the generic
+    /// [`UNAUTHENTICATED_MESSAGE`] (never why the token failed), or
+    /// `Unavailable` when verification could not decide.
     pub fn to_status(&self) -> tonic::Status {
         match self {
-            VerifyError::Invalid(_) => tonic::Status::unauthenticated(self.to_string()),
-            VerifyError::Unavailable(_) => tonic::Status::unavailable(self.to_string()),
+            VerifyError::Invalid(_) => tonic::Status::unauthenticated(UNAUTHENTICATED_MESSAGE),
+            VerifyError::Unavailable(_) => {
+                tonic::Status::unavailable("identity verification unavailable")
+            }
         }
     }
 }

@@ -344,6 +344,46 @@ pub struct Claims {
     pub nbf: Option<u64>,
     #[serde(default)]
     pub iat: Option<u64>,
+    /// RFC 8705 confirmation: the token is bound to a client certificate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cnf: Option<Confirmation>,
+}
+
+/// The `cnf` claim (RFC 7800 / RFC 8705): `{"x5t#S256": "<thumbprint>"}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Confirmation {
+    /// base64url (no padding) SHA-256 of the DER of the client certificate.
+    #[serde(rename = "x5t#S256")]
+    pub x5t_s256: String,
+}
+
+/// The RFC 8705 `x5t#S256` thumbprint of a DER certificate: base64url
+/// without padding of its SHA-256.
+pub fn cert_thumbprint(der: &[u8]) -> String {
+    use base64::Engine as _;
+    use sha2::Digest as _;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(sha2::Sha256::digest(der))
+}
+
+/// The thumbprint of the first certificate of a PEM file (the leaf), for
+/// binding a token to the certificate the caller will present
+/// (`mcp dev`, `mcp token issue --bind-cert`).
+pub fn cert_thumbprint_from_pem_file(path: &Path) -> Result<String, KeyError> {
+    let bytes = std::fs::read(path).map_err(|source| KeyError::Read {
+        what: "certificate",
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let invalid = |reason: String| KeyError::Invalid {
+        what: format!("certificate {}", path.display()),
+        reason,
+    };
+    let first = rustls_pemfile::certs(&mut bytes.as_slice()).next();
+    match first {
+        Some(Ok(cert)) => Ok(cert_thumbprint(cert.as_ref())),
+        Some(Err(e)) => Err(invalid(format!("not valid PEM: {e}"))),
+        None => Err(invalid("no CERTIFICATE block".to_string())),
+    }
 }
 
 /// What `mcp token issue` asks for.
@@ -361,16 +401,53 @@ pub struct TokenRequest {
 pub const DEFAULT_ISSUER: &str = "mcp";
 pub const DEFAULT_AUDIENCE: &str = "mcp";
 
+/// Options of [`issue_token_with`] beyond [`TokenRequest`].
+#[derive(Debug, Clone, Default)]
+pub struct IssueOptions {
+    /// Bind the token to this client certificate thumbprint
+    /// ([`cert_thumbprint`]): it becomes the `cnf` claim, and servers refuse
+    /// the token over a connection without that certificate.
+    pub cert_thumbprint: Option<String>,
+    /// Refuse to sign a token whose `ttl` exceeds this
+    /// ([`check_token_lifetime`]).
+    pub max_lifetime: Option<Duration>,
+}
+
+/// Refuses a lifetime over `max` (for `mcp token issue`, before signing;
+/// verifiers configured with [`JwtVerifier::with_max_lifetime`] refuse such
+/// tokens too).
+pub fn check_token_lifetime(ttl: Duration, max: Option<Duration>) -> Result<(), KeyError> {
+    match max {
+        Some(max) if ttl > max => Err(KeyError::Sign(format!(
+            "lifetime {}s exceeds the maximum token lifetime {}s",
+            ttl.as_secs(),
+            max.as_secs()
+        ))),
+        _ => Ok(()),
+    }
+}
+
 /// Signs a token (for `mcp token issue`). `now` is passed in.
 pub fn issue_token(
     key: &SigningKey,
     req: &TokenRequest,
     now: &dyn Clock,
 ) -> Result<Secret, KeyError> {
+    issue_token_with(key, req, &IssueOptions::default(), now)
+}
+
+/// [`issue_token`] with a certificate binding and/or a lifetime cap.
+pub fn issue_token_with(
+    key: &SigningKey,
+    req: &TokenRequest,
+    opts: &IssueOptions,
+    now: &dyn Clock,
+) -> Result<Secret, KeyError> {
     ensure_provider();
     if req.identity.is_empty() {
         return Err(KeyError::Sign("identity name is empty".to_string()));
     }
+    check_token_lifetime(req.ttl, opts.max_lifetime)?;
     let iat = now.unix_seconds();
     let claims = Claims {
         sub: req.identity.clone(),
@@ -381,6 +458,10 @@ pub fn issue_token(
         exp: iat.saturating_add(req.ttl.as_secs()),
         nbf: Some(iat),
         iat: Some(iat),
+        cnf: opts
+            .cert_thumbprint
+            .clone()
+            .map(|x5t_s256| Confirmation { x5t_s256 }),
     };
     let header = Header::new(Algorithm::EdDSA);
     jsonwebtoken::encode(&header, &claims, &key.key)
@@ -396,6 +477,7 @@ pub struct JwtVerifier {
     key: PublicKey,
     validation: Validation,
     leeway: u64,
+    max_lifetime: Option<Duration>,
     clock: Arc<dyn Clock>,
 }
 
@@ -405,12 +487,13 @@ impl fmt::Debug for JwtVerifier {
             .field("iss", &self.validation.iss)
             .field("aud", &self.validation.aud)
             .field("leeway", &self.leeway)
+            .field("max_lifetime", &self.max_lifetime)
             .finish_non_exhaustive()
     }
 }
 
 /// Default clock-skew allowance for `exp` and `nbf`, in seconds.
-pub const DEFAULT_LEEWAY_SECS: u64 = 30;
+pub const DEFAULT_LEEWAY_SECS: u64 = 5;
 
 impl JwtVerifier {
     pub fn new(key: PublicKey, issuer: &str, audience: &str) -> Self {
@@ -426,6 +509,7 @@ impl JwtVerifier {
             key,
             validation: v,
             leeway: DEFAULT_LEEWAY_SECS,
+            max_lifetime: None,
             clock: Arc::new(SystemClock),
         }
     }
@@ -435,8 +519,18 @@ impl JwtVerifier {
         self
     }
 
+    /// Clock-skew allowance for `exp` and `nbf` (default
+    /// [`DEFAULT_LEEWAY_SECS`]).
     pub fn with_leeway(mut self, secs: u64) -> Self {
         self.leeway = secs;
+        self
+    }
+
+    /// Refuses tokens whose lifetime — `exp` minus `iat` (or `nbf` without
+    /// `iat`, or now when the token has neither) — exceeds `max`. Default:
+    /// no maximum.
+    pub fn with_max_lifetime(mut self, max: Duration) -> Self {
+        self.max_lifetime = Some(max);
         self
     }
 
@@ -457,13 +551,25 @@ impl JwtVerifier {
                 return Err(VerifyError::Invalid("token not yet valid".to_string()));
             }
         }
+        if let Some(max) = self.max_lifetime {
+            let start = c.iat.or(c.nbf).unwrap_or(now);
+            if c.exp.saturating_sub(start) > max.as_secs() {
+                return Err(VerifyError::Invalid(
+                    "token lifetime exceeds the maximum".to_string(),
+                ));
+            }
+        }
         if c.sub.is_empty() {
             return Err(VerifyError::Invalid("empty subject".to_string()));
+        }
+        if c.cnf.as_ref().is_some_and(|cnf| cnf.x5t_s256.is_empty()) {
+            return Err(VerifyError::Invalid("empty cnf thumbprint".to_string()));
         }
         Ok(Identity {
             name: c.sub,
             account_type: c.account_type,
             roles: c.roles,
+            cert_thumbprint: c.cnf.map(|cnf| cnf.x5t_s256),
         })
     }
 }

@@ -10,9 +10,12 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
+use crate::abuse::{FailureLimiter, FailureLimits, FailureVerdict};
 use crate::audit::{self, AuditEvent, AuditSink, AuditTarget};
 use crate::authz::{AuthzTable, CallerClass};
+use crate::binding::{check_binding, MasterBinding};
 use crate::clock::{Clock, SystemClock};
+use crate::conn::Peer;
 use crate::identity::{Identity, TokenVerifier};
 use crate::registration::RateLimiter;
 
@@ -32,15 +35,18 @@ pub fn caller<T>(req: &tonic::Request<T>) -> Option<&Caller> {
 /// Like [`caller`], but `Unauthenticated` when missing (a server wired
 /// without the layer fails closed).
 pub fn require_caller<T>(req: &tonic::Request<T>) -> Result<&Caller, tonic::Status> {
-    caller(req).ok_or_else(|| tonic::Status::unauthenticated("no authenticated caller"))
+    caller(req)
+        .ok_or_else(|| tonic::Status::unauthenticated(crate::identity::UNAUTHENTICATED_MESSAGE))
 }
 
-/// A refused call: the status to return, and the caller if it was
-/// authenticated (then the refusal is audited).
+/// A refused call: the status to return, the caller if it was authenticated
+/// (then the refusal is audited), and the precise reason for the server's
+/// log (the status the caller gets says no more than "unauthenticated").
 #[derive(Debug)]
 pub struct Rejected {
     pub status: tonic::Status,
     pub caller: Option<Caller>,
+    pub reason: String,
 }
 
 /// Extracts the token from an `authorization` header value (`Bearer <t>`,
@@ -59,6 +65,7 @@ pub struct Authorizer {
     verifier: Arc<dyn TokenVerifier>,
     table: AuthzTable,
     rate: Option<RateLimiter>,
+    master_binding: Option<MasterBinding>,
 }
 
 impl std::fmt::Debug for Authorizer {
@@ -76,7 +83,19 @@ impl Authorizer {
             verifier,
             table,
             rate: None,
+            master_binding: None,
         }
+    }
+
+    /// Accepts master-class calls only over a connection whose client
+    /// certificate names `binding.cert_name` and with a token bound to that
+    /// certificate (`cnf` `x5t#S256`); see [`crate::binding`]. Without it
+    /// (the default) the master is recognised by its token alone. Tokens
+    /// carrying a `cnf` are checked against the connection's certificate
+    /// either way.
+    pub fn with_master_binding(mut self, binding: MasterBinding) -> Self {
+        self.master_binding = Some(binding);
+        self
     }
 
     /// Applies per-identity rate limits after authorization (refusals are
@@ -97,27 +116,62 @@ impl Authorizer {
     /// - caller class not allowed (guests, unknown system accounts,
     ///   methods not in the table) → `PermissionDenied`
     /// - over the rate limit → `ResourceExhausted`
+    ///
+    /// Without connection facts: a token bound to a certificate, and (with
+    /// [`Authorizer::with_master_binding`]) the master, are refused. Servers
+    /// go through [`Authorizer::check_peer`].
     pub async fn check(
         &self,
         method: &str,
         authorization: Option<&str>,
     ) -> Result<Caller, Rejected> {
+        self.check_peer(method, authorization, None).await
+    }
+
+    /// [`Authorizer::check`] for a call over a connection whose client leaf
+    /// certificate (DER) is `client_cert`: certificate-bound tokens and the
+    /// master's certificate are checked after the token and before the
+    /// table (see [`crate::binding`]).
+    pub async fn check_peer(
+        &self,
+        method: &str,
+        authorization: Option<&str>,
+        client_cert: Option<&[u8]>,
+    ) -> Result<Caller, Rejected> {
         let unauth = |m: &str| Rejected {
-            status: tonic::Status::unauthenticated(m.to_string()),
+            status: tonic::Status::unauthenticated(crate::identity::UNAUTHENTICATED_MESSAGE),
             caller: None,
+            reason: m.to_string(),
         };
         let header = authorization.ok_or_else(|| unauth("missing bearer token"))?;
         let token = parse_bearer(header).ok_or_else(|| unauth("malformed authorization header"))?;
         let identity = self.verifier.verify(token).await.map_err(|e| Rejected {
             status: e.to_status(),
             caller: None,
+            reason: e.to_string(),
         })?;
         let class = self.table.classify(&identity);
+        if let Err(e) = check_binding(&identity, &class, client_cert, self.master_binding.as_ref())
+        {
+            let status = e.to_status();
+            // A refused binding is not an authenticated caller, except a
+            // valid bound token whose certificate is not the master's.
+            let caller = (status.code() == tonic::Code::PermissionDenied).then(|| Caller {
+                identity: identity.clone(),
+                class: class.clone(),
+            });
+            return Err(Rejected {
+                status,
+                caller,
+                reason: format!("{} ({}): {e}", identity.name, class),
+            });
+        }
         let caller = Caller { identity, class };
         if let Err(denied) = self.table.authorize(method, &caller.identity) {
             return Err(Rejected {
                 status: denied.to_status(),
                 caller: Some(caller),
+                reason: denied.to_string(),
             });
         }
         if let Some(rate) = &self.rate {
@@ -125,6 +179,7 @@ impl Authorizer {
                 return Err(Rejected {
                     status: limited.to_status(),
                     caller: Some(caller),
+                    reason: limited.to_string(),
                 });
             }
         }
@@ -138,6 +193,7 @@ pub struct AuthLayer {
     authorizer: Arc<Authorizer>,
     sink: Option<Arc<dyn AuditSink>>,
     clock: Arc<dyn Clock>,
+    failures: Option<FailureLimiter>,
 }
 
 impl std::fmt::Debug for AuthLayer {
@@ -154,7 +210,25 @@ impl AuthLayer {
             authorizer: Arc::new(authorizer),
             sink: None,
             clock: Arc::new(SystemClock),
+            failures: None,
         }
+    }
+
+    /// Limits refused calls (failed authentication, permission denied) per
+    /// peer IP: over the limit they are answered `ResourceExhausted`, not
+    /// logged or audited one by one, and summarised in one warn line per
+    /// interval per peer ([`crate::abuse`]). Calls that authenticate and
+    /// are allowed are never limited. Default: no limit.
+    pub fn with_failure_limits(self, limits: FailureLimits) -> Self {
+        let clock = self.clock.clone();
+        self.with_failure_limiter(FailureLimiter::with_clock(limits, clock))
+    }
+
+    /// [`AuthLayer::with_failure_limits`] with a limiter built elsewhere
+    /// (e.g. with a test clock).
+    pub fn with_failure_limiter(mut self, limiter: FailureLimiter) -> Self {
+        self.failures = Some(limiter);
+        self
     }
 
     /// Also hands every audit event to `sink` (e.g. the master's database).
@@ -193,6 +267,46 @@ impl<S> std::fmt::Debug for AuthService<S> {
 }
 
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
+
+/// With failure limits: counts an `Unauthenticated` or `PermissionDenied`
+/// refusal for the peer and, over the limit, returns the
+/// `ResourceExhausted` to answer instead (the caller then skips the
+/// per-call log line and audit record; a summary line is written here, at
+/// most once per interval per peer).
+fn limit_failure(
+    layer: &AuthLayer,
+    peer: &Peer,
+    rejected: &Rejected,
+    method: &str,
+) -> Option<tonic::Status> {
+    let limiter = layer.failures.as_ref()?;
+    let ip = peer.ip()?;
+    if !matches!(
+        rejected.status.code(),
+        tonic::Code::Unauthenticated | tonic::Code::PermissionDenied
+    ) {
+        return None;
+    }
+    match limiter.record_failure(ip) {
+        FailureVerdict::Counted => None,
+        FailureVerdict::Limited { summary } => {
+            if let Some(suppressed) = summary {
+                tracing::warn!(
+                    target: "mcp::audit",
+                    peer = %ip,
+                    suppressed,
+                    last_method = %method,
+                    last_code = ?rejected.status.code(),
+                    window_s = limiter.limits().window.as_secs(),
+                    "refused rpcs over the per-peer limit: answered ResourceExhausted, not logged each"
+                );
+            }
+            Some(tonic::Status::resource_exhausted(
+                "too many refused calls from this address; retry later",
+            ))
+        }
+    }
+}
 
 /// The gRPC code of a response, read from its headers (trailers-only error
 /// responses carry it there); `Ok` when the response started normally.
@@ -237,6 +351,7 @@ where
             // Taken out of the request: handlers never see the token.
             let header = req.headers_mut().remove(http::header::AUTHORIZATION);
             let header = header.as_ref().and_then(|v| v.to_str().ok());
+            let peer = Peer::from_extensions(req.extensions());
             let record = |caller: &Caller, target: Option<String>, outcome: String| {
                 let event = AuditEvent {
                     time: layer.clock.now(),
@@ -255,8 +370,15 @@ where
                     }
                 }
             };
-            match layer.authorizer.check(&method, header).await {
+            match layer
+                .authorizer
+                .check_peer(&method, header, peer.leaf())
+                .await
+            {
                 Err(rejected) => {
+                    if let Some(status) = limit_failure(&layer, &peer, &rejected, &method) {
+                        return Ok(status.into_http());
+                    }
                     match &rejected.caller {
                         Some(caller) => {
                             record(caller, None, format!("{:?}", rejected.status.code())).await;
@@ -264,8 +386,9 @@ where
                         None => tracing::warn!(
                             target: "mcp::audit",
                             method = %method,
+                            peer = ?peer.addr,
                             code = ?rejected.status.code(),
-                            reason = rejected.status.message(),
+                            reason = %rejected.reason,
                             "unauthenticated rpc refused"
                         ),
                     }

@@ -74,11 +74,15 @@
 //! keygen`; [`jwt::issue_token`] backs `mcp token issue`. Secrets are
 //! [`jwt::Secret`], whose `Debug` is redacted and which has no `Display`.
 
+pub mod abuse;
 pub mod audit;
 pub mod authz;
+pub mod binding;
 pub mod clock;
 pub mod config;
+pub mod conn;
 pub mod edge;
+pub mod fuzzing;
 pub mod identity;
 pub mod idsvc;
 pub mod jwt;

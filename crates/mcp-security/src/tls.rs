@@ -24,6 +24,9 @@ use rustls::{ClientConfig, RootCertStore, ServerConfig};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_stream::wrappers::ReceiverStream;
 
+use crate::conn::PeerConnections;
+pub use crate::conn::{IncomingOptions, TlsConn};
+
 /// Errors building a TLS configuration: each names the file and what is wrong.
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
@@ -215,14 +218,31 @@ pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// slow or hostile peer does not block others). Failed handshakes (wrong CA,
 /// expired certificate, plaintext) are logged at debug and dropped; only
 /// established connections are yielded. Feed it to
-/// `tonic::transport::Server::serve_with_incoming`.
+/// `tonic::transport::Server::serve_with_incoming`. The limits are
+/// [`IncomingOptions::default`]; see [`tls_incoming_with`].
 pub fn tls_incoming(
     listener: TcpListener,
     config: Arc<ServerConfig>,
-) -> ReceiverStream<Result<tokio_rustls::server::TlsStream<TcpStream>, io::Error>> {
+) -> ReceiverStream<Result<TlsConn, io::Error>> {
+    tls_incoming_with(listener, config, IncomingOptions::default())
+}
+
+/// [`tls_incoming`] with explicit limits: handshake timeout, HTTP/2 preface
+/// timeout (a peer that completes TLS and sends nothing is closed), and a
+/// maximum number of concurrent connections per peer IP (excess ones are
+/// closed right after accept, before any TLS work). Each yielded
+/// [`TlsConn`] carries the peer's address and verified client certificate
+/// chain into every request's extensions ([`crate::conn::Peer`]).
+pub fn tls_incoming_with(
+    listener: TcpListener,
+    config: Arc<ServerConfig>,
+    options: IncomingOptions,
+) -> ReceiverStream<Result<TlsConn, io::Error>> {
     let (tx, rx) = tokio::sync::mpsc::channel(64);
     let acceptor = tokio_rustls::TlsAcceptor::from(config);
+    let peers = PeerConnections::new(options.max_connections_per_peer);
     tokio::spawn(async move {
+        let mut refused = RefusedLog::default();
         loop {
             let (tcp, peer) = match listener.accept().await {
                 Ok(x) => x,
@@ -235,12 +255,20 @@ pub fn tls_incoming(
             if tx.is_closed() {
                 break;
             }
+            let Some(slot) = peers.acquire(peer.ip()) else {
+                refused.note(peer);
+                drop(tcp);
+                continue;
+            };
             let acceptor = acceptor.clone();
             let tx = tx.clone();
+            let handshake_timeout = options.handshake_timeout;
+            let preface_timeout = options.preface_timeout;
             tokio::spawn(async move {
-                match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                match tokio::time::timeout(handshake_timeout, acceptor.accept(tcp)).await {
                     Ok(Ok(tls)) => {
-                        let _ = tx.send(Ok(tls)).await;
+                        let conn = TlsConn::new(tls, preface_timeout, Some(slot));
+                        let _ = tx.send(Ok(conn)).await;
                     }
                     Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake refused"),
                     Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
@@ -249,6 +277,33 @@ pub fn tls_incoming(
         }
     });
     ReceiverStream::new(rx)
+}
+
+/// One warn line per minute about connections refused over the per-peer
+/// limit, with how many.
+#[derive(Default)]
+struct RefusedLog {
+    last: Option<std::time::Instant>,
+    count: u64,
+}
+
+impl RefusedLog {
+    fn note(&mut self, peer: SocketAddr) {
+        self.count += 1;
+        let now = std::time::Instant::now();
+        if self
+            .last
+            .is_none_or(|t| now.duration_since(t) >= Duration::from_secs(60))
+        {
+            tracing::warn!(
+                %peer,
+                refused = self.count,
+                "connections over the per-peer limit closed at accept"
+            );
+            self.last = Some(now);
+            self.count = 0;
+        }
+    }
 }
 
 /// A tower connector for `tonic::transport::Endpoint::connect_with_connector`:
