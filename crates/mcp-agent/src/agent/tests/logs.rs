@@ -67,3 +67,33 @@ async fn a_log_line_over_64_kib_is_cut_and_marked() {
     assert!(got[0].1.ends_with(TRUNCATION_MARKER));
     assert_eq!(got[1].1, "next");
 }
+
+#[tokio::test]
+async fn logs_merge_components() {
+    let h = Harness::new();
+    h.agent.deploy(app(V1, true), None).await.expect("deploy");
+    assert!(h
+        .fake
+        .emit_log("app-web", mcp_runtime::LogSource::Stdout, "hello"));
+    assert!(h
+        .fake
+        .emit_log("app-db", mcp_runtime::LogSource::Stderr, "ready"));
+    let stream = h
+        .agent
+        .logs("app", None, LogOptions::default())
+        .await
+        .expect("logs");
+    let mut lines: Vec<(String, String)> = stream
+        .map(|i| i.map(|(c, l)| (c, l.line)))
+        .collect::<Result<Vec<_>>>()
+        .await
+        .expect("lines");
+    lines.sort();
+    assert_eq!(
+        lines,
+        vec![
+            ("db".into(), "ready".into()),
+            ("web".into(), "hello".into())
+        ]
+    );
+}
