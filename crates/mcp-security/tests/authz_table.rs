@@ -11,8 +11,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use mcp_security::authz::{render_markdown_table, Allowed, AuthzTable, NOT_SERVED, RPC_TABLE};
+use mcp_security::binding::MasterBinding;
 use mcp_security::clock::ManualClock;
 use mcp_security::identity::AccountType::{Human, System};
+use mcp_security::jwt::cert_thumbprint;
 use mcp_security::layer::Authorizer;
 use prost::Message;
 use tonic::Code;
@@ -109,6 +111,139 @@ fn expected(who: Who, allowed: Option<Allowed>) -> Code {
         Who::Master => grant(allowed.is_some_and(|a| a.master)),
         Who::AgentX => grant(allowed.is_some_and(|a| a.agents)),
     }
+}
+
+/// The certificate dimension: who presents which token over which client
+/// certificate, against an authorizer without and with the master binding.
+#[derive(Debug, Clone, Copy)]
+enum Conn {
+    /// Master token not bound to any certificate, no client certificate.
+    MasterUnbound,
+    /// Master token bound to the master's certificate, presented with it.
+    MasterBoundWithCert,
+    /// The same token replayed without a client certificate.
+    MasterBoundNoCert,
+    /// The same token replayed with another node's certificate.
+    MasterBoundOtherCert,
+    /// A master token bound to a node's certificate, with that certificate.
+    MasterBoundToNodeCert,
+    /// An operator token bound to a certificate, presented without it.
+    OperatorBoundNoCert,
+    /// An unbound operator token over a connection with a client certificate.
+    OperatorWithCert,
+}
+
+const CONNS: [Conn; 7] = [
+    Conn::MasterUnbound,
+    Conn::MasterBoundWithCert,
+    Conn::MasterBoundNoCert,
+    Conn::MasterBoundOtherCert,
+    Conn::MasterBoundToNodeCert,
+    Conn::OperatorBoundNoCert,
+    Conn::OperatorWithCert,
+];
+
+fn expected_conn(conn: Conn, binding: bool, allowed: Option<Allowed>) -> Code {
+    let master = if allowed.is_some_and(|a| a.master) {
+        Code::Ok
+    } else {
+        Code::PermissionDenied
+    };
+    let operator = if allowed.is_some_and(|a| a.operators) {
+        Code::Ok
+    } else {
+        Code::PermissionDenied
+    };
+    match (conn, binding) {
+        (Conn::MasterUnbound, false) => master,
+        (Conn::MasterUnbound, true) => Code::Unauthenticated,
+        (Conn::MasterBoundWithCert, _) => master,
+        (Conn::MasterBoundNoCert | Conn::MasterBoundOtherCert, _) => Code::Unauthenticated,
+        (Conn::MasterBoundToNodeCert, false) => master,
+        (Conn::MasterBoundToNodeCert, true) => Code::PermissionDenied,
+        (Conn::OperatorBoundNoCert, _) => Code::Unauthenticated,
+        (Conn::OperatorWithCert, _) => operator,
+    }
+}
+
+#[tokio::test]
+async fn every_rpc_with_and_without_the_masters_certificate() {
+    let clock = ManualClock::at_unix(common::T0);
+    let keys = common::keys();
+    let dir = tempfile::tempdir().unwrap();
+    let pki = common::Pki::new(dir.path(), "fleet");
+    let (mc, _) = pki.leaf("master", &["mcp-master", "localhost"], false);
+    let (wc, _) = pki.leaf("agent-w1", &["agent-w1", "localhost"], false);
+    let (master_der, node_der) = (common::leaf_der(&mc), common::leaf_der(&wc));
+    let (master_t, node_t) = (cert_thumbprint(&master_der), cert_thumbprint(&node_der));
+    let k = &keys.signing;
+    let hour = Duration::from_secs(3600);
+    let conn = |c: Conn| -> (String, Option<&[u8]>) {
+        match c {
+            Conn::MasterUnbound => (
+                common::token(k, "mcp-master", System, &[], hour, &clock),
+                None,
+            ),
+            Conn::MasterBoundWithCert => (
+                common::bound_token(k, "mcp-master", System, &master_t, &clock),
+                Some(&master_der),
+            ),
+            Conn::MasterBoundNoCert => (
+                common::bound_token(k, "mcp-master", System, &master_t, &clock),
+                None,
+            ),
+            Conn::MasterBoundOtherCert => (
+                common::bound_token(k, "mcp-master", System, &master_t, &clock),
+                Some(&node_der),
+            ),
+            Conn::MasterBoundToNodeCert => (
+                common::bound_token(k, "mcp-master", System, &node_t, &clock),
+                Some(&node_der),
+            ),
+            Conn::OperatorBoundNoCert => (
+                common::bound_token(k, "alice", Human, &node_t, &clock),
+                None,
+            ),
+            Conn::OperatorWithCert => (
+                common::token(k, "alice", Human, &["admin"], hour, &clock),
+                Some(&node_der),
+            ),
+        }
+    };
+    let table = AuthzTable::standard("mcp-master");
+    let plain = Authorizer::new(Arc::new(common::verifier(&keys, &clock)), table.clone());
+    let bound = Authorizer::new(Arc::new(common::verifier(&keys, &clock)), table.clone())
+        .with_master_binding(MasterBinding::new("mcp-master"));
+    let methods: Vec<String> = protocol_rpcs().into_iter().map(|(_, p)| p).collect();
+    let mut failures = Vec::new();
+    let mut rows = 0;
+    for (binding, authorizer) in [(false, &plain), (true, &bound)] {
+        for method in &methods {
+            let allowed = table.lookup(method);
+            for c in CONNS {
+                let (token, cert) = conn(c);
+                let header = format!("Bearer {token}");
+                let got = match authorizer.check_peer(method, Some(&header), cert).await {
+                    Ok(_) => Code::Ok,
+                    Err(r) => r.status.code(),
+                };
+                let want = expected_conn(c, binding, allowed);
+                if got != want {
+                    failures.push(format!(
+                        "{method} {c:?} binding={binding}: got {got:?}, want {want:?}"
+                    ));
+                }
+                rows += 1;
+            }
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} mismatches:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+    assert_eq!(rows, 2 * methods.len() * CONNS.len());
 }
 
 #[tokio::test]

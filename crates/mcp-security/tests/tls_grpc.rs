@@ -13,9 +13,12 @@ use std::time::Duration;
 use mcp_proto::pb;
 use mcp_proto::pb::mcp_master_service_client::McpMasterServiceClient;
 use mcp_proto::pb::mcp_master_service_server::{McpMasterService, McpMasterServiceServer};
+use mcp_security::abuse::FailureLimits;
 use mcp_security::audit::{set_audit_target, target, MemoryAuditSink};
 use mcp_security::authz::AuthzTable;
+use mcp_security::binding::MasterBinding;
 use mcp_security::clock::ManualClock;
+use mcp_security::conn::IncomingOptions;
 use mcp_security::identity::AccountType::{Human, System};
 use mcp_security::jwt::Secret;
 use mcp_security::layer::{require_caller, AuthLayer, Authorizer};
@@ -133,6 +136,13 @@ impl McpMasterService for FakeMaster {
     }
 }
 
+#[derive(Default)]
+struct ServeOpts {
+    master_binding: Option<MasterBinding>,
+    failure_limits: Option<FailureLimits>,
+    incoming: IncomingOptions,
+}
+
 struct Fixture {
     _dir: tempfile::TempDir,
     pki: common::Pki,
@@ -170,6 +180,18 @@ impl Fixture {
 
     /// Starts a master on 127.0.0.1 with the given server certificate.
     async fn serve(&self, server: (&Path, &Path), client_auth: ClientAuth) -> SocketAddr {
+        self.serve_opts(server, client_auth, ServeOpts::default())
+            .await
+    }
+
+    /// [`Fixture::serve`] with a master binding, failure limits and
+    /// connection limits.
+    async fn serve_opts(
+        &self,
+        server: (&Path, &Path),
+        client_auth: ClientAuth,
+        opts: ServeOpts,
+    ) -> SocketAddr {
         let config = tls::server_config(
             &CertKeyPaths {
                 cert: server.0.to_path_buf(),
@@ -186,7 +208,14 @@ impl Fixture {
             RateLimits::default(),
             Arc::new(self.clock.clone()),
         ));
-        let layer = AuthLayer::new(authorizer).with_audit_sink(Arc::new(self.audit.clone()));
+        let authorizer = match opts.master_binding {
+            Some(b) => authorizer.with_master_binding(b),
+            None => authorizer,
+        };
+        let mut layer = AuthLayer::new(authorizer).with_audit_sink(Arc::new(self.audit.clone()));
+        if let Some(limits) = opts.failure_limits {
+            layer = layer.with_failure_limits(limits);
+        }
         let listener = tls::bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
         let addr = listener.local_addr().unwrap();
         let svc = McpMasterServiceServer::new(FakeMaster {
@@ -196,7 +225,11 @@ impl Fixture {
             tonic::transport::Server::builder()
                 .layer(layer)
                 .add_service(svc)
-                .serve_with_incoming(tls::tls_incoming(listener, Arc::new(config)))
+                .serve_with_incoming(tls::tls_incoming_with(
+                    listener,
+                    Arc::new(config),
+                    opts.incoming,
+                ))
                 .await
                 .unwrap();
         });
@@ -504,4 +537,154 @@ fn config_errors_name_the_file_and_the_problem() {
         ),
         "{client_err}"
     );
+}
+
+/// A client whose TLS connector verifies the server certificate against
+/// `server_name` (not the URI host) and presents `cert` if given.
+async fn pinned_client(
+    addr: SocketAddr,
+    ca: &Path,
+    cert: Option<(&Path, &Path)>,
+    server_name: &str,
+    token: &str,
+) -> Result<
+    McpMasterServiceClient<
+        tonic::service::interceptor::InterceptedService<
+            tonic::transport::Channel,
+            BearerInterceptor,
+        >,
+    >,
+    String,
+> {
+    let cert = cert.map(|(c, k)| CertKeyPaths {
+        cert: c.to_path_buf(),
+        key: k.to_path_buf(),
+    });
+    let config = tls::client_config(ca, cert.as_ref()).unwrap();
+    let connector = TlsConnector::new(Arc::new(config))
+        .with_server_name(server_name)
+        .unwrap();
+    let channel = tls::connect_channel(&format!("https://127.0.0.1:{}", addr.port()), connector)
+        .await
+        .map_err(|e| format!("{e:?}"))?;
+    Ok(McpMasterServiceClient::with_interceptor(
+        channel,
+        BearerInterceptor::new(&Secret::new(token.to_string())).unwrap(),
+    ))
+}
+
+/// The replay attack of issue 9: a party holding the master's token but not
+/// its private key — no client certificate, or another node's — is refused;
+/// with the master's certificate the same token passes. Operators without
+/// certificates are unaffected.
+#[tokio::test]
+async fn a_replayed_master_token_is_useless_without_the_masters_key() {
+    let f = fixture();
+    let (sc, sk) = f.pki.leaf("server", &["127.0.0.1", "localhost"], false);
+    let (mc, mk) = f.pki.leaf("master", &["mcp-master", "localhost"], false);
+    let (wc, wk) = f.pki.leaf("agent-w1", &["agent-w1", "localhost"], false);
+    let (ec, ek) = f.other.leaf("evil-master", &["mcp-master"], false);
+    let addr = f
+        .serve_opts(
+            (&sc, &sk),
+            ClientAuth::Optional(f.pki.ca_path.clone()),
+            ServeOpts {
+                master_binding: Some(MasterBinding::new("mcp-master")),
+                ..Default::default()
+            },
+        )
+        .await;
+    let thumb = mcp_security::jwt::cert_thumbprint_from_pem_file(&mc).unwrap();
+    let k = &f.keys.signing;
+    let master_token = common::bound_token(k, "mcp-master", System, &thumb, &f.clock);
+    let ca = f.pki.ca_path.clone();
+    let call = |cert: Option<(&Path, &Path)>, token: String| {
+        let ca = ca.clone();
+        let cert = cert.map(|(c, k)| (c.to_path_buf(), k.to_path_buf()));
+        async move {
+            let cert = cert.as_ref().map(|(c, k)| (c.as_path(), k.as_path()));
+            let mut c = pinned_client(addr, &ca, cert, "localhost", &token).await?;
+            list_nodes(&mut c)
+                .await
+                .map_err(|s| format!("{:?}", s.code()))
+        }
+    };
+
+    // The master itself: its certificate and its bound token.
+    assert_eq!(
+        call(Some((&mc, &mk)), master_token.clone()).await.unwrap(),
+        "mcp-master"
+    );
+    // Replayed without a client certificate, or with another node's.
+    assert_eq!(
+        call(None, master_token.clone()).await.unwrap_err(),
+        "Unauthenticated"
+    );
+    assert_eq!(
+        call(Some((&wc, &wk)), master_token.clone())
+            .await
+            .unwrap_err(),
+        "Unauthenticated"
+    );
+    // A certificate naming the master from another CA never gets past TLS.
+    let e = call(Some((&ec, &ek)), master_token.clone())
+        .await
+        .unwrap_err();
+    assert!(
+        e.contains("UnknownCA") || e.contains("Unavailable") || e.contains("Unknown"),
+        "{e}"
+    );
+    // An unbound master token is not enough once the binding is required.
+    let unbound = common::token(
+        k,
+        "mcp-master",
+        System,
+        &[],
+        Duration::from_secs(3600),
+        &f.clock,
+    );
+    assert_eq!(
+        call(Some((&mc, &mk)), unbound).await.unwrap_err(),
+        "Unauthenticated"
+    );
+    // A master token bound to w1's certificate, used by w1: its certificate
+    // is genuine but does not name the master.
+    let w1_thumb = mcp_security::jwt::cert_thumbprint_from_pem_file(&wc).unwrap();
+    let w1_bound = common::bound_token(k, "mcp-master", System, &w1_thumb, &f.clock);
+    assert_eq!(
+        call(Some((&wc, &wk)), w1_bound).await.unwrap_err(),
+        "PermissionDenied"
+    );
+    // Operators keep working without a certificate; a bound operator token
+    // without its certificate does not.
+    let alice = common::token(k, "alice", Human, &[], Duration::from_secs(3600), &f.clock);
+    assert_eq!(call(None, alice).await.unwrap(), "alice");
+    let alice_bound = common::bound_token(k, "alice", Human, &w1_thumb, &f.clock);
+    assert_eq!(
+        call(None, alice_bound.clone()).await.unwrap_err(),
+        "Unauthenticated"
+    );
+    assert_eq!(call(Some((&wc, &wk)), alice_bound).await.unwrap(), "alice");
+}
+
+/// Agents pin the master's name: a server certificate from the right CA but
+/// for another node is refused, the master's passes.
+#[tokio::test]
+async fn clients_can_pin_the_server_certificate_name() {
+    let f = fixture();
+    let (mc, mk) = f.pki.leaf("master", &["mcp-master"], false);
+    let (wc, wk) = f.pki.leaf("agent-w1", &["agent-w1", "127.0.0.1"], false);
+    let alice = f.token("alice", Human);
+    let master = f.serve((&mc, &mk), ClientAuth::None).await;
+    let impostor = f.serve((&wc, &wk), ClientAuth::None).await;
+    let mut ok = pinned_client(master, &f.pki.ca_path, None, "mcp-master", alice.expose())
+        .await
+        .unwrap();
+    assert_eq!(list_nodes(&mut ok).await.unwrap(), "alice");
+    let refused =
+        match pinned_client(impostor, &f.pki.ca_path, None, "mcp-master", alice.expose()).await {
+            Err(e) => e,
+            Ok(mut c) => list_nodes(&mut c).await.unwrap_err().to_string(),
+        };
+    assert!(refused.contains("NotValidForName"), "{refused}");
 }

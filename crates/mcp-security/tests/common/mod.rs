@@ -54,6 +54,42 @@ pub fn token(
     .to_string()
 }
 
+/// A token bound (RFC 8705 `cnf`) to the certificate with `thumbprint`.
+pub fn bound_token(
+    key: &SigningKey,
+    name: &str,
+    account_type: AccountType,
+    thumbprint: &str,
+    clock: &dyn Clock,
+) -> String {
+    mcp_security::jwt::issue_token_with(
+        key,
+        &TokenRequest {
+            identity: name.to_string(),
+            account_type,
+            roles: vec![],
+            ttl: Duration::from_secs(3600),
+            issuer: ISSUER.to_string(),
+            audience: AUDIENCE.to_string(),
+        },
+        &mcp_security::jwt::IssueOptions {
+            cert_thumbprint: Some(thumbprint.to_string()),
+            ..Default::default()
+        },
+        clock,
+    )
+    .unwrap()
+    .expose()
+    .to_string()
+}
+
+/// The DER of the first certificate of a PEM file.
+pub fn leaf_der(cert: &Path) -> Vec<u8> {
+    mcp_security::tls::load_certs("test certificate", cert).unwrap()[0]
+        .as_ref()
+        .to_vec()
+}
+
 pub fn verifier(keys: &Keys, clock: &ManualClock) -> JwtVerifier {
     JwtVerifier::new(keys.public.clone(), ISSUER, AUDIENCE).with_clock(Arc::new(clock.clone()))
 }
