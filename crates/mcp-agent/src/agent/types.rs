@@ -42,7 +42,7 @@ pub struct AgentSettings {
     pub files_root: PathBuf,
     pub stop_timeout: Duration,
     pub monitor: MonitorPolicy,
-    /// How much event history to keep (see [`Agent::prune_events`]).
+    /// How much event history to keep (see [`Agent::prune_events`](super::Agent::prune_events)).
     pub events: EventsConfig,
 }
 
@@ -227,7 +227,7 @@ pub struct ServiceStatus {
     pub components: Vec<ComponentStatus>,
 }
 
-/// [`Agent::list_services`]: every service, and managed containers of this
+/// [`Agent::list_services`](super::Agent::list_services): every service, and managed containers of this
 /// node that belong to no registered service or component.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Inventory {
@@ -235,7 +235,7 @@ pub struct Inventory {
     pub orphans: Vec<String>,
 }
 
-/// [`Agent::deploy`]'s result.
+/// [`Agent::deploy`](super::Agent::deploy)'s result.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DeployOutcome {
     pub service: String,
@@ -246,7 +246,7 @@ pub struct DeployOutcome {
     pub status: ServiceStatus,
 }
 
-/// [`Agent::health`].
+/// [`Agent::health`](super::Agent::health).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum HealthStatus {
     Healthy,
@@ -291,6 +291,6 @@ pub struct MonitorReport {
     pub skipped_services: Vec<String>,
 }
 
-/// A stream of `(component, line)` from [`Agent::logs`].
+/// A stream of `(component, line)` from [`Agent::logs`](super::Agent::logs).
 pub type ComponentLogStream =
     Pin<Box<dyn Stream<Item = Result<(String, LogLine), AgentError>> + Send + 'static>>;
