@@ -1,19 +1,16 @@
 //! The master's gRPC service over real TLS on 127.0.0.1, with the real
 //! `AuthLayer`, JWT tokens and a throwaway PKI (`common`); the agents are
 //! the fake fleet. Also the agent's registration loop
-//! (`crates/mcp-agent/src/register.rs`, compiled in here) against it.
+//! (`mcp_agent::register`) against it.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
-
-#[path = "../../mcp-agent/src/register.rs"]
-#[allow(dead_code)]
-mod register;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use common::{hb, limits, reg, spec_pb, start};
+use mcp_agent::register;
 use mcp_master::fake::Call;
 use mcp_master::state::NodeStatus;
 use mcp_proto::pb;
