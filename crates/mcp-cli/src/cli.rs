@@ -193,6 +193,8 @@ pub enum Command {
         command: TokenCommand,
     },
     /// A whole fleet on this machine (master + agents over loopback), for trying MCP.
+    ///
+    /// Never reads the CLI config (MCP_CONFIG may name another fleet's).
     Dev {
         #[arg(long, value_name = "DIR")]
         services: Option<PathBuf>,
@@ -206,8 +208,14 @@ pub enum Command {
         state_dir: Option<PathBuf>,
         /// Write the PKI, tokens and configs, print their paths as JSON with --output json, and
         /// exit (start `mcp-master`/`mcp-agent --config <file> serve` yourself).
-        #[arg(long)]
+        #[arg(long, conflicts_with_all = ["down", "purge"])]
         prepare_only: bool,
+        /// Stop the fleet of --state-dir (its `mcp dev` and daemons) and remove its containers.
+        #[arg(long)]
+        down: bool,
+        /// Like --down, then delete the state directory (keys, databases, logs, demo services).
+        #[arg(long)]
+        purge: bool,
     },
     /// Print shell completions.
     Completions {

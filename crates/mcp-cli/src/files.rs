@@ -1,10 +1,9 @@
 //! Service files on disk: reading one spec, editing `active` in place
 //! (comments and layout kept), atomic replacement, and the few git commands
-//! the CLI runs (argv only, never a shell).
+//! the CLI runs (through `mcp_dev::git`: argv only, never a shell).
 
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use anyhow::{bail, Context, Result};
 use mcp_spec::{Diagnostic, LoadOptions, ServiceSpec};
@@ -160,27 +159,14 @@ pub fn write_atomic_mode(dest: &Path, content: &[u8], mode: u32) -> Result<()> {
     Ok(())
 }
 
+/// The one git helper, shared with the dev fleet (`mcp_dev::git`).
 fn git(dir: &Path, args: &[&str]) -> Result<String> {
-    let out = Command::new("git")
-        .arg("-C")
-        .arg(dir)
-        .args(args)
-        .output()
-        .with_context(|| format!("running git {}", args.join(" ")))?;
-    if !out.status.success() {
-        bail!(
-            "git {} in {}: {}",
-            args.join(" "),
-            dir.display(),
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+    Ok(mcp_dev::git::git(dir, args)?)
 }
 
 /// True when `dir` is inside a git work tree (false when git is missing).
 pub fn in_git_work_tree(dir: &Path) -> bool {
-    git(dir, &["rev-parse", "--is-inside-work-tree"]).is_ok_and(|s| s == "true")
+    mcp_dev::git::in_work_tree(dir)
 }
 
 /// `abc1234`, or `abc1234 (dirty)` when files under `dir` have uncommitted

@@ -38,6 +38,29 @@ fn run(cli: Cli) -> Result<ExitCode> {
         clap_complete::generate(*shell, &mut cmd, "mcp", &mut std::io::stdout());
         return Ok(ExitCode::SUCCESS);
     }
+    // `mcp dev` makes its own config: the operator's (or another fleet's,
+    // through MCP_CONFIG) is never read.
+    if let Command::Dev {
+        services,
+        agents,
+        edge,
+        state_dir,
+        prepare_only,
+        down,
+        purge,
+    } = &cli.command
+    {
+        return dev::run(&dev::DevOptions {
+            services: services.clone(),
+            agents: *agents,
+            edge: *edge,
+            state_dir: state_dir.clone(),
+            prepare_only: *prepare_only,
+            down: *down,
+            purge: *purge,
+            json: cli.output == Output::Json,
+        });
+    }
     let cfg = config::load(cli.config.as_deref())?;
     let ctx = commands::Ctx {
         cfg: &cfg,
@@ -128,20 +151,6 @@ fn run(cli: Cli) -> Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Dev {
-            services,
-            agents,
-            edge,
-            state_dir,
-            prepare_only,
-        } => dev::run(&dev::DevOptions {
-            services: services.clone(),
-            agents: *agents,
-            edge: *edge,
-            state_dir: state_dir.clone(),
-            prepare_only: *prepare_only,
-            json: cli.output == Output::Json,
-        }),
         other => not_available(other),
     }
 }

@@ -1,0 +1,419 @@
+//! The fleet's processes: starting, killing and stopping `mcp-master` and
+//! `mcp-agent`, with their process ids recorded under `<state>/run/` so that
+//! [`down`] can stop a fleet another process started.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::prepare::{Fleet, RECORD};
+use crate::{failed, io, podman, DevError};
+
+/// How long a daemon gets to exit after SIGTERM before SIGKILL.
+const STOP_GRACE: Duration = Duration::from_secs(10);
+
+/// One daemon of the fleet: `<bin> --config <config> serve`, its output
+/// appended to `log`.
+#[derive(Debug)]
+pub struct Daemon {
+    /// `master` or the node's name.
+    pub name: String,
+    pub bin: PathBuf,
+    pub config: PathBuf,
+    pub log: PathBuf,
+    pid_file: PathBuf,
+    containers_conf: Option<PathBuf>,
+    child: Option<Child>,
+}
+
+impl Daemon {
+    /// Starts it (an error if it already runs); records its pid.
+    pub fn start(&mut self) -> Result<(), DevError> {
+        if self.child.is_some() {
+            return failed(format!("{} already runs", self.name));
+        }
+        let out = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .map_err(io(format!("opening {}", self.log.display())))?;
+        let err = out
+            .try_clone()
+            .map_err(io(format!("opening {}", self.log.display())))?;
+        let mut cmd = Command::new(&self.bin);
+        cmd.arg("--config")
+            .arg(&self.config)
+            .arg("serve")
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err);
+        if let Some(c) = &self.containers_conf {
+            cmd.env("CONTAINERS_CONF", c);
+        }
+        let child = cmd
+            .spawn()
+            .map_err(io(format!("starting {}", self.bin.display())))?;
+        let _ = std::fs::write(&self.pid_file, format!("{}\n", child.id()));
+        self.child = Some(child);
+        Ok(())
+    }
+
+    /// SIGKILL (a crash, not a clean stop); waits for it.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+            let _ = std::fs::remove_file(&self.pid_file);
+        }
+    }
+
+    /// SIGTERM, then SIGKILL after a grace period.
+    pub fn stop(&mut self) {
+        stop_many(vec![self]);
+    }
+
+    pub fn is_started(&self) -> bool {
+        self.child.is_some()
+    }
+
+    /// `Some(status)` when it was started and has exited since.
+    pub fn exited(&mut self) -> Option<ExitStatus> {
+        self.child
+            .as_mut()
+            .and_then(|c| c.try_wait().ok().flatten())
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// The last `lines` lines of its log.
+    pub fn log_tail(&self, lines: usize) -> String {
+        let text = self.log_text();
+        let all: Vec<&str> = text.lines().collect();
+        all[all.len().saturating_sub(lines)..].join("\n")
+    }
+
+    fn terminate(&self) {
+        if let Some(c) = &self.child {
+            signal(c.id(), rustix::process::Signal::TERM);
+        }
+    }
+}
+
+fn signal(pid: u32, sig: rustix::process::Signal) {
+    if let Some(pid) = i32::try_from(pid)
+        .ok()
+        .and_then(rustix::process::Pid::from_raw)
+    {
+        let _ = rustix::process::kill_process(pid, sig);
+    }
+}
+
+/// The master and every agent of a fleet.
+#[derive(Debug)]
+pub struct Daemons {
+    pub master: Daemon,
+    pub agents: BTreeMap<String, Daemon>,
+}
+
+impl Fleet {
+    /// The fleet's daemons (not started); `bin_dir` holds `mcp-master` and
+    /// `mcp-agent`.
+    pub fn daemons(&self, bin_dir: &Path) -> Daemons {
+        let daemon = |name: &str, bin: &str, config: PathBuf| Daemon {
+            name: name.to_string(),
+            bin: bin_dir.join(bin),
+            config,
+            log: self.log(name),
+            pid_file: self.state.join("run").join(format!("{name}.pid")),
+            containers_conf: self.containers_conf.clone(),
+            child: None,
+        };
+        Daemons {
+            master: daemon("master", "mcp-master", self.master_config()),
+            agents: self
+                .nodes
+                .iter()
+                .map(|n| {
+                    let d = daemon(&n.name, "mcp-agent", self.agent_config(&n.name));
+                    (n.name.clone(), d)
+                })
+                .collect(),
+        }
+    }
+}
+
+impl Daemons {
+    /// Agents first (they keep running their containers without a master
+    /// and register, with back-off, once it is up), then the master. On an
+    /// error, what was started is stopped.
+    pub fn start_all(&mut self) -> Result<(), DevError> {
+        let mut result = Ok(());
+        for a in self.agents.values_mut() {
+            result = a.start();
+            if result.is_err() {
+                break;
+            }
+        }
+        if result.is_ok() {
+            result = self.master.start();
+        }
+        if result.is_err() {
+            self.stop_every();
+        }
+        result
+    }
+
+    /// Every daemon, agents first.
+    pub fn iter_mut(&mut self) -> impl Iterator<Item = &mut Daemon> {
+        self.agents
+            .values_mut()
+            .chain(std::iter::once(&mut self.master))
+    }
+
+    /// A started daemon that exited, if any: (name, status, log tail).
+    pub fn first_exited(&mut self) -> Option<(String, ExitStatus, String)> {
+        self.iter_mut()
+            .find_map(|d| d.exited().map(|st| (d.name.clone(), st, d.log_tail(15))))
+    }
+
+    /// Waits until every daemon listens on its port; an error when one
+    /// exits or `timeout` passes.
+    pub fn wait_listening(&mut self, f: &Fleet, timeout: Duration) -> Result<(), DevError> {
+        let mut ports: Vec<(String, u16)> =
+            f.nodes.iter().map(|n| (n.name.clone(), n.port)).collect();
+        ports.push(("master".into(), f.master_port));
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some((name, status, tail)) = self.first_exited() {
+                return failed(format!(
+                    "{name} exited ({status}) while starting; its log is {}:\n{tail}",
+                    f.log(&name).display()
+                ));
+            }
+            ports.retain(|(_, port)| std::net::TcpStream::connect(("127.0.0.1", *port)).is_err());
+            if ports.is_empty() {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                let names: Vec<&str> = ports.iter().map(|(n, _)| n.as_str()).collect();
+                return failed(format!(
+                    "{} did not start listening within {}s (logs in {})",
+                    names.join(", "),
+                    timeout.as_secs(),
+                    f.state.join("logs").display()
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// SIGTERM to every started daemon, SIGKILL to those still running
+    /// after the grace period.
+    pub fn stop_every(&mut self) {
+        stop_many(self.iter_mut().collect());
+    }
+}
+
+fn stop_many(mut daemons: Vec<&mut Daemon>) {
+    for d in &daemons {
+        d.terminate();
+    }
+    let deadline = Instant::now() + STOP_GRACE;
+    for d in &mut daemons {
+        if let Some(c) = &mut d.child {
+            loop {
+                match c.try_wait() {
+                    Ok(Some(_)) | Err(_) => break,
+                    Ok(None) if Instant::now() > deadline => {
+                        let _ = c.kill();
+                        let _ = c.wait();
+                        break;
+                    }
+                    Ok(None) => std::thread::sleep(Duration::from_millis(100)),
+                }
+            }
+            d.child = None;
+            let _ = std::fs::remove_file(&d.pid_file);
+        }
+    }
+}
+
+/// The `mcp dev` process's own pid file name (its daemons use theirs).
+const DEV_PID: &str = "dev";
+
+/// Records the calling process as the fleet's `mcp dev` (removed on drop),
+/// or fails when processes recorded for this fleet still run.
+pub struct DevProcess {
+    pid_file: PathBuf,
+}
+
+impl DevProcess {
+    pub fn claim(f: &Fleet) -> Result<DevProcess, DevError> {
+        let live = live_processes(&f.state);
+        if !live.is_empty() {
+            let names: Vec<String> = live.iter().map(|(n, p)| format!("{n} (pid {p})")).collect();
+            return failed(format!(
+                "a fleet already runs from {}: {}; stop it with `mcp dev --down --state-dir {}`",
+                f.state.display(),
+                names.join(", "),
+                f.state.display()
+            ));
+        }
+        let pid_file = f.state.join("run").join(format!("{DEV_PID}.pid"));
+        std::fs::write(&pid_file, format!("{}\n", std::process::id()))
+            .map_err(io(format!("writing {}", pid_file.display())))?;
+        Ok(DevProcess { pid_file })
+    }
+}
+
+impl Drop for DevProcess {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.pid_file);
+    }
+}
+
+/// Whether `pid` runs (a zombie does not) with `needle` among its arguments.
+fn runs_with_arg(pid: u32, needle: &str) -> bool {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // `pid (comm) S ...`: the state follows the last ')'.
+    let state = stat
+        .rsplit_once(')')
+        .and_then(|(_, rest)| rest.split_whitespace().next());
+    if matches!(state, None | Some("Z" | "X")) {
+        return false;
+    }
+    std::fs::read(format!("/proc/{pid}/cmdline"))
+        .unwrap_or_default()
+        .split(|b| *b == 0)
+        .any(|a| a == needle.as_bytes())
+}
+
+/// What a recorded pid must have among its arguments to be the process
+/// that recorded it (pids are reused): the daemon's config, or `dev` for
+/// `mcp dev` itself.
+fn expected_arg(state: &Path, name: &str) -> String {
+    if name == DEV_PID {
+        return "dev".to_string();
+    }
+    let config = if name == "master" {
+        state.join("master/master.toml")
+    } else {
+        state.join("nodes").join(name).join("agent.toml")
+    };
+    config.to_string_lossy().into_owned()
+}
+
+/// The fleet's recorded processes that still run: (name, pid).
+pub fn live_processes(state: &Path) -> Vec<(String, u32)> {
+    let Ok(entries) = std::fs::read_dir(state.join("run")) else {
+        return Vec::new();
+    };
+    let mut live = Vec::new();
+    for e in entries.flatten() {
+        let path = e.path();
+        let Some(name) = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .and_then(|n| n.strip_suffix(".pid"))
+        else {
+            continue;
+        };
+        let pid = std::fs::read_to_string(&path)
+            .ok()
+            .and_then(|t| t.trim().parse::<u32>().ok());
+        match pid {
+            Some(pid) if runs_with_arg(pid, &expected_arg(state, name)) => {
+                live.push((name.to_string(), pid));
+            }
+            // Stale: the process is gone (or the pid was reused).
+            _ => {
+                let _ = std::fs::remove_file(&path);
+            }
+        }
+    }
+    live.sort();
+    live
+}
+
+/// What [`down`] did.
+#[derive(Debug, Default)]
+pub struct DownReport {
+    /// Processes stopped: `mcp dev`, daemons.
+    pub stopped: Vec<String>,
+    /// Containers removed, per node.
+    pub containers: Vec<(String, usize)>,
+    /// What could not be done (best effort goes on).
+    pub problems: Vec<String>,
+    /// The state directory was deleted.
+    pub purged: bool,
+}
+
+/// Stops the fleet recorded in `state` (its `mcp dev` first, which stops
+/// its daemons; then any daemon still recorded: SIGTERM, SIGKILL after a
+/// grace period), removes its containers, and with `purge` deletes the
+/// state directory.
+pub fn down(state: &Path, purge: bool) -> Result<DownReport, DevError> {
+    let state = state
+        .canonicalize()
+        .map_err(io(format!("state directory {}", state.display())))?;
+    if !state.join(RECORD).is_file() {
+        return failed(format!(
+            "{} holds no dev fleet (no {RECORD}); nothing was changed",
+            state.display()
+        ));
+    }
+    let fleet = Fleet::load(&state)?;
+    let mut report = DownReport::default();
+    let wait_gone = |pids: &[(String, u32)], grace: Duration| {
+        let deadline = Instant::now() + grace;
+        while Instant::now() < deadline
+            && pids
+                .iter()
+                .any(|(n, p)| runs_with_arg(*p, &expected_arg(&state, n)))
+        {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    // `mcp dev` first: on SIGTERM it stops its own daemons.
+    let live = live_processes(&state);
+    let dev: Vec<(String, u32)> = live.iter().filter(|(n, _)| n == DEV_PID).cloned().collect();
+    for (_, pid) in &dev {
+        signal(*pid, rustix::process::Signal::TERM);
+        report.stopped.push(format!("mcp dev (pid {pid})"));
+    }
+    wait_gone(&dev, STOP_GRACE + Duration::from_secs(5));
+    let daemons: Vec<(String, u32)> = live_processes(&state)
+        .into_iter()
+        .filter(|(n, _)| n != DEV_PID)
+        .collect();
+    for (name, pid) in &daemons {
+        signal(*pid, rustix::process::Signal::TERM);
+        report.stopped.push(format!("{name} (pid {pid})"));
+    }
+    wait_gone(&daemons, STOP_GRACE);
+    for (name, pid) in &daemons {
+        if runs_with_arg(*pid, &expected_arg(&state, name)) {
+            signal(*pid, rustix::process::Signal::KILL);
+        }
+    }
+    wait_gone(&daemons, Duration::from_secs(2));
+    for (name, _) in dev.iter().chain(&daemons) {
+        let _ = std::fs::remove_file(state.join("run").join(format!("{name}.pid")));
+    }
+    match podman::check_podman() {
+        Ok(()) => {
+            let (removed, problems) = podman::remove_containers(&fleet);
+            report.containers = removed;
+            report.problems.extend(problems);
+        }
+        Err(e) => report.problems.push(format!("containers not removed: {e}")),
+    }
+    if purge {
+        std::fs::remove_dir_all(&state).map_err(io(format!("removing {}", state.display())))?;
+        report.purged = true;
+    }
+    Ok(report)
+}
