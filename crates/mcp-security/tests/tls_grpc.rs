@@ -688,3 +688,286 @@ async fn clients_can_pin_the_server_certificate_name() {
         };
     assert!(refused.contains("NotValidForName"), "{refused}");
 }
+
+/// Log output captured for one test (current-thread runtime: the server's
+/// tasks run on the test's thread, under its default subscriber).
+#[derive(Clone, Default)]
+struct Captured(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Captured {
+    fn lines(&self) -> Vec<String> {
+        String::from_utf8_lossy(&self.0.lock().unwrap())
+            .lines()
+            .map(str::to_string)
+            .collect()
+    }
+}
+
+/// 10,000 refused calls in a burst from one address (bad tokens and guest
+/// denials): after the limit they are `ResourceExhausted`, the log has a
+/// bounded number of lines and the audit a bounded number of rows, and an
+/// operator calling from the same address is answered promptly throughout.
+#[tokio::test]
+async fn a_burst_of_failed_authentications_is_limited_and_summarised() {
+    let logs = Captured::default();
+    let writer = logs.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(move || writer.clone())
+        .with_ansi(false)
+        .with_max_level(tracing::Level::INFO)
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+
+    let f = fixture();
+    let (sc, sk) = f.pki.leaf("server", &["127.0.0.1"], false);
+    let limits = FailureLimits {
+        max_failures: 20,
+        window: Duration::from_secs(600),
+        log_interval: Duration::from_secs(600),
+        max_peers: 64,
+    };
+    let addr = f
+        .serve_opts(
+            (&sc, &sk),
+            ClientAuth::None,
+            ServeOpts {
+                failure_limits: Some(limits),
+                ..Default::default()
+            },
+        )
+        .await;
+    let other = common::keys();
+    let hour = Duration::from_secs(3600);
+    let forged = Secret::new(common::token(
+        &other.signing,
+        "alice",
+        Human,
+        &[],
+        hour,
+        &f.clock,
+    ));
+    let guest = Secret::new(common::token(
+        &f.keys.signing,
+        "visitor",
+        Human,
+        &["Guest"],
+        hour,
+        &f.clock,
+    ));
+    let alice = f.token("alice", Human);
+    let mut attackers = Vec::new();
+    for i in 0..16 {
+        let tok = if i % 4 == 0 { &guest } else { &forged };
+        attackers.push(f.client(addr, &f.pki.ca_path, None, tok).await.unwrap());
+    }
+    let mut operator = f.client(addr, &f.pki.ca_path, None, &alice).await.unwrap();
+
+    const BURST: usize = 10_000;
+    let per_task = BURST / attackers.len();
+    let mut tasks = Vec::new();
+    for mut c in attackers {
+        tasks.push(tokio::spawn(async move {
+            let mut codes = std::collections::BTreeMap::<String, usize>::new();
+            for _ in 0..per_task {
+                let code = match list_nodes(&mut c).await {
+                    Ok(_) => "Ok".to_string(),
+                    Err(s) => format!("{:?}", s.code()),
+                };
+                *codes.entry(code).or_default() += 1;
+            }
+            codes
+        }));
+    }
+    // The operator, during the burst.
+    let mut slowest = Duration::ZERO;
+    let mut answered = 0;
+    while !tasks.iter().all(|t| t.is_finished()) {
+        let start = std::time::Instant::now();
+        assert_eq!(list_nodes(&mut operator).await.unwrap(), "alice");
+        slowest = slowest.max(start.elapsed());
+        answered += 1;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut codes = std::collections::BTreeMap::<String, usize>::new();
+    for t in tasks {
+        for (k, v) in t.await.unwrap() {
+            *codes.entry(k).or_default() += v;
+        }
+    }
+    assert_eq!(codes.values().sum::<usize>(), BURST, "{codes:?}");
+    assert!(!codes.contains_key("Ok"), "{codes:?}");
+    let normal = codes.get("Unauthenticated").copied().unwrap_or(0)
+        + codes.get("PermissionDenied").copied().unwrap_or(0);
+    assert_eq!(normal, 20, "only the first 20 answered normally: {codes:?}");
+    assert_eq!(codes.get("ResourceExhausted"), Some(&(BURST - 20)));
+    assert!(answered >= 1, "the operator was never answered");
+    assert!(
+        slowest < Duration::from_secs(2),
+        "an operator call took {slowest:?} during the burst"
+    );
+    // Still answered after the burst, from the same address.
+    assert_eq!(list_nodes(&mut operator).await.unwrap(), "alice");
+
+    let lines = logs.lines();
+    let refused = lines
+        .iter()
+        .filter(|l| l.contains("unauthenticated rpc refused"))
+        .count();
+    let summaries: Vec<&String> = lines
+        .iter()
+        .filter(|l| l.contains("over the per-peer limit"))
+        .collect();
+    assert!(refused <= 20, "{refused} per-call lines");
+    assert_eq!(summaries.len(), 1, "{summaries:?}");
+    assert!(summaries[0].contains("suppressed=1"), "{}", summaries[0]);
+    assert!(
+        lines.len() < 20 + 20 + answered + 10,
+        "{} log lines for {BURST} refused calls",
+        lines.len()
+    );
+    // The reason is in the log, never in the answer.
+    assert!(lines.iter().any(|l| l.contains("bad signature")));
+    let rows = f.audit.events();
+    let guest_rows = rows.iter().filter(|e| e.caller == "visitor").count();
+    assert!(
+        guest_rows <= 20,
+        "{guest_rows} audit rows for guest denials"
+    );
+    assert!(rows
+        .iter()
+        .all(|e| e.caller != "visitor" || e.outcome == "PermissionDenied"));
+}
+
+/// A raw TLS 1.3 connection to the server (ALPN h2), handshake completed.
+async fn raw_tls(
+    addr: SocketAddr,
+    ca: &Path,
+) -> std::io::Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>> {
+    let config = tls::client_config(ca, None).unwrap();
+    let tcp = tokio::net::TcpStream::connect(addr).await?;
+    let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
+    tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect(name, tcp)
+        .await
+}
+
+/// Reads until EOF or error; how long it took, or `None` if still open at
+/// `limit`.
+async fn time_to_close<S: tokio::io::AsyncRead + Unpin>(
+    s: &mut S,
+    limit: Duration,
+) -> Option<Duration> {
+    use tokio::io::AsyncReadExt as _;
+    let start = std::time::Instant::now();
+    let mut buf = [0u8; 1024];
+    loop {
+        match tokio::time::timeout_at(
+            tokio::time::Instant::from_std(start + limit),
+            s.read(&mut buf),
+        )
+        .await
+        {
+            Err(_) => return None,
+            Ok(Ok(0)) | Ok(Err(_)) => return Some(start.elapsed()),
+            Ok(Ok(_)) => {}
+        }
+    }
+}
+
+/// HTTP/2 client preface and an empty SETTINGS frame.
+const H2_HELLO: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00";
+
+#[tokio::test]
+async fn an_idle_handshaken_connection_is_closed_but_http2_stays() {
+    use tokio::io::AsyncWriteExt as _;
+    let f = fixture();
+    let (sc, sk) = f.pki.leaf("server", &["127.0.0.1"], false);
+    let addr = f
+        .serve_opts(
+            (&sc, &sk),
+            ClientAuth::None,
+            ServeOpts {
+                incoming: IncomingOptions {
+                    preface_timeout: Some(Duration::from_millis(400)),
+                    ..Default::default()
+                },
+                ..Default::default()
+            },
+        )
+        .await;
+    // Handshake, then silence: closed after the preface timeout.
+    let mut idle = raw_tls(addr, &f.pki.ca_path).await.unwrap();
+    let closed = time_to_close(&mut idle, Duration::from_secs(5)).await;
+    let closed = closed.expect("idle connection still open after 5 s");
+    assert!(
+        closed >= Duration::from_millis(300),
+        "closed too early: {closed:?}"
+    );
+    assert!(closed < Duration::from_secs(3), "closed late: {closed:?}");
+    // A connection that sent the preface stays open past the timeout.
+    let mut h2 = raw_tls(addr, &f.pki.ca_path).await.unwrap();
+    h2.write_all(H2_HELLO).await.unwrap();
+    h2.flush().await.unwrap();
+    assert_eq!(
+        time_to_close(&mut h2, Duration::from_millis(1500)).await,
+        None
+    );
+    // And gRPC over a tonic channel keeps working across idle periods.
+    let alice = f.token("alice", Human);
+    let mut c = f.client(addr, &f.pki.ca_path, None, &alice).await.unwrap();
+    assert_eq!(list_nodes(&mut c).await.unwrap(), "alice");
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert_eq!(list_nodes(&mut c).await.unwrap(), "alice");
+}
+
+#[tokio::test]
+async fn connections_per_peer_are_capped_at_accept() {
+    use tokio::io::AsyncWriteExt as _;
+    let f = fixture();
+    let (sc, sk) = f.pki.leaf("server", &["127.0.0.1"], false);
+    let addr = f
+        .serve_opts(
+            (&sc, &sk),
+            ClientAuth::None,
+            ServeOpts {
+                incoming: IncomingOptions {
+                    max_connections_per_peer: Some(2),
+                    ..Default::default()
+                },
+                ..Default::default()
+            },
+        )
+        .await;
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        let mut c = raw_tls(addr, &f.pki.ca_path).await.unwrap();
+        c.write_all(H2_HELLO).await.unwrap();
+        c.flush().await.unwrap();
+        held.push(c);
+    }
+    // The third is closed at accept: no TLS handshake completes.
+    assert!(raw_tls(addr, &f.pki.ca_path).await.is_err());
+    let alice = f.token("alice", Human);
+    assert!(f.client(addr, &f.pki.ca_path, None, &alice).await.is_err());
+    // Closing one frees its slot.
+    drop(held.pop());
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    let mut c = loop {
+        if let Ok(c) = f.client(addr, &f.pki.ca_path, None, &alice).await {
+            break c;
+        }
+        assert!(std::time::Instant::now() < deadline, "slot never freed");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(list_nodes(&mut c).await.unwrap(), "alice");
+}
