@@ -5,8 +5,8 @@ mod common;
 use common::{hash, open, service, spec, T0};
 use mcp_agent::registry::schema_version;
 use mcp_agent::{
-    DesiredState, EventKind, EventQuery, NewEvent, ObservedState, PortRange, Registry,
-    RegistryError, Timestamp,
+    DesiredState, EventKind, EventQuery, NewEvent, ObservedState, PortRange, PrunedEvents,
+    Registry, RegistryError, Timestamp,
 };
 use mcp_spec::Tier;
 
@@ -406,4 +406,64 @@ fn corrupt_rows_are_errors_not_panics() {
         "{err}"
     );
     assert!(r.list_services().is_err());
+}
+
+#[test]
+fn events_are_pruned_by_age_then_by_count_newest_kept() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut r = open(dir.path());
+    let ev = |t: i64, n: u32| NewEvent {
+        service: "a".into(),
+        component: "web".into(),
+        prev_state: None,
+        new_state: None,
+        kind: EventKind::Other("deploy".into()),
+        detail: format!("{t}/{n}"),
+        time: Timestamp::from_unix(t),
+    };
+    // Three at 10, one at 20, three at 30 (same time: the later id is newer).
+    r.record_events(&[
+        ev(10, 1),
+        ev(10, 2),
+        ev(10, 3),
+        ev(20, 1),
+        ev(30, 1),
+        ev(30, 2),
+        ev(30, 3),
+    ])
+    .expect("record");
+    let details = |r: &Registry| -> Vec<String> {
+        r.events(&EventQuery::default())
+            .expect("events")
+            .into_iter()
+            .map(|e| e.detail)
+            .collect()
+    };
+    let pruned = r
+        .prune_events_to(Timestamp::from_unix(15), 100)
+        .expect("prune by age");
+    assert_eq!(
+        pruned,
+        PrunedEvents {
+            by_age: 3,
+            by_count: 0
+        }
+    );
+    let pruned = r
+        .prune_events_to(Timestamp::from_unix(0), 2)
+        .expect("prune by count");
+    assert_eq!(
+        pruned,
+        PrunedEvents {
+            by_age: 0,
+            by_count: 2
+        }
+    );
+    assert_eq!(details(&r), vec!["30/2", "30/3"]);
+    // Within both limits: nothing to do.
+    assert_eq!(
+        r.prune_events_to(Timestamp::from_unix(0), 2)
+            .expect("prune"),
+        PrunedEvents::default()
+    );
 }
