@@ -133,24 +133,41 @@ pub enum Command {
         follow: bool,
         #[arg(long)]
         component: Option<String>,
+        /// Only lines since then: a duration before now (10m, 1h30m, 2d) or a UTC time in
+        /// RFC 3339 (2026-01-01T12:00:00Z).
+        #[arg(long, value_name = "TIME")]
+        since: Option<String>,
         #[command(flatten)]
         direct: Direct,
     },
-    /// Container state events.
+    /// What happened to services' containers: state changes and operations, oldest first.
     Events {
         service: Option<String>,
+        /// At most this many events (the newest).
+        #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..))]
+        limit: u32,
+        /// Only events since then: a duration before now (10m, 1h30m, 2d) or a UTC time in
+        /// RFC 3339 (2026-01-01T12:00:00Z).
+        #[arg(long, value_name = "TIME")]
+        since: Option<String>,
         #[command(flatten)]
         direct: Direct,
     },
     /// Edit a service file in $VISUAL / $EDITOR (default vi); an invalid file is not saved.
     Edit { service: String },
-    /// Take over existing containers named <service>-* (needs --direct --node N).
+    /// Take over existing containers named <service>-*.
+    ///
+    /// Through the master: on the node the service is placed on, or the node given with --node.
+    /// With --direct --node N: that agent, without the master.
     Adopt {
         service: String,
         #[command(flatten)]
         direct: Direct,
     },
-    /// Copy a local file to /srv/<service>/<path> on a node (needs --direct --node N).
+    /// Copy a local file (at most 64 MiB) to /srv/<service>/<path> on the service's node.
+    ///
+    /// Through the master, which forwards it to the node that runs the service; with
+    /// --direct --node N, to that agent.
     Push {
         file: PathBuf,
         service: String,
@@ -158,7 +175,10 @@ pub enum Command {
         #[command(flatten)]
         direct: Direct,
     },
-    /// Copy /srv/<service>/<path> from a node to a local file (needs --direct --node N).
+    /// Copy /srv/<service>/<path> from the service's node to a local file.
+    ///
+    /// Through the master, which asks the node that runs the service; with --direct --node N,
+    /// that agent.
     Pull {
         service: String,
         path: String,

@@ -1,10 +1,11 @@
 //! End-to-end tests of a whole fleet: the real `mcp`, `mcp-master` and
 //! `mcp-agent` binaries over loopback, with real podman.
 //!
-//! Each test prepares its own fleet with `mcp dev --prepare-only` (PKI,
-//! tokens, configs in a temporary state directory; a fresh services git
-//! repository), shortens the intervals in the generated configs, and then
-//! starts, kills and restarts the daemons itself. Assertions use the CLI's
+//! Each test prepares its own fleet with the `mcp-dev` harness, the one
+//! behind `mcp dev` (PKI, tokens, configs in a temporary state directory; a
+//! fresh services git repository), shortens the intervals in the generated
+//! configs, and then starts, kills and restarts the daemons itself through
+//! the harness's `Daemon`s. Assertions use the CLI's
 //! `--output json` (`status`, `node list`, `sync --dry-run`) and podman
 //! itself (`podman ps -a` on each node's storage).
 //!
@@ -15,7 +16,8 @@
 //! - Images `localhost/mcp-test/web:v1` and `:v2` are built into the
 //!   operator's podman storage by `scripts/build-test-images.sh` (idempotent);
 //!   the agents read that image store read-only.
-//! - On drop every daemon is killed and every container of the fleet removed.
+//! - On drop every daemon is killed and every container of the fleet removed
+//!   (`mcp_dev::remove_containers`, what `mcp dev --down` does).
 //!   When a test fails, the daemons' logs are printed.
 
 #![allow(clippy::unwrap_used)]
@@ -23,7 +25,9 @@
 use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output};
+
+use mcp_dev::Daemon;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -135,18 +139,13 @@ fn wait_until(timeout: Duration, what: &str, mut f: impl FnMut() -> bool) -> Dur
 }
 
 fn git(dir: &Path, args: &[&str]) {
-    let out = Command::new("git")
-        .arg("-C")
-        .arg(dir)
-        .args(["-c", "user.name=fleet test", "-c", "user.email=fleet@test"])
-        .args(args)
-        .output()
-        .expect("running git");
-    assert!(
-        out.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let who = mcp_dev::git::Identity {
+        name: "fleet test",
+        email: "fleet@test",
+    };
+    if let Err(e) = mcp_dev::git::git_as(dir, who, args) {
+        panic!("{e}");
+    }
 }
 
 /// A service with one component named like it (so its container is
@@ -161,56 +160,23 @@ fn web_service(name: &str, version: &str, extra: &str) -> String {
 // the fleet
 // ---------------------------------------------------------------------------
 
-struct Daemon {
-    bin: PathBuf,
-    config: PathBuf,
-    log: PathBuf,
-    child: Option<Child>,
+/// The harness's daemon, with the test's expectations.
+trait DaemonExt {
+    fn started(&mut self);
+    fn assert_alive(&mut self);
 }
 
-impl Daemon {
-    fn start(&mut self) {
-        assert!(
-            self.child.is_none(),
-            "{} already runs",
-            self.config.display()
-        );
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.log)
-            .expect("opening the daemon log");
-        let child = Command::new(&self.bin)
-            .arg("--config")
-            .arg(&self.config)
-            .arg("serve")
-            .env("CONTAINERS_CONF", containers_conf())
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().expect("log"))
-            .stderr(log)
-            .spawn()
-            .unwrap_or_else(|e| panic!("starting {}: {e}", self.bin.display()));
-        self.child = Some(child);
-    }
-
-    /// SIGKILL: a crash, not a clean stop.
-    fn kill(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
+impl DaemonExt for Daemon {
+    fn started(&mut self) {
+        if let Err(e) = self.start() {
+            panic!("starting {}: {e}", self.name);
         }
     }
 
     fn assert_alive(&mut self) {
-        if let Some(c) = &mut self.child {
-            if let Ok(Some(status)) = c.try_wait() {
-                panic!("{} exited: {status}", self.log.display());
-            }
+        if let Some(status) = self.exited() {
+            panic!("{} exited: {status}", self.log.display());
         }
-    }
-
-    fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 }
 
@@ -236,7 +202,7 @@ struct FleetOptions {
 
 struct Fleet {
     _tmp: tempfile::TempDir,
-    state: PathBuf,
+    dev: mcp_dev::Fleet,
     repo: PathBuf,
     cli_config: PathBuf,
     master: Daemon,
@@ -271,37 +237,19 @@ impl Fleet {
         git(&repo, &["add", "README.md"]);
         git(&repo, &["commit", "-q", "-m", "init"]);
 
-        let mut args: Vec<String> = vec![
-            "--output".into(),
-            "json".into(),
-            "dev".into(),
-            "--prepare-only".into(),
-            "--agents".into(),
-            opts.agents.to_string(),
-            "--state-dir".into(),
-            tmp.path().join("state").to_string_lossy().into_owned(),
-            "--services".into(),
-            repo.to_string_lossy().into_owned(),
-        ];
-        if opts.edge {
-            args.push("--edge".into());
-        }
-        let out = Command::new(mcp_bin())
-            .args(&args)
-            .env("CONTAINERS_CONF", containers_conf())
-            .env_remove("MCP_CONFIG")
-            .output()
-            .expect("running mcp dev --prepare-only");
-        assert!(
-            out.status.success(),
-            "mcp dev --prepare-only failed:\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let info: Value = serde_json::from_slice(&out.stdout).expect("prepare-only prints JSON");
-        let path = |v: &Value| PathBuf::from(v.as_str().expect("a path"));
+        let dev = mcp_dev::prepare(&mcp_dev::DevOptions {
+            services: Some(repo.clone()),
+            agents: opts.agents,
+            edge: opts.edge,
+            state_dir: Some(tmp.path().join("state")),
+            containers_conf: Some(containers_conf().into()),
+        })
+        .unwrap_or_else(|e| panic!("preparing the fleet: {e}"));
+        let bin_dir = master_bin.parent().expect("a bin directory").to_path_buf();
+        assert_eq!(agent_bin.parent(), Some(bin_dir.as_path()));
 
         // Short intervals for the tests.
-        edit_toml(&path(&info["master"]["config"]), |d| {
+        edit_toml(&dev.master_config(), |d| {
             d["reconcile"]["interval"] = toml_edit::value(secs(RECONCILE_INTERVAL));
             d["reconcile"]["heal_backoff"] = toml_edit::value("1s");
             d["reconcile"]["heal_max_attempts"] = toml_edit::value(HEAL_MAX_ATTEMPTS as i64);
@@ -312,13 +260,9 @@ impl Fleet {
             d["services"]["debounce"] = toml_edit::value("100ms");
             d["services"]["poll"] = toml_edit::value("1s");
         });
-        let mut agents = BTreeMap::new();
-        let mut podman_args = BTreeMap::new();
-        for (i, n) in info["nodes"].as_array().expect("nodes").iter().enumerate() {
-            let name = n["name"].as_str().expect("node name").to_string();
-            let config = path(&n["config"]);
+        for (i, n) in dev.nodes.iter().enumerate() {
             let lo = opts.port_base + u16::try_from(i).unwrap() * 400;
-            edit_toml(&config, |d| {
+            edit_toml(&dev.agent_config(&n.name), |d| {
                 d["master"]["heartbeat_interval"] = toml_edit::value("1s");
                 d["monitor"]["interval"] = toml_edit::value("1s");
                 let mut range = toml_edit::Array::new();
@@ -326,44 +270,26 @@ impl Fleet {
                 range.push(i64::from(lo + 399));
                 d["ports"]["range"] = toml_edit::value(range);
             });
-            podman_args.insert(
-                name.clone(),
-                n["podman_args"]
-                    .as_array()
-                    .expect("podman_args")
-                    .iter()
-                    .map(|a| a.as_str().unwrap().to_string())
-                    .collect(),
-            );
-            agents.insert(
-                name,
-                Daemon {
-                    bin: agent_bin.clone(),
-                    config,
-                    log: path(&n["log"]),
-                    child: None,
-                },
-            );
         }
+        let daemons = dev.daemons(&bin_dir);
         let mut fleet = Fleet {
-            state: path(&info["state_dir"]),
             repo,
-            cli_config: path(&info["cli_config"]),
-            master: Daemon {
-                bin: master_bin,
-                config: path(&info["master"]["config"]),
-                log: path(&info["master"]["log"]),
-                child: None,
-            },
-            agents,
-            podman_args,
+            cli_config: dev.cli_config(),
+            master: daemons.master,
+            agents: daemons.agents,
+            podman_args: dev
+                .nodes
+                .iter()
+                .map(|n| (n.name.clone(), n.podman_args.clone()))
+                .collect(),
+            dev,
             _tmp: tmp,
             started: Instant::now(),
         };
         for a in fleet.agents.values_mut() {
-            a.start();
+            a.started();
         }
-        fleet.master.start();
+        fleet.master.started();
         let names: Vec<String> = fleet.agents.keys().cloned().collect();
         fleet.wait(CONVERGE, "every node is registered and healthy", |f| {
             names.iter().all(|n| f.node_status(n) == "healthy")
@@ -573,50 +499,11 @@ impl Drop for Fleet {
         for a in self.agents.values_mut() {
             a.kill();
         }
-        for node in self.podman_args.keys() {
-            let _ = self
-                .podman(node)
-                .args(["rm", "-a", "-f", "-t", "0"])
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .status();
-        }
-        // podman (as root) may leave the overlay driver's home mounted on
-        // itself, which would keep the state directory from being removed.
-        for node in self.podman_args.keys() {
-            let overlay = self.state.join("nodes").join(node).join("storage/overlay");
-            let _ = Command::new("umount")
-                .arg(&overlay)
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .status();
-        }
-        // The short runroots podman needs live outside the state directory.
-        // A container's exit clean-up can still write there just after
-        // `rm`, hence a second try.
-        for attempt in 0..2 {
-            if attempt > 0 {
-                std::thread::sleep(Duration::from_millis(500));
-            }
-            self.remove_runroots();
+        let (_, problems) = mcp_dev::remove_containers(&self.dev);
+        for p in problems {
+            eprintln!("fleet clean-up: {p}");
         }
         eprintln!("fleet ran for {:?}", self.started.elapsed());
-    }
-}
-
-impl Fleet {
-    fn remove_runroots(&self) {
-        for args in self.podman_args.values() {
-            if let Some(rr) = args
-                .iter()
-                .position(|a| a == "--runroot")
-                .and_then(|i| args.get(i + 1))
-            {
-                if let Some(parent) = Path::new(rr).parent() {
-                    let _ = std::fs::remove_dir_all(parent);
-                }
-            }
-        }
     }
 }
 
@@ -1012,7 +899,7 @@ fn self_heal_and_agent_failure() {
     assert_eq!(f.node_status(&node), "unhealthy");
 
     // Restarted: healthy again, the same container, no duplicate.
-    f.agents.get_mut(&node).unwrap().start();
+    f.agents.get_mut(&node).unwrap().started();
     f.wait(CONVERGE, "the node is healthy again", |f| {
         f.node_status(&node) == "healthy"
     });
@@ -1062,7 +949,7 @@ fn master_killed_mid_apply_converges() {
     let out = f.mcp(&["sync", "--dry-run"]);
     assert_eq!(out.status.code(), Some(1), "{out:?}");
 
-    f.master.start();
+    f.master.started();
     f.wait(CONVERGE, "every service runs", |f| {
         let st = f.statuses();
         names

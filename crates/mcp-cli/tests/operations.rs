@@ -199,8 +199,14 @@ fn direct_needs_a_known_node() {
         &mcp(&["--config", c, "restart", "mcq", "--node", "orion"]),
         "only applies with --direct",
     );
-    // Agent-only commands say so.
-    assert_fails_with(&mcp(&["--config", c, "adopt", "mcq"]), "--direct --node");
+    // push, pull and adopt go through the master without --direct.
+    for args in [
+        &["--config", c, "adopt", "mcq"][..],
+        &["--config", c, "adopt", "mcq", "--node", "orion"],
+        &["--config", c, "pull", "mcq", "a.db", "/tmp/x"],
+    ] {
+        assert_fails_with(&mcp(args), "no [master] address");
+    }
 }
 
 /// A peer that does not answer is named with its address; with --direct a
