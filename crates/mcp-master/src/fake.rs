@@ -113,8 +113,8 @@ struct Inner {
     unmanaged: BTreeMap<String, BTreeMap<String, String>>,
     /// (node, service, path) → file.
     files: BTreeMap<(String, String, String), FileContent>,
-    /// (node, service, component) → lines.
-    logs: BTreeMap<(String, String, String), Vec<(LogSource, String)>>,
+    /// (node, service, component) → lines, with when they were written.
+    logs: BTreeMap<(String, String, String), Vec<(SystemTime, LogSource, String)>>,
     /// node → events, oldest first.
     events: BTreeMap<String, Vec<EventRow>>,
     calls: Vec<Call>,
@@ -268,11 +268,24 @@ impl FakeAgents {
 
     /// A line of output of a component (what `logs` returns).
     pub fn emit_log(&self, node: &str, service: &str, component: &str, line: &str) {
+        self.emit_log_at(node, service, component, line, SystemTime::now());
+    }
+
+    /// [`FakeAgents::emit_log`] with the time the line was written (for
+    /// `since`).
+    pub fn emit_log_at(
+        &self,
+        node: &str,
+        service: &str,
+        component: &str,
+        line: &str,
+        at: SystemTime,
+    ) {
         self.lock()
             .logs
             .entry((node.to_string(), service.to_string(), component.to_string()))
             .or_default()
-            .push((LogSource::Stdout, line.to_string()));
+            .push((at, LogSource::Stdout, line.to_string()));
     }
 
     /// Records `call` and decides its fate: `Err` to fail, `Ok(true)` to hang.
@@ -319,8 +332,10 @@ impl FakeAgents {
 
 /// Now, to the second (the agent stores event times in whole seconds).
 fn now() -> SystemTime {
-    let secs = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    UNIX_EPOCH + Duration::from_secs(secs)
+    UNIX_EPOCH + Duration::from_secs(whole_seconds(SystemTime::now()))
+}
+
+/// Seconds since the epoch (podman compares log times in whole seconds).
+fn whole_seconds(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }

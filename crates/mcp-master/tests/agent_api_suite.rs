@@ -14,7 +14,7 @@
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use mcp_agent::testing::{fake_agent, FakeRuntime, TestServer};
 use mcp_agent::{Agent, ServerSecurity};
@@ -48,6 +48,8 @@ trait Fixture: Send + Sync {
     fn target(&self) -> AgentTarget;
     /// The container of `service`/`component` prints `line`.
     fn emit_log(&self, service: &str, component: &str, line: &str);
+    /// ... at time `at`.
+    fn emit_log_at(&self, service: &str, component: &str, line: &str, at: SystemTime);
     /// The container of `service`/`component` exits on its own.
     fn crash(&self, service: &str, component: &str);
     /// A running container MCP did not create.
@@ -73,6 +75,9 @@ impl Fixture for Fake {
     }
     fn emit_log(&self, service: &str, component: &str, line: &str) {
         self.agents.emit_log(NODE, service, component, line);
+    }
+    fn emit_log_at(&self, service: &str, component: &str, line: &str, at: SystemTime) {
+        self.agents.emit_log_at(NODE, service, component, line, at);
     }
     fn crash(&self, service: &str, component: &str) {
         self.agents
@@ -122,6 +127,15 @@ impl Fixture for Grpc {
             self.agent
                 .runtime()
                 .emit_log(&name, LogSource::Stdout, line),
+            "no container {name}"
+        );
+    }
+    fn emit_log_at(&self, service: &str, component: &str, line: &str, at: SystemTime) {
+        let name = container(service, component);
+        assert!(
+            self.agent
+                .runtime()
+                .emit_log_at(&name, LogSource::Stdout, line, at),
             "no container {name}"
         );
     }
@@ -459,6 +473,49 @@ async fn logs_are_the_containers_output(f: Box<dyn Fixture>) {
     assert_eq!(lines, ["api line 2", "api line 3"]);
 }
 
+async fn lines(api: &dyn AgentApi, t: &AgentTarget, q: LogsQuery) -> Vec<String> {
+    api.logs(t, q)
+        .await
+        .unwrap()
+        .map(|l| l.unwrap().line)
+        .collect()
+        .await
+}
+
+async fn logs_since_filters_by_write_time(f: Box<dyn Fixture>) {
+    let (api, t) = (f.api(), f.target());
+    deploy_shop(&*f).await;
+    let now = SystemTime::now();
+    f.emit_log_at(
+        "shop",
+        "api",
+        "an hour ago",
+        now - Duration::from_secs(3600),
+    );
+    f.emit_log_at("shop", "api", "a minute ago", now - Duration::from_secs(60));
+    f.emit_log_at("shop", "api", "now", now);
+    let read = |since: Option<SystemTime>, tail: Option<u32>| LogsQuery {
+        service: "shop".to_string(),
+        component: Some("api".to_string()),
+        since,
+        tail,
+        ..LogsQuery::default()
+    };
+    assert_eq!(
+        lines(api, &t, read(None, None)).await,
+        ["an hour ago", "a minute ago", "now"]
+    );
+    let recent = Some(now - Duration::from_secs(120));
+    assert_eq!(
+        lines(api, &t, read(recent, None)).await,
+        ["a minute ago", "now"]
+    );
+    // The tail of what is left after `since`.
+    assert_eq!(lines(api, &t, read(recent, Some(1))).await, ["now"]);
+    let later = Some(now + Duration::from_secs(3600));
+    assert!(lines(api, &t, read(later, None)).await.is_empty());
+}
+
 async fn events_record_what_happened(f: Box<dyn Fixture>) {
     let (api, t) = (f.api(), f.target());
     deploy_shop(&*f).await;
@@ -663,6 +720,7 @@ suite!(
     undeploy_removes_the_service,
     unknown_services_and_components_are_not_found,
     logs_are_the_containers_output,
+    logs_since_filters_by_write_time,
     events_record_what_happened,
     files_push_and_pull,
     health_follows_the_containers,

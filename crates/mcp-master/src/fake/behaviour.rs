@@ -7,7 +7,7 @@ use mcp_planner::{ComponentReport, ContainerState, ServiceReport};
 use mcp_spec::{spec_hash, ComponentSpec, ServiceSpec, Tier};
 use tonic::Code;
 
-use super::{now, Call, FakeAgents, FakeService, Inner};
+use super::{now, whole_seconds, Call, FakeAgents, FakeService, Inner};
 use crate::agents::{
     check_steps, AgentApi, AgentError, AgentReport, AgentStep, AgentTarget, EventRow, EventsQuery,
     FileContent, Health, HealthStatus, LogLine, LogStream, LogsQuery,
@@ -350,31 +350,26 @@ impl Inner {
     }
 
     fn logs(&mut self, t: &AgentTarget, q: &LogsQuery) -> Result<Vec<LogLine>, AgentError> {
-        if q.since.is_some() {
-            return Err(refused(
-                t,
-                "Logs",
-                Code::Unimplemented,
-                "logs since a time (the runtime's log lines carry no timestamps) is not \
-                 supported by this agent yet"
-                    .to_string(),
-            ));
-        }
         let targets = self.targets(t, "Logs", &q.service, q.component.as_deref())?;
         let mut out = Vec::new();
         for c in targets {
             let key = (t.node.clone(), q.service.clone(), c.clone());
-            let lines = self.logs.get(&key).map(Vec::as_slice).unwrap_or_default();
+            let since = q.since.map(whole_seconds);
+            let lines: Vec<LogLine> = self
+                .logs
+                .get(&key)
+                .into_iter()
+                .flatten()
+                .filter(|(at, _, _)| since.is_none_or(|s| whole_seconds(*at) >= s))
+                .map(|(_, source, line)| LogLine {
+                    component: c.clone(),
+                    line: line.clone(),
+                    source: *source,
+                })
+                .collect();
             let tail = q.tail.map_or(lines.len(), |n| n as usize);
-            out.extend(
-                lines[lines.len().saturating_sub(tail)..]
-                    .iter()
-                    .map(|(source, line)| LogLine {
-                        component: c.clone(),
-                        line: line.clone(),
-                        source: *source,
-                    }),
-            );
+            let skip = lines.len().saturating_sub(tail);
+            out.extend(lines.into_iter().skip(skip));
         }
         Ok(out)
     }
