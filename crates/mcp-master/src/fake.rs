@@ -105,6 +105,9 @@ struct FakeService {
     built: BTreeMap<String, Option<ComponentSpec>>,
 }
 
+/// A line of output and when it was written.
+type WrittenLine = (SystemTime, LogSource, String);
+
 #[derive(Debug, Default)]
 struct Inner {
     /// node → service → what runs.
@@ -114,7 +117,7 @@ struct Inner {
     /// (node, service, path) → file.
     files: BTreeMap<(String, String, String), FileContent>,
     /// (node, service, component) → lines, with when they were written.
-    logs: BTreeMap<(String, String, String), Vec<(SystemTime, LogSource, String)>>,
+    logs: BTreeMap<(String, String, String), Vec<WrittenLine>>,
     /// node → events, oldest first.
     events: BTreeMap<String, Vec<EventRow>>,
     calls: Vec<Call>,
