@@ -220,14 +220,15 @@ pub fn cell(s: &str) -> String {
 }
 
 /// What an event says happened: the agent's detail, with the state change
-/// when there is one; the bare state change; else its kind.
+/// when the state changed; the bare state change; else its kind.
 pub fn event_what(e: &pb::EventInfo) -> String {
-    let change = (!e.prev_state.is_empty() || !e.new_state.is_empty())
+    let change = (e.prev_state != e.new_state)
         .then(|| format!("{} -> {}", cell(&e.prev_state), cell(&e.new_state)));
     match (e.detail.is_empty(), change) {
         (false, Some(c)) => format!("{} ({c})", e.detail),
         (false, None) => e.detail.clone(),
         (true, Some(c)) => c,
+        (true, None) if !e.new_state.is_empty() => e.new_state.clone(),
         (true, None) => cell(&e.kind),
     }
 }

@@ -278,3 +278,83 @@ fn token_keygen_and_issue() {
         assert!(stderr(&out).starts_with("mcp: error:"), "{}", stderr(&out));
     }
 }
+
+fn podman_installed() -> bool {
+    let ok = std::process::Command::new("podman")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    let required = std::env::var("MCP_REQUIRE_PODMAN").is_ok_and(|v| !v.is_empty() && v != "0");
+    assert!(
+        ok || !required,
+        "MCP_REQUIRE_PODMAN is set but podman does not run"
+    );
+    if !ok {
+        eprintln!("SKIPPING: podman is not installed");
+    }
+    ok
+}
+
+/// `mcp dev` never reads the CLI config: an exported MCP_CONFIG naming a
+/// file that does not exist (another state directory's) is no obstacle.
+/// `--purge` then deletes the prepared state directory.
+#[test]
+fn dev_ignores_mcp_config_and_purge_deletes_the_state() {
+    if !podman_installed() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let services = dir.path().join("services");
+    std::fs::create_dir(&services).unwrap();
+    let run = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_mcp"))
+            .args(args)
+            .env("HOME", "/nonexistent")
+            .env("MCP_CONFIG", dir.path().join("elsewhere/mcp.toml"))
+            .output()
+            .unwrap()
+    };
+    let s = state.to_str().unwrap();
+    let o = run(&[
+        "--output",
+        "json",
+        "dev",
+        "--prepare-only",
+        "--agents",
+        "1",
+        "--state-dir",
+        s,
+        "--services",
+        services.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["nodes"][0]["name"], "m1");
+    assert!(state.join("fleet.json").is_file());
+
+    let o = run(&["dev", "--purge", "--state-dir", s]);
+    assert_eq!(o.status.code(), Some(0), "{}{}", stdout(&o), stderr(&o));
+    assert!(
+        stdout(&o).contains("removed 0 container(s)"),
+        "{}",
+        stdout(&o)
+    );
+    assert!(!state.exists(), "the state directory is deleted");
+}
+
+/// `--down`/`--purge` act only on a directory `mcp dev` prepared.
+#[test]
+fn dev_down_refuses_a_directory_without_a_fleet() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("keep.txt"), "mine").unwrap();
+    let o = mcp(&[
+        "dev",
+        "--purge",
+        "--state-dir",
+        dir.path().to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("holds no dev fleet"), "{}", stderr(&o));
+    assert!(dir.path().join("keep.txt").exists(), "nothing was deleted");
+}

@@ -198,6 +198,9 @@ struct FleetOptions {
     port_base: u16,
     /// `[reconcile] concurrency`.
     concurrency: usize,
+    /// The services directory is a git repository the master follows;
+    /// `false`: a plain directory (push mode, `mcp sync`).
+    gitops: bool,
 }
 
 struct Fleet {
@@ -232,10 +235,12 @@ impl Fleet {
             .expect("tempdir");
         let repo = tmp.path().join("services");
         std::fs::create_dir_all(&repo).unwrap();
-        git(&repo, &["init", "-q", "-b", "main"]);
-        std::fs::write(repo.join("README.md"), "Services of the fleet test.\n").unwrap();
-        git(&repo, &["add", "README.md"]);
-        git(&repo, &["commit", "-q", "-m", "init"]);
+        if opts.gitops {
+            git(&repo, &["init", "-q", "-b", "main"]);
+            std::fs::write(repo.join("README.md"), "Services of the fleet test.\n").unwrap();
+            git(&repo, &["add", "README.md"]);
+            git(&repo, &["commit", "-q", "-m", "init"]);
+        }
 
         let dev = mcp_dev::prepare(&mcp_dev::DevOptions {
             services: Some(repo.clone()),
@@ -257,8 +262,10 @@ impl Fleet {
             d["registration"]["heartbeat_interval"] = toml_edit::value("1s");
             d["registration"]["heartbeat_timeout"] = toml_edit::value(secs(HEARTBEAT_TIMEOUT));
             d["registration"]["heartbeat_min_interval"] = toml_edit::value("500ms");
-            d["services"]["debounce"] = toml_edit::value("100ms");
-            d["services"]["poll"] = toml_edit::value("1s");
+            if opts.gitops {
+                d["services"]["debounce"] = toml_edit::value("100ms");
+                d["services"]["poll"] = toml_edit::value("1s");
+            }
         });
         for (i, n) in dev.nodes.iter().enumerate() {
             let lo = opts.port_base + u16::try_from(i).unwrap() * 400;
@@ -522,6 +529,7 @@ fn gitops_changes_follow_commits() {
         edge: true,
         port_base: 31000,
         concurrency: 4,
+        gitops: true,
     }) else {
         return;
     };
@@ -815,6 +823,7 @@ fn self_heal_and_agent_failure() {
         edge: false,
         port_base: 33000,
         concurrency: 4,
+        gitops: true,
     }) else {
         return;
     };
@@ -924,6 +933,7 @@ fn master_killed_mid_apply_converges() {
         edge: false,
         port_base: 35000,
         concurrency: 1,
+        gitops: true,
     }) else {
         return;
     };
@@ -983,4 +993,147 @@ fn master_killed_mid_apply_converges() {
             .filter(|l| l.contains("interrupted by a master restart: marked abandoned"))
             .count()
     );
+}
+
+/// Push mode (a services directory that is not a git repository) on a master
+/// and one worker: `mcp sync` deploys; `mcp push`/`mcp pull` without `--direct`
+/// reach the service's node through the master; a 50 MiB file goes to the
+/// agent and back intact with `--direct`, an over-limit one is refused
+/// naming the limit; `mcp deploy --component` recreates that component
+/// only; `mcp events --limit` bounds the rows; `mcp dev --down` stops the
+/// daemons and removes the containers.
+#[test]
+fn push_mode_files_components_and_down() {
+    let Some(mut f) = Fleet::start(&FleetOptions {
+        agents: 2,
+        edge: false,
+        port_base: 37000,
+        concurrency: 2,
+        gitops: false,
+    }) else {
+        return;
+    };
+    let duo = |a: &str| {
+        format!(
+            "name = \"duo\"\n\n[[components]]\nname = \"a\"\nimage = \"localhost/mcp-test/web:{a}\"\n\n[[components.routes]]\nport = 8081\nmode = \"l4\"\n\n[[components]]\nname = \"b\"\nimage = \"localhost/mcp-test/web:v1\"\n\n[[components.routes]]\nport = 8082\nmode = \"l4\"\n"
+        )
+    };
+    f.write("duo.toml", &duo("v1"));
+    let out = f.mcp(&["sync"]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    f.wait(CONVERGE, "duo runs", |f| {
+        f.status_is("duo", "running") && f.running("duo-a") && f.running("duo-b")
+    });
+    let node = f.status("duo")["node"].as_str().unwrap().to_string();
+    assert_eq!(node, "w1");
+    let srv = f.dev.state.join("nodes/w1/srv/duo");
+    let tmp = tempfile::tempdir().unwrap();
+    let local = |name: &str| tmp.path().join(name);
+
+    // Through the master: the file lands on the service's node.
+    std::fs::write(local("app.conf"), "greeting = \"hi\"\n").unwrap();
+    let out = f.mcp(&[
+        "push",
+        local("app.conf").to_str().unwrap(),
+        "duo",
+        "conf/app.conf",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert_eq!(
+        std::fs::read_to_string(srv.join("conf/app.conf")).unwrap(),
+        "greeting = \"hi\"\n"
+    );
+    std::fs::write(srv.join("conf/state.txt"), "written on w1\n").unwrap();
+    let out = f.mcp(&[
+        "pull",
+        "duo",
+        "conf/state.txt",
+        local("state.txt").to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert_eq!(
+        std::fs::read_to_string(local("state.txt")).unwrap(),
+        "written on w1\n"
+    );
+
+    // 50 MiB straight to the agent and back, byte for byte.
+    let big: Vec<u8> = (0..50u32 * 1024 * 1024)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    let (big_path, huge_path) = (local("big.bin"), local("huge.bin"));
+    std::fs::write(&big_path, &big).unwrap();
+    let direct = ["--direct", "--node", "w1"];
+    let mut args = vec!["push", big_path.to_str().unwrap(), "duo", "data/big.bin"];
+    args.extend(direct);
+    let out = f.mcp(&args);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert!(
+        std::fs::read(srv.join("data/big.bin")).unwrap() == big,
+        "pushed intact"
+    );
+    let back = local("back.bin");
+    let mut args = vec!["pull", "duo", "data/big.bin", back.to_str().unwrap()];
+    args.extend(direct);
+    let out = f.mcp(&args);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert!(std::fs::read(&back).unwrap() == big, "pulled intact");
+    drop(big);
+
+    // Over the limit: refused before anything is sent, naming the limit.
+    let huge = std::fs::File::create(&huge_path).unwrap();
+    huge.set_len(64 * 1024 * 1024 + 1).unwrap();
+    let mut args = vec!["push", huge_path.to_str().unwrap(), "duo", "data/huge.bin"];
+    args.extend(direct);
+    let out = f.mcp(&args);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("64 MiB"), "{err}");
+    assert!(!srv.join("data/huge.bin").exists());
+
+    // One component redeployed: a is recreated on v2, b is left alone.
+    let (a1, b1) = (f.one("duo-a").unwrap(), f.one("duo-b").unwrap());
+    f.write("duo.toml", &duo("v2"));
+    let out = f.mcp(&["deploy", "duo", "--component", "a"]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let a2 = f.one("duo-a").unwrap();
+    assert_ne!(a2.id, a1.id, "a was recreated");
+    assert!(a2.image.ends_with("web:v2"), "{a2:?}");
+    assert_eq!(f.one("duo-b").unwrap(), b1, "b was left alone");
+    let out = f.mcp(&["sync", "--dry-run"]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "what runs is what is desired: {out:?}"
+    );
+
+    // Events: bounded, and every row says what happened.
+    for _ in 0..3 {
+        let out = f.mcp(&["restart", "duo"]);
+        assert_eq!(out.status.code(), Some(0), "{out:?}");
+    }
+    let all = f.try_json(&["events", "duo"]).unwrap();
+    let all = all["events"].as_array().unwrap().len();
+    let five = f.try_json(&["events", "duo", "--limit", "5"]).unwrap();
+    let five = five["events"].as_array().unwrap().len();
+    assert!(all > 5, "duo has {all} events");
+    assert_eq!(five, 5);
+    let out = f.mcp(&["events", "duo", "--limit", "5"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(text.lines().count(), 6, "a header and 5 rows:\n{text}");
+    assert!(!text.contains("- -> -"), "{text}");
+    eprintln!("mcp events duo --limit 5:\n{text}");
+
+    // `mcp dev --down`: the daemons stop, the containers go.
+    let out = Command::new(mcp_bin())
+        .args(["dev", "--down", "--state-dir"])
+        .arg(&f.dev.state)
+        .env("CONTAINERS_CONF", containers_conf())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert!(f.master.exited().is_some(), "the master was stopped");
+    for a in f.agents.values_mut() {
+        assert!(a.exited().is_some(), "{} was stopped", a.name);
+    }
+    assert_eq!(f.containers(), vec![], "no container is left");
 }

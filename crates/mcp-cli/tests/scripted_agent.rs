@@ -26,6 +26,8 @@ struct Seen {
     calls: Vec<(String, String)>,
     deploys: Vec<pb::AgentDeployRequest>,
     pushes: Vec<pb::PushFileRequest>,
+    /// `limit` of every Events call.
+    event_limits: Vec<u32>,
 }
 
 struct Script {
@@ -162,18 +164,25 @@ impl McpAgentService for Script {
     }
     async fn events(&self, req: Request<pb::EventsRequest>) -> R<pb::EventsResponse> {
         check_token(&req)?;
-        Ok(Response::new(pb::EventsResponse {
-            events: vec![pb::EventInfo {
+        self.seen
+            .lock()
+            .unwrap()
+            .event_limits
+            .push(req.get_ref().limit);
+        // Eight events whatever the limit (an agent that ignores it).
+        let events = (0..8)
+            .map(|i| pb::EventInfo {
                 node: "orion".to_string(),
                 service: "mcq".to_string(),
                 component: "worker".to_string(),
                 prev_state: "running".to_string(),
                 new_state: "exited".to_string(),
-                timestamp: "2026-01-01T00:00:00Z".to_string(),
+                timestamp: format!("2026-01-01T00:00:0{i}Z"),
                 kind: "state".to_string(),
                 detail: String::new(),
-            }],
-        }))
+            })
+            .collect();
+        Ok(Response::new(pb::EventsResponse { events }))
     }
     async fn push_file(&self, req: Request<pb::PushFileRequest>) -> R<pb::PushFileResponse> {
         check_token(&req)?;
@@ -410,4 +419,32 @@ fn push_and_pull_files() {
     let o = f.mcp(&["pull", "mcq", "nope", dest.to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(1));
     assert!(err(&o).contains("no such file: nope"), "{}", err(&o));
+}
+
+#[test]
+fn events_are_limited_to_the_newest() {
+    let f = start();
+    let o = f.mcp(&["events", "mcq"]);
+    assert_eq!(o.status.code(), Some(0), "{}", err(&o));
+    assert_eq!(
+        out(&o).lines().count(),
+        9,
+        "a header and 8 rows:\n{}",
+        out(&o)
+    );
+    let o = f.mcp(&["events", "mcq", "--limit", "5"]);
+    assert_eq!(o.status.code(), Some(0), "{}", err(&o));
+    let text = out(&o);
+    assert_eq!(text.lines().count(), 6, "a header and 5 rows:\n{text}");
+    assert!(
+        text.contains("2026-01-01T00:00:07Z"),
+        "the newest are kept:\n{text}"
+    );
+    assert!(!text.contains("2026-01-01T00:00:02Z"), "{text}");
+    assert_eq!(f.seen.lock().unwrap().event_limits, [100, 5]);
+    let o = f.mcp(&["events", "mcq", "--limit", "0"]);
+    assert_eq!(o.status.code(), Some(2), "a limit of 0 is a usage error");
+    let o = f.mcp(&["events", "mcq", "--since", "soon"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(err(&o).contains("RFC 3339"), "{}", err(&o));
 }

@@ -241,6 +241,15 @@ fn event_rows_say_what_happened() {
         "exited with 137 (running -> exited)"
     );
     assert_eq!(event_what(&ev("stop", "", "", "")), "stop");
+    assert_eq!(
+        event_what(&ev("flapping", "3 transitions in 5m", "running", "running")),
+        "3 transitions in 5m",
+        "no change to show"
+    );
+    assert_eq!(
+        event_what(&ev("state", "", "running", "running")),
+        "running"
+    );
     let t = events_table(&[ev("deploy", "deployed r/web:v2", "", "")]);
     assert_eq!(
         t,
