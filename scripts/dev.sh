@@ -3,6 +3,9 @@
 # demo images, and starts a demo fleet (a master and three agents over
 # loopback, real podman) with `mcp dev`. State lives in .mcp-dev/ (kept
 # between runs); Ctrl-C stops the daemons.
+#   target/release/mcp dev --down --state-dir .mcp-dev    stops the fleet and
+#                                                        removes its containers
+#   target/release/mcp dev --purge --state-dir .mcp-dev   ... and deletes .mcp-dev
 #
 #   scripts/dev.sh [mcp dev options...]     e.g. --agents 4 --edge
 set -euo pipefail
