@@ -33,23 +33,29 @@ pub fn run(opts: &DevOptions) -> Result<ExitCode> {
         return down(opts);
     }
     mcp_dev::check_podman()?;
+    let state = match &opts.state_dir {
+        Some(d) => d.clone(),
+        None => mcp_dev::default_state_dir()?,
+    };
     let prep = mcp_dev::DevOptions {
         services: opts.services.clone(),
         agents: opts.agents,
         edge: opts.edge,
-        state_dir: opts.state_dir.clone(),
+        state_dir: Some(state.clone()),
         containers_conf: std::env::var_os("CONTAINERS_CONF")
             .filter(|v| !v.is_empty())
             .map(PathBuf::from),
     };
+    // A running fleet's configs must not be rewritten under it.
     if opts.prepare_only {
+        mcp_dev::ensure_running_none(&state)?;
         let fleet = mcp_dev::prepare(&prep)?;
         print_paths(&fleet, opts.json)?;
         return Ok(ExitCode::SUCCESS);
     }
     let bin_dir = binaries_dir()?;
+    let _me = DevProcess::claim(&state)?;
     let fleet = mcp_dev::prepare(&prep)?;
-    let _me = DevProcess::claim(&fleet)?;
     let mut daemons = fleet.daemons(&bin_dir);
     daemons.start_all()?;
     if let Err(e) = daemons.wait_listening(&fleet, Duration::from_secs(60)) {

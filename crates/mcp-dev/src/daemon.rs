@@ -251,22 +251,37 @@ pub struct DevProcess {
 }
 
 impl DevProcess {
-    pub fn claim(f: &Fleet) -> Result<DevProcess, DevError> {
-        let live = live_processes(&f.state);
-        if !live.is_empty() {
-            let names: Vec<String> = live.iter().map(|(n, p)| format!("{n} (pid {p})")).collect();
-            return failed(format!(
-                "a fleet already runs from {}: {}; stop it with `mcp dev --down --state-dir {}`",
-                f.state.display(),
-                names.join(", "),
-                f.state.display()
-            ));
-        }
-        let pid_file = f.state.join("run").join(format!("{DEV_PID}.pid"));
+    /// Claims `state` (created if missing) for this process. Call it before
+    /// [`crate::prepare`], which rewrites the configs of a running fleet.
+    pub fn claim(state: &Path) -> Result<DevProcess, DevError> {
+        let state = ensure_running_none(state)?;
+        let run = state.join("run");
+        std::fs::create_dir_all(&run).map_err(io(format!("creating {}", run.display())))?;
+        let pid_file = run.join(format!("{DEV_PID}.pid"));
         std::fs::write(&pid_file, format!("{}\n", std::process::id()))
             .map_err(io(format!("writing {}", pid_file.display())))?;
         Ok(DevProcess { pid_file })
     }
+}
+
+/// Fails when processes recorded in `state` (created if missing) still
+/// run; the canonical state path otherwise.
+pub fn ensure_running_none(state: &Path) -> Result<PathBuf, DevError> {
+    std::fs::create_dir_all(state).map_err(io(format!("creating {}", state.display())))?;
+    let state = state
+        .canonicalize()
+        .map_err(io(format!("resolving {}", state.display())))?;
+    let live = live_processes(&state);
+    if !live.is_empty() {
+        let names: Vec<String> = live.iter().map(|(n, p)| format!("{n} (pid {p})")).collect();
+        return failed(format!(
+            "a fleet already runs from {}: {}; stop it with `mcp dev --down --state-dir {}`",
+            state.display(),
+            names.join(", "),
+            state.display()
+        ));
+    }
+    Ok(state)
 }
 
 impl Drop for DevProcess {

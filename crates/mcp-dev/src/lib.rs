@@ -41,7 +41,9 @@ pub mod git;
 mod podman;
 mod prepare;
 
-pub use daemon::{down, live_processes, Daemon, Daemons, DevProcess, DownReport};
+pub use daemon::{
+    down, ensure_running_none, live_processes, Daemon, Daemons, DevProcess, DownReport,
+};
 pub use podman::{check_podman, remove_containers};
 pub use prepare::{default_state_dir, prepare, DevOptions, Fleet, Node, DEMO_SERVICES};
 
