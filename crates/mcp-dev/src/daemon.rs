@@ -432,3 +432,36 @@ pub fn down(state: &Path, purge: bool) -> Result<DownReport, DevError> {
     }
     Ok(report)
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    /// A pid file whose process is not the daemon it names (a reused pid:
+    /// here the test itself) is stale: removed, and never signalled.
+    #[test]
+    fn a_reused_pid_is_not_the_daemon() {
+        let dir = tempfile::tempdir().unwrap();
+        let run = dir.path().join("run");
+        std::fs::create_dir(&run).unwrap();
+        std::fs::write(run.join("w1.pid"), format!("{}\n", std::process::id())).unwrap();
+        std::fs::write(run.join("master.pid"), "not a pid\n").unwrap();
+        assert_eq!(live_processes(dir.path()), vec![]);
+        assert_eq!(
+            std::fs::read_dir(&run).unwrap().count(),
+            0,
+            "stale files removed"
+        );
+        assert!(ensure_running_none(dir.path()).is_ok());
+    }
+
+    #[test]
+    fn down_needs_a_recorded_fleet() {
+        let dir = tempfile::tempdir().unwrap();
+        let e = down(dir.path(), true).unwrap_err().to_string();
+        assert!(e.contains("holds no dev fleet"), "{e}");
+        assert!(dir.path().exists());
+    }
+}
