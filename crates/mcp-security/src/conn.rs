@@ -114,6 +114,15 @@ impl Peer {
     }
 }
 
+/// The peer of a request inside a handler (address and verified client
+/// certificate chain), e.g. to check that a registering agent's certificate
+/// names the address it claims ([`crate::binding::certificate_names`]).
+/// tonic's own `Request::remote_addr`/`peer_certs` do not know [`ConnInfo`];
+/// use this instead.
+pub fn peer<T>(req: &tonic::Request<T>) -> Peer {
+    Peer::from_extensions(req.extensions())
+}
+
 /// Open connections per peer IP, with a cap.
 #[derive(Debug, Clone)]
 pub(crate) struct PeerConnections {

@@ -29,6 +29,14 @@
 //!     .await?;
 //! ```
 //!
+//! Hardening, each off unless asked for (see the modules):
+//! `Authorizer::with_master_binding` (the master's calls need its client
+//! certificate and a token bound to it, [`binding`]),
+//! `AuthLayer::with_failure_limits` (per-peer limits on refused calls,
+//! [`abuse`]), `tls::tls_incoming_with` (HTTP/2 preface timeout — 10 s by
+//! default in `tls_incoming` too — and a per-peer connection cap, [`conn`]),
+//! `JwtVerifier::with_max_lifetime` / `with_leeway` (default 5 s).
+//!
 //! The layer refuses a call before any handler runs: no/invalid token →
 //! `Unauthenticated`; identity service unreachable → `Unavailable`; caller
 //! class not allowed by [`authz::RPC_TABLE`] (or method not in it) →
