@@ -678,7 +678,7 @@ fn gitops_changes_follow_commits() {
         ~ alpha on w1
             spec changed (<hex> -> <hex>): redeploy on the same node
             1. deploy alpha on w1 (spec <hex>)
-            2. dns set alpha.mcp.test -> 127.0.0.1 [not run: skipped: DNS adapter not configured]
+            2. dns set alpha.mcp.test -> 127.0.0.1 [skipped: DNS adapter not configured]
             --- alpha (deployed <hex>)
             +++ alpha (desired <hex>)
             @@ -4,7 +4,7 @@
@@ -694,7 +694,7 @@ fn gitops_changes_follow_commits() {
         v beta on w2
             desired stopped, beta running
             1. stop beta on w2
-            2. dns set beta.mcp.test -> 127.0.0.1 [not run: skipped: DNS adapter not configured]
+            2. dns set beta.mcp.test -> 127.0.0.1 [skipped: DNS adapter not configured]
 
         - delta on w1
             no longer desired: prune
@@ -707,7 +707,7 @@ fn gitops_changes_follow_commits() {
         + gamma on w1
             new service, least containers among healthy workers (w1 has 2)
             1. deploy gamma on w1 (spec <hex>)
-            2. dns set gamma.mcp.test -> 127.0.0.1 [not run: skipped: DNS adapter not configured]
+            2. dns set gamma.mcp.test -> 127.0.0.1 [skipped: DNS adapter not configured]
     "#]].assert_eq(&text);
     let err = normalize(&String::from_utf8_lossy(&out.stderr), &f.repo);
     expect_test::expect![[r#"

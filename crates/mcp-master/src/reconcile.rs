@@ -16,18 +16,20 @@
 //!   `running` entry, which the next start marks `abandoned` and reports
 //!   ([`Reconciler::recover_journal`]) before re-planning (every action is
 //!   idempotent).
-//! - **Adapters not configured.** DNS and edge-route steps are reported as
-//!   skipped (never as success) and nothing is recorded as created; entries
-//!   that would only repair DNS or edge routes are left out of the plan so
-//!   a converged fleet plans nothing.
+//! - **Adapters not configured.** The planner is told which integrations
+//!   exist ([`mcp_planner::Integrations`], from the config): it plans the
+//!   DNS and edge-route steps of a missing one as skipped, with the reason,
+//!   and leaves out entries that would only hold such steps, so a converged
+//!   fleet plans nothing. Skipped steps are reported as skipped (never as
+//!   success) and nothing is recorded as created.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex as StdMutex, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use mcp_planner::{
-    Action, AgentStatus, ContainerState, Desired, Entry, HealMethod, Held, Kind, Observed, Plan,
-    Policy, Timestamp,
+    Action, AgentStatus, ContainerState, Desired, Entry, HealMethod, Held, Integration,
+    Integrations, Observed, Plan, Policy, Step, Timestamp,
 };
 use mcp_security::clock::Clock;
 use mcp_spec::{LoadOptions, ServiceSpec, Tier};
@@ -38,9 +40,6 @@ use crate::agents::{AgentApi, AgentTarget};
 use crate::config::Config;
 use crate::gitsource::GitSource;
 use crate::state::{self, Db, JournalEntry, JournalStatus, NodeStatus, StateError};
-
-/// Prefix of the reason of a step left out because its adapter is missing.
-pub const SKIPPED: &str = "skipped: ";
 
 /// Why a pass could not run.
 #[derive(Debug, thiserror::Error)]
@@ -75,10 +74,6 @@ pub struct Settings {
     /// A healed component that stays up this long has its heal record
     /// cleared.
     pub heal_settle: Duration,
-    /// Reason DNS steps are skipped (`None`: a DNS adapter is in use).
-    pub dns_skip: Option<String>,
-    /// Reason edge-route steps are skipped (`None`: edge routes are set up).
-    pub edge_skip: Option<String>,
     /// Periodic pass.
     pub interval: Duration,
 }
@@ -95,20 +90,30 @@ impl Settings {
                 heal_backoff_base_secs: base,
                 heal_backoff_max_secs: base.saturating_mul(32).max(600),
                 heal_max_attempts: rc.heal_max_attempts,
+                integrations: integrations(cfg),
                 ..Policy::default()
             },
             concurrency: rc.concurrency.max(1),
             list_timeout: cfg.timeouts.health_check,
             heal_settle: rc.heal_backoff,
-            dns_skip: Some(match &cfg.dns {
-                None => "DNS adapter not configured".to_string(),
-                Some(_) => {
-                    "the configured DNS adapter is not available in this build yet".to_string()
-                }
-            }),
-            edge_skip: Some("edge route adapter not configured".to_string()),
             interval: rc.interval,
         }
+    }
+}
+
+/// The integrations the master can act through, for the planner. None has
+/// an adapter in this build yet: DNS steps are skipped because `[dns]` is
+/// missing or because its adapter is not built; edge routes, proxy routes
+/// and certificates have no adapter at all.
+pub fn integrations(cfg: &Config) -> Integrations {
+    Integrations {
+        dns: Integration::not_configured(match &cfg.dns {
+            None => "DNS adapter not configured",
+            Some(_) => "the configured DNS adapter is not available in this build yet",
+        }),
+        edge: Integration::not_configured("edge route adapter not available in this build yet"),
+        proxy: Integration::not_configured("proxy routes not available in this build yet"),
+        certificates: Integration::not_configured("certificates not available in this build yet"),
     }
 }
 
@@ -233,34 +238,6 @@ fn planner_health(s: NodeStatus) -> mcp_planner::NodeHealth {
         NodeStatus::Unhealthy => mcp_planner::NodeHealth::Unhealthy,
         NodeStatus::Unknown => mcp_planner::NodeHealth::Unknown,
     }
-}
-
-/// Marks DNS and edge-route steps whose adapter is missing as skipped and
-/// drops entries that would only repair those.
-pub fn mark_skipped(plan: &mut Plan, dns_skip: Option<&str>, edge_skip: Option<&str>) {
-    for e in &mut plan.entries {
-        for s in &mut e.steps {
-            let why = match s.action {
-                Action::SetDns { .. } | Action::RemoveDns { .. } => dns_skip,
-                Action::SetEdgeRoute { .. } | Action::RemoveEdgeRoute { .. } => edge_skip,
-                _ => None,
-            };
-            if let (Some(why), None) = (why, &s.blocked) {
-                s.blocked = Some(format!("{SKIPPED}{why}"));
-            }
-        }
-    }
-    let before = plan.entries.len();
-    plan.entries.retain(|e| {
-        !(e.kind == Kind::Repair
-            && e.steps
-                .iter()
-                .all(|s| s.blocked.as_deref().is_some_and(|b| b.starts_with(SKIPPED))))
-    });
-    plan.counts.repair = plan
-        .counts
-        .repair
-        .saturating_sub(before - plan.entries.len());
 }
 
 impl Reconciler {
@@ -539,19 +516,14 @@ impl Reconciler {
 
     // -- planning ---------------------------------------------------------------
 
-    /// Plans `desired` against `observed` with the settings' policy.
+    /// Plans `desired` against `observed` with the settings' policy (and
+    /// its integrations: steps without an adapter come back skipped).
     pub fn plan(&self, desired: &Desired, observed: &Observed, allow_mass_prune: bool) -> Plan {
         let policy = Policy {
             allow_mass_prune,
             ..self.settings.policy.clone()
         };
-        let mut p = mcp_planner::plan(desired, observed, &policy, unix(self.now()));
-        mark_skipped(
-            &mut p,
-            self.settings.dns_skip.as_deref(),
-            self.settings.edge_skip.as_deref(),
-        );
-        p
+        mcp_planner::plan(desired, observed, &policy, unix(self.now()))
     }
 
     /// One pass: desired, observed, plan, and (unless a dry run) apply.
@@ -602,7 +574,7 @@ impl Reconciler {
             let sem = Arc::new(Semaphore::new(self.settings.concurrency));
             let mut set = JoinSet::new();
             for (i, e) in plan.entries.iter().enumerate() {
-                if e.tier != tier || !e.steps.iter().any(|s| s.blocked.is_none()) {
+                if e.tier != tier || !e.steps.iter().any(Step::is_ready) {
                     continue;
                 }
                 let me = self.clone();
@@ -638,7 +610,7 @@ impl Reconciler {
         let mut out = Vec::new();
         let first = steps
             .iter()
-            .find(|s| s.blocked.is_none())
+            .find(|s| s.is_ready())
             .map(|s| s.action.to_string());
         let journal = match first {
             None => None,
@@ -671,13 +643,13 @@ impl Reconciler {
         };
         let mut failed: Option<String> = None;
         for s in steps {
-            if let Some(why) = &s.blocked {
+            if let Some(why) = s.skipped_reason() {
                 out.push(StepOutcome {
                     service: service.clone(),
                     action: s.action.clone(),
                     status: StepStatus::Skipped,
                     error: String::new(),
-                    detail: why.clone(),
+                    detail: why.to_string(),
                 });
                 continue;
             }
@@ -986,11 +958,9 @@ async fn recv_head(
     }
 }
 
-fn runnable(s: &&mcp_planner::Step) -> bool {
-    match &s.blocked {
-        None => true,
-        Some(b) => b.starts_with(SKIPPED),
-    }
+/// Ready or skipped (reported as skipped); blocked steps are left out.
+fn runnable(s: &&Step) -> bool {
+    s.blocked_reason().is_none()
 }
 
 /// Limits `observed` to what concerns `service`.

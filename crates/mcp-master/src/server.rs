@@ -23,7 +23,7 @@ use crate::agents::{
 };
 use crate::fleet::Fleet;
 use crate::reconcile::{
-    PassOptions, PassOutcome, ReconcileError, Reconciler, StepOutcome, StepStatus, SKIPPED,
+    PassOptions, PassOutcome, ReconcileError, Reconciler, StepOutcome, StepStatus,
 };
 use crate::state;
 
@@ -154,7 +154,7 @@ fn not_done(plan: &Plan, service: &str) -> Option<String> {
                 s.push_str(d);
             }
             for st in &e.steps {
-                if let Some(b) = st.blocked.as_deref().filter(|b| !b.starts_with(SKIPPED)) {
+                if let Some(b) = st.blocked_reason() {
                     s.push_str(&format!("; {} blocked: {b}", st.action));
                 }
             }
@@ -600,7 +600,7 @@ fn deploy_response(service: &str, out: &PassOutcome, node: String) -> pb::Master
             "dns",
             StepStatus::Skipped,
             "",
-            "skipped: no DNS change (or no DNS adapter configured)",
+            "no DNS change (or no DNS adapter configured)",
         )
     });
     let edge = edge.unwrap_or_else(|| {
@@ -608,7 +608,7 @@ fn deploy_response(service: &str, out: &PassOutcome, node: String) -> pb::Master
             "edge route",
             StepStatus::Skipped,
             "",
-            "skipped: no edge route change (no public route, or no edge adapter configured)",
+            "no edge route change (no public route, or no edge adapter configured)",
         )
     });
     pb::MasterDeployResponse {

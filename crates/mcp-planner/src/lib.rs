@@ -14,7 +14,8 @@
 //!   report or the fact it is unreachable, the DNS records and edge routes
 //!   the master created, and the master's self-heal history.
 //! - [`Policy`]: internal zone, migration and mass-prune switches, heal
-//!   back-off.
+//!   back-off, and the [`Integrations`] the master has (DNS, edge routes,
+//!   proxy, certificates; by default none).
 //! - `now`: a [`Timestamp`] (Unix seconds) passed in; it only matters for
 //!   the heal back-off.
 //! - Specs are compared by [`mcp_spec::spec_hash`]: the agent reports the
@@ -23,8 +24,9 @@
 //!   other difference a redeploy with a diff. Actions name services; the
 //!   master takes the spec itself from [`Desired`].
 //! - [`Plan`]: [`Entry`]s (one per service that differs: a [`Kind`] with its
-//!   symbol, node, reason, ordered [`Step`]s each holding an [`Action`],
-//!   maybe a spec diff), fleet-level [`Note`]s and [`Counts`].
+//!   symbol, node, reason, ordered [`Step`]s each holding an [`Action`] and
+//!   its [`StepState`], maybe a spec diff), fleet-level [`Note`]s and
+//!   [`Counts`].
 //!
 //! Symbols: `+` deploy, `~` update, `-` undeploy (prune), `>` migrate,
 //! `^` start, `v` stop, `*` self-heal, `#` DNS/edge repair only,
@@ -36,6 +38,11 @@
 //!   clock or randomness; it returns a `Plan`, never an error, and never
 //!   panics. Anything that prevents an action is in the plan as a blocked
 //!   step or entry with its reason.
+//! - **Skipped, up front.** A DNS or edge-route step whose integration is
+//!   not configured is [`StepState::Skipped`] with the integration's reason
+//!   (never ready, so never reported as done); an entry that would only
+//!   hold such steps is left out, so a converged fleet without adapters
+//!   plans nothing.
 //! - **Deterministic.** Equal inputs give equal plans (all maps are
 //!   `BTreeMap`s; ties are broken by name).
 //! - **Idempotent.** A fleet that matches its desired state gives a plan with
@@ -78,8 +85,11 @@ pub mod render;
 pub mod sim;
 
 pub use model::{
-    AgentStatus, ComponentReport, ContainerState, Desired, EdgeRoute, HealRecord, Held, Node,
-    NodeHealth, NodeRole, Observed, Placement, Policy, ServiceReport, Timestamp,
+    AgentStatus, ComponentReport, ContainerState, Desired, EdgeRoute, HealRecord, Held,
+    Integration, Integrations, Node, NodeHealth, NodeRole, Observed, Placement, Policy,
+    ServiceReport, Timestamp,
 };
-pub use plan::{plan, Action, Counts, Entry, HealMethod, Kind, Note, Plan, SpecChange, Step};
+pub use plan::{
+    plan, Action, Counts, Entry, HealMethod, Kind, Note, Plan, SpecChange, Step, StepState,
+};
 pub use render::{render_json, render_text};

@@ -1,6 +1,7 @@
 //! The planner's inputs: [`Desired`] (what the service files declare),
 //! [`Observed`] (what the master knows about the fleet), [`Policy`] (the
-//! operator's knobs) and [`Timestamp`] (the time, passed in).
+//! operator's knobs and the [`Integrations`] the master has) and
+//! [`Timestamp`] (the time, passed in).
 //!
 //! Every type here is plain data with `Serialize`/`Deserialize`: the master
 //! builds these values from its database and the agents' reports, and they
@@ -12,6 +13,8 @@ use std::collections::BTreeMap;
 
 use mcp_spec::{ServiceSpec, Tier, Unreadable};
 use serde::{Deserialize, Serialize};
+
+use crate::plan::Action;
 
 /// A point in time: whole seconds since the Unix epoch (UTC).
 ///
@@ -316,6 +319,9 @@ pub struct Policy {
     /// After this many failed heal attempts the component is degraded: one
     /// alert, no more attempts.
     pub heal_max_attempts: u32,
+    /// Which integrations the master can act through. Steps of one that is
+    /// not configured are planned as skipped, with its reason.
+    pub integrations: Integrations,
 }
 
 impl Default for Policy {
@@ -328,6 +334,7 @@ impl Default for Policy {
             heal_backoff_base_secs: 10,
             heal_backoff_max_secs: 600,
             heal_max_attempts: 5,
+            integrations: Integrations::default(),
         }
     }
 }
@@ -348,5 +355,106 @@ impl Policy {
         self.heal_backoff_base_secs
             .saturating_mul(1u64 << shift)
             .min(self.heal_backoff_max_secs)
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Integrations
+// ---------------------------------------------------------------------------
+
+/// Whether the master can act through one integration.
+///
+/// JSON: `{"status": "configured"}` or
+/// `{"status": "not_configured", "reason": "..."}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "status", content = "reason", rename_all = "snake_case")]
+pub enum Integration {
+    /// An adapter is configured: the integration's steps are ready to run.
+    Configured,
+    /// No adapter (or none in this build): the integration's steps are
+    /// planned as [`StepState::Skipped`](crate::StepState::Skipped) with
+    /// this reason.
+    NotConfigured(String),
+}
+
+impl Integration {
+    /// Not configured, for `reason`.
+    pub fn not_configured(reason: impl Into<String>) -> Integration {
+        Integration::NotConfigured(reason.into())
+    }
+
+    pub fn is_configured(&self) -> bool {
+        matches!(self, Integration::Configured)
+    }
+
+    /// Why the integration's steps are skipped; `None` when configured.
+    pub fn skip_reason(&self) -> Option<&str> {
+        match self {
+            Integration::Configured => None,
+            Integration::NotConfigured(why) => Some(why),
+        }
+    }
+}
+
+/// The integrations the master has, given to the planner as data so that a
+/// plan says up front which steps will be skipped and why.
+///
+/// The default is *nothing configured*: a caller that does not say what it
+/// has never gets a DNS or edge step planned as ready.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Integrations {
+    /// DNS records of internal names ([`Action::SetDns`],
+    /// [`Action::RemoveDns`]).
+    pub dns: Integration,
+    /// Edge routes ([`Action::SetEdgeRoute`], [`Action::RemoveEdgeRoute`]).
+    pub edge: Integration,
+    /// Proxy routes on the nodes (no action of the plan uses it yet).
+    pub proxy: Integration,
+    /// Certificate issuance (no action of the plan uses it yet).
+    pub certificates: Integration,
+}
+
+impl Default for Integrations {
+    fn default() -> Self {
+        Integrations {
+            dns: Integration::not_configured("DNS adapter not configured"),
+            edge: Integration::not_configured("edge route adapter not configured"),
+            proxy: Integration::not_configured("proxy not configured"),
+            certificates: Integration::not_configured("certificate issuer not configured"),
+        }
+    }
+}
+
+impl Integrations {
+    /// Every integration configured (tests, simulations).
+    pub fn all_configured() -> Self {
+        Integrations {
+            dns: Integration::Configured,
+            edge: Integration::Configured,
+            proxy: Integration::Configured,
+            certificates: Integration::Configured,
+        }
+    }
+
+    /// The integration `action` goes through, if any.
+    pub fn of(&self, action: &Action) -> Option<&Integration> {
+        match action {
+            Action::SetDns { .. } | Action::RemoveDns { .. } => Some(&self.dns),
+            Action::SetEdgeRoute { .. } | Action::RemoveEdgeRoute { .. } => Some(&self.edge),
+            Action::Deploy { .. }
+            | Action::Undeploy { .. }
+            | Action::Start { .. }
+            | Action::Stop { .. }
+            | Action::Heal { .. }
+            | Action::Alert { .. }
+            | Action::Migrate { .. } => None,
+        }
+    }
+
+    /// Why a step of `action` is skipped: its integration is not
+    /// configured. `None` when it is, or when the action needs none.
+    pub fn skip_reason(&self, action: &Action) -> Option<&str> {
+        self.of(action).and_then(Integration::skip_reason)
     }
 }

@@ -16,14 +16,15 @@
 //! ```
 //!
 //! One block per entry: symbol (see [`Kind::symbol`]), service, node; the
-//! reason; indented details; numbered steps (blocked ones say why); for
-//! updates, a unified diff (3 lines of context) of the canonical spec.
+//! reason; indented details; numbered steps (a blocked one ends in
+//! `[not run: <why>]`, a skipped one in `[skipped: <why>]`); for updates, a
+//! unified diff (3 lines of context) of the canonical spec.
 
 use std::fmt::Write as _;
 
 use similar::{ChangeTag, TextDiff};
 
-use crate::plan::{short, Entry, Kind, Note, Plan, SpecChange};
+use crate::plan::{short, Entry, Kind, Note, Plan, SpecChange, StepState};
 
 const RESET: &str = "\x1b[0m";
 const BOLD: &str = "\x1b[1m";
@@ -147,17 +148,26 @@ fn entry(out: &mut String, p: &Paint, e: &Entry) {
         let _ = writeln!(out, "      {d}");
     }
     for (i, s) in e.steps.iter().enumerate() {
-        match &s.blocked {
-            None => {
+        match &s.state {
+            StepState::Ready => {
                 let _ = writeln!(out, "    {}. {}", i + 1, s.action);
             }
-            Some(why) => {
+            StepState::Blocked(why) => {
                 let _ = writeln!(
                     out,
                     "    {}. {} {}",
                     i + 1,
                     s.action,
                     p.wrap(RED, &format!("[not run: {why}]"))
+                );
+            }
+            StepState::Skipped(why) => {
+                let _ = writeln!(
+                    out,
+                    "    {}. {} {}",
+                    i + 1,
+                    s.action,
+                    p.wrap(YELLOW, &format!("[skipped: {why}]"))
                 );
             }
         }

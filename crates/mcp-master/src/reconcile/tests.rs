@@ -35,8 +35,6 @@ fn settings() -> Settings {
         concurrency: 2,
         list_timeout: Duration::from_secs(2),
         heal_settle: Duration::from_secs(10),
-        dns_skip: Some("DNS adapter not configured".to_string()),
-        edge_skip: Some("edge route adapter not configured".to_string()),
         interval: Duration::from_secs(60),
     }
 }
@@ -560,4 +558,48 @@ async fn gitops_commits_drive_the_loop_and_the_commit_is_recorded() {
         .await
         .unwrap()
         .unwrap();
+}
+
+#[test]
+fn integrations_come_from_the_config_and_none_has_an_adapter_yet() {
+    let base = r#"
+[server]
+grpc_addr = "100.64.0.1:9443"
+tls_cert = "/etc/mcp/master.pem"
+tls_key = "/etc/mcp/master.key"
+ca_cert = "/etc/mcp/ca.pem"
+
+[database]
+path = "/var/lib/mcp/master.db"
+
+[auth]
+issuer_public_key = "/etc/mcp/issuer.pub"
+issuer = "mcias"
+audience = "mcp"
+token_file = "/etc/mcp/master.token"
+
+[edge]
+internal_zone = "svc.example.internal"
+"#;
+    let parse = |text: &str| Config::parse(std::path::Path::new("master.toml"), text).unwrap();
+    let without = Settings::from_config(&parse(base)).policy.integrations;
+    assert_eq!(
+        without.dns.skip_reason(),
+        Some("DNS adapter not configured")
+    );
+    let with_dns = parse(&format!(
+        "{base}\n[dns]\nadapter = \"mcns\"\nurl = \"https://mcns.example:8443\"\nzone = \"example.internal\"\ntoken_file = \"/etc/mcp/mcns.token\"\n"
+    ));
+    let with = Settings::from_config(&with_dns).policy.integrations;
+    assert_eq!(
+        with.dns.skip_reason(),
+        Some("the configured DNS adapter is not available in this build yet")
+    );
+    for i in [&with.edge, &with.proxy, &with.certificates] {
+        assert!(
+            i.skip_reason()
+                .is_some_and(|r| r.contains("not available in this build")),
+            "{i:?}"
+        );
+    }
 }

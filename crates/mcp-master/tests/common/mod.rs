@@ -73,8 +73,6 @@ pub fn settings() -> Settings {
         concurrency: 2,
         list_timeout: Duration::from_secs(2),
         heal_settle: Duration::from_secs(30),
-        dns_skip: Some("DNS adapter not configured".to_string()),
-        edge_skip: Some("edge route adapter not configured".to_string()),
         interval: Duration::from_secs(60),
     }
 }

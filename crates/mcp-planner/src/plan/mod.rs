@@ -42,6 +42,15 @@ struct Planner<'a> {
     now: Timestamp,
     /// Containers per node, counting what this plan places.
     load: BTreeMap<&'a str, u64>,
+    /// Usable worker nodes by (load, name): the least loaded first. Kept in
+    /// step with `load` by [`Planner::add_load`], so placing a service costs
+    /// a lookup, not a scan of the fleet.
+    workers: BTreeSet<(u64, &'a str)>,
+    /// The first usable master node, by name.
+    master: Option<&'a str>,
+    /// Services some agent reports but that have no placement → the nodes
+    /// whose agents report them, by name.
+    unplaced: BTreeMap<&'a str, Vec<&'a str>>,
     /// Public hostname → the desired service that gets it (first by name).
     claims: BTreeMap<String, &'a str>,
     /// Healthy, reachable edge nodes, by name.
@@ -77,6 +86,16 @@ impl Draft {
         self.kind = Some(kind);
         self.reason = reason.into();
     }
+
+    /// Blocks every step for `why`, except skipped ones (their integration
+    /// is missing whatever happens).
+    fn block_all(&mut self, why: &str) {
+        for s in &mut self.steps {
+            if s.skipped_reason().is_none() {
+                s.state = StepState::Blocked(why.to_string());
+            }
+        }
+    }
 }
 
 impl<'a> Planner<'a> {
@@ -101,12 +120,26 @@ impl<'a> Planner<'a> {
                 claims.entry(host).or_insert(name.as_str());
             }
         }
+        let mut unplaced: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+        for (node, status) in &observed.agents {
+            for svc in status.services().into_iter().flat_map(BTreeMap::keys) {
+                if !observed.placements.contains_key(svc) {
+                    unplaced
+                        .entry(svc.as_str())
+                        .or_default()
+                        .push(node.as_str());
+                }
+            }
+        }
         let mut planner = Planner {
             desired,
             observed,
             policy,
             now,
             load,
+            workers: BTreeSet::new(),
+            master: None,
+            unplaced,
             claims,
             edges: Vec::new(),
             prune_refused: None,
@@ -119,12 +152,26 @@ impl<'a> Planner<'a> {
                 .or_default()
                 .push((host, route));
         }
-        planner.edges = observed
-            .nodes
-            .iter()
-            .filter(|(n, node)| node.role == NodeRole::Edge && planner.usable(n).is_ok())
-            .map(|(n, _)| n.as_str())
-            .collect();
+        let mut edges = Vec::new();
+        let mut workers = BTreeSet::new();
+        let mut master = None;
+        for (n, node) in &observed.nodes {
+            if planner.usable(n).is_err() {
+                continue;
+            }
+            match node.role {
+                NodeRole::Edge => edges.push(n.as_str()),
+                NodeRole::Worker => {
+                    workers.insert((u64::from(node.containers), n.as_str()));
+                }
+                NodeRole::Master => {
+                    master = master.or(Some(n.as_str()));
+                }
+            }
+        }
+        planner.edges = edges;
+        planner.workers = workers;
+        planner.master = master;
         planner
     }
 
@@ -282,5 +329,17 @@ impl<'a> Planner<'a> {
 
     fn components(spec: &ServiceSpec) -> u64 {
         spec.components.len() as u64
+    }
+
+    /// Counts `spec`'s containers on `node`, which this plan places there.
+    fn add_load(&mut self, node: &str, spec: &ServiceSpec) {
+        let Some((&key, &old)) = self.load.get_key_value(node) else {
+            return;
+        };
+        let new = old + Self::components(spec);
+        self.load.insert(key, new);
+        if self.workers.remove(&(old, key)) {
+            self.workers.insert((new, key));
+        }
     }
 }

@@ -1,6 +1,11 @@
 //! DNS records and edge routes: the steps that follow a service's
 //! placement (set, replace, remove stale ones), and why a repair-only entry
 //! exists.
+//!
+//! Every step built here goes through [`Planner::network_step`]: when its
+//! integration is not configured ([`crate::Integrations`]) it is skipped,
+//! with the integration's reason, whatever else holds — the reason that
+//! stays true until the master gets an adapter.
 
 use mcp_spec::ServiceSpec;
 
@@ -9,23 +14,37 @@ use crate::model::{NodeRole, Policy};
 use crate::plan::{Action, Step};
 
 impl Planner<'_> {
+    /// `action` as a step: skipped when its integration is not configured,
+    /// else blocked when `blocked` says why, else ready.
+    fn network_step(&self, action: Action, blocked: Option<String>) -> Step {
+        if let Some(why) = self.policy.integrations.skip_reason(&action) {
+            return Step::skipped(action, why);
+        }
+        match blocked {
+            Some(why) => Step::blocked(action, why),
+            None => Step::ready(action),
+        }
+    }
+
     pub(super) fn dns(&self, d: &mut Draft, service: &str, node: &str) {
         let Some(address) = self.address(node) else {
             return;
         };
         let name = self.policy.internal_name(service);
         if self.observed.dns.get(&name).map(String::as_str) != Some(address) {
-            d.steps.push(Step::ready(Action::SetDns {
+            let action = Action::SetDns {
                 name,
                 address: address.to_string(),
-            }));
+            };
+            d.steps.push(self.network_step(action, None));
         }
     }
 
     pub(super) fn stale_dns(&self, d: &mut Draft, service: &str) {
         let name = self.policy.internal_name(service);
         if self.observed.dns.contains_key(&name) {
-            d.steps.push(Step::ready(Action::RemoveDns { name }));
+            d.steps
+                .push(self.network_step(Action::RemoveDns { name }, None));
         }
     }
 
@@ -35,10 +54,11 @@ impl Planner<'_> {
         let routes = self.routes_of.get(service).map_or(&[][..], Vec::as_slice);
         for (host, route) in routes {
             if !self.claims.contains_key(*host) {
-                d.steps.push(Step::ready(Action::RemoveEdgeRoute {
+                let action = Action::RemoveEdgeRoute {
                     hostname: (*host).clone(),
                     edge_node: route.edge_node.clone(),
-                }));
+                };
+                d.steps.push(self.network_step(action, None));
             }
         }
     }
@@ -74,22 +94,19 @@ impl Planner<'_> {
                 backend_port: route.port,
             };
             let claimant = self.claims.get(&hostname).copied().unwrap_or(name);
-            let step = if claimant != name {
-                Step::blocked(action, format!("{hostname} is also claimed by {claimant}"))
+            let blocked = if claimant != name {
+                Some(format!("{hostname} is also claimed by {claimant}"))
             } else if let Some(owner) = existing
                 .map(|r| r.service.as_str())
                 .filter(|o| self.desired.held.contains_key(*o))
             {
-                Step::blocked(
-                    action,
-                    format!("{hostname} is routed to held service {owner}"),
-                )
+                Some(format!("{hostname} is routed to held service {owner}"))
             } else if edge_node.is_none() {
-                Step::blocked(action, "no healthy edge node")
+                Some("no healthy edge node".to_string())
             } else {
-                Step::ready(action)
+                None
             };
-            d.steps.push(step);
+            d.steps.push(self.network_step(action, blocked));
         }
         self.stale_edges(d, name);
     }

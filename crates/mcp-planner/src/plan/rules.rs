@@ -2,6 +2,8 @@
 //! stop, self-heal with back-off, migration, prune and the mass-deletion
 //! guard.
 
+use std::borrow::Cow;
+
 use mcp_spec::{canonical_toml, spec_hash, ServiceSpec, Tier};
 
 use super::network::repair_reason;
@@ -66,6 +68,11 @@ impl<'a> Planner<'a> {
                 self.stale_dns(&mut d, name);
             }
         }
+        // Steps of integrations that are not configured alone make no entry:
+        // a converged fleet without a DNS or edge adapter plans nothing.
+        if d.kind.is_none() && d.steps.iter().all(|s| s.skipped_reason().is_some()) {
+            d.steps.clear();
+        }
         if d.kind.is_none() && !d.steps.is_empty() {
             d.kind = Some(Kind::Repair);
             d.reason = repair_reason(&d.steps);
@@ -98,28 +105,21 @@ impl<'a> Planner<'a> {
         };
         if let Some(n) = self.already_running(&spec.name, role) {
             return Ok((
-                n.clone(),
+                n.to_string(),
                 format!("already running on {n} (its placement was not recorded)"),
             ));
         }
         match spec.tier {
             Tier::Core => self
-                .observed
-                .nodes
-                .iter()
-                .find(|(n, node)| node.role == NodeRole::Master && self.usable(n).is_ok())
-                .map(|(n, _)| (n.clone(), format!("core tier: master node {n}")))
+                .master
+                .map(|n| (n.to_string(), format!("core tier: master node {n}")))
                 .ok_or_else(|| "core tier: no healthy master node".to_string()),
             Tier::Worker => self
-                .observed
-                .nodes
-                .iter()
-                .filter(|(n, node)| node.role == NodeRole::Worker && self.usable(n).is_ok())
-                .map(|(n, _)| (self.load.get(n.as_str()).copied().unwrap_or(0), n))
-                .min()
-                .map(|(load, n)| {
+                .workers
+                .first()
+                .map(|&(load, n)| {
                     (
-                        n.clone(),
+                        n.to_string(),
                         format!("least containers among healthy workers ({n} has {load})"),
                     )
                 })
@@ -127,18 +127,12 @@ impl<'a> Planner<'a> {
         }
     }
 
-    /// The first usable node of `role` whose agent reports `service`.
-    fn already_running(&self, service: &str, role: NodeRole) -> Option<&String> {
-        self.observed
-            .agents
-            .iter()
-            .filter(|(n, status)| {
-                self.observed.nodes.get(*n).is_some_and(|x| x.role == role)
-                    && self.usable(n).is_ok()
-                    && status.services().is_some_and(|s| s.contains_key(service))
-            })
-            .map(|(n, _)| n)
-            .next()
+    /// The first usable node of `role` whose agent reports `service`, which
+    /// has no placement (the only services a node is chosen for).
+    fn already_running(&self, service: &str, role: NodeRole) -> Option<&'a str> {
+        self.unplaced.get(service)?.iter().copied().find(|n| {
+            self.observed.nodes.get(*n).is_some_and(|x| x.role == role) && self.usable(n).is_ok()
+        })
     }
 
     fn new_service(&mut self, d: &mut Draft, spec: &'a ServiceSpec) {
@@ -146,9 +140,7 @@ impl<'a> Planner<'a> {
             Err(why) => d.set(Kind::Blocked, format!("cannot place: {why}")),
             Ok((node, why)) => {
                 let hash = spec_hash(spec);
-                if let Some(l) = self.load.get_mut(node.as_str()) {
-                    *l += Self::components(spec);
-                }
+                self.add_load(&node, spec);
                 d.set(Kind::Deploy, format!("new service, {why}"));
                 d.steps.push(Step::ready(Action::Deploy {
                     service: spec.name.clone(),
@@ -196,8 +188,7 @@ impl<'a> Planner<'a> {
         }
         match self.usable(node) {
             Err(why) => {
-                let last = p.spec.as_ref().map(spec_hash);
-                if last.as_deref().is_some_and(|h| h != hash) {
+                if deployed_hash(p).is_some_and(|h| *h != hash) {
                     d.set(
                         Kind::Blocked,
                         format!("spec changed but node {node} is {why}: the change waits"),
@@ -218,7 +209,7 @@ impl<'a> Planner<'a> {
                     let what = format!("the agent on {node} does not run it");
                     self.heal(d, spec, node, &all, &all, &what);
                 }
-                Some(sr) if sr.spec_hash == hash || only_active_differs(spec, &sr.spec_hash) => {
+                Some(sr) if sr.spec_hash == hash || only_active_differs(spec, p, &sr.spec_hash) => {
                     self.lifecycle(d, spec, node, sr, &hash);
                 }
                 Some(sr) => self.update(d, spec, p, sr, hash),
@@ -239,9 +230,8 @@ impl<'a> Planner<'a> {
         let old_canonical = p
             .spec
             .as_ref()
-            .map(|s| (canonical_toml(s), s))
-            .filter(|(_, s)| spec_hash(s) == sr.spec_hash)
-            .map(|(text, _)| text);
+            .filter(|_| deployed_hash(p).is_some_and(|h| *h == sr.spec_hash))
+            .map(canonical_toml);
         d.set(
             Kind::Update,
             format!(
@@ -475,9 +465,7 @@ impl<'a> Planner<'a> {
                     Kind::Migrate,
                     format!("node pin changed from {from} to {pin}"),
                 );
-                if let Some(l) = self.load.get_mut(pin) {
-                    *l += Self::components(spec);
-                }
+                self.add_load(pin, spec);
                 d.steps.push(Step::ready(action));
                 d.node = Some(pin.to_string());
                 self.dns(d, name, pin);
@@ -504,17 +492,13 @@ impl<'a> Planner<'a> {
                 Kind::Refused,
                 "no longer desired; prune refused by the mass-deletion guard",
             );
-            for s in &mut d.steps {
-                s.blocked = Some("mass-deletion guard".to_string());
-            }
+            d.block_all("mass-deletion guard");
         } else if let Err(why) = self.usable(node) {
             d.set(
                 Kind::Blocked,
                 format!("not desired, but node {node} is {why}: the prune waits"),
             );
-            for s in &mut d.steps {
-                s.blocked = Some(format!("node {node} is {why}"));
-            }
+            d.block_all(&format!("node {node} is {why}"));
         } else {
             d.set(Kind::Undeploy, "no longer desired: prune");
         }
@@ -524,8 +508,35 @@ impl<'a> Planner<'a> {
 /// True when `spec` with `active` flipped has hash `deployed`: the deployed
 /// spec differs from the desired one only in `active` (`mcp stop`/`start`
 /// edited the file), which is a stop or start, not a redeploy.
-fn only_active_differs(spec: &ServiceSpec, deployed: &str) -> bool {
+///
+/// When the placement records the deployed spec, comparing it with `spec`
+/// answers without hashing; otherwise (or when they differ elsewhere, which
+/// the canonical form may still render alike) the flipped spec is hashed.
+fn only_active_differs(spec: &ServiceSpec, p: &Placement, deployed: &str) -> bool {
+    let recorded = p
+        .spec
+        .as_ref()
+        .filter(|_| deployed_hash(p).is_some_and(|h| *h == *deployed));
+    if let Some(old) = recorded {
+        if old.active != spec.active && old.name == spec.name {
+            let mut flipped = old.clone();
+            flipped.active = spec.active;
+            if flipped == *spec {
+                return true;
+            }
+        }
+    }
     let mut flipped = spec.clone();
     flipped.active = !spec.active;
     spec_hash(&flipped) == deployed
+}
+
+/// The hash of the spec the placement records: its recorded hash, or the
+/// spec hashed when no hash was recorded with it.
+fn deployed_hash(p: &Placement) -> Option<Cow<'_, str>> {
+    match (&p.spec, &p.spec_hash) {
+        (Some(_), Some(h)) => Some(Cow::Borrowed(h.as_str())),
+        (Some(s), None) => Some(Cow::Owned(spec_hash(s))),
+        (None, _) => None,
+    }
 }

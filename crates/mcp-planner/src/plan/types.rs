@@ -38,8 +38,8 @@ impl Plan {
         !self.entries.is_empty()
     }
 
-    /// The actions the master should execute, in order (blocked and refused
-    /// steps left out; none at all when the plan is refused).
+    /// The actions the master should execute, in order (blocked, refused
+    /// and skipped steps left out; none at all when the plan is refused).
     pub fn actions(&self) -> impl Iterator<Item = &Action> {
         let entries: &[Entry] = if self.refused.is_some() {
             &[]
@@ -49,7 +49,7 @@ impl Plan {
         entries
             .iter()
             .flat_map(|e| e.steps.iter())
-            .filter(|s| s.blocked.is_none())
+            .filter(|s| s.is_ready())
             .map(|s| &s.action)
     }
 
@@ -78,7 +78,8 @@ pub struct Entry {
     /// Further lines: parse errors of a held file, heal back-off state,
     /// operator hints.
     pub details: Vec<String>,
-    /// In execution order. Steps with `blocked` set are shown, not executed.
+    /// In execution order. Blocked and skipped steps are shown, not
+    /// executed.
     pub steps: Vec<Step>,
     /// For updates: the spec hashes and canonical texts (old text only when
     /// known) so the renderer can show a diff.
@@ -239,27 +240,92 @@ pub struct SpecChange {
     pub new_canonical: String,
 }
 
-/// One step of an entry: an action, possibly blocked.
+/// One step of an entry: an action and whether it runs.
+///
+/// JSON: the action, then `"state": "ready"`, or `"state": "blocked"` /
+/// `"state": "skipped"` with a `"reason"`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Step {
     pub action: Action,
-    /// Why the step must not be executed (blocked or refused); `None` means
-    /// ready.
-    pub blocked: Option<String>,
+    #[serde(flatten)]
+    pub state: StepState,
 }
 
-impl Step {
-    pub(super) fn ready(action: Action) -> Step {
-        Step {
-            action,
-            blocked: None,
+/// Whether a step runs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "state", content = "reason", rename_all = "lowercase")]
+pub enum StepState {
+    /// The master executes it.
+    Ready,
+    /// It cannot run now (node unavailable, migration not allowed, a
+    /// hostname conflict, the mass-deletion guard...): shown, not executed.
+    /// It runs once the reason goes away.
+    Blocked(String),
+    /// Its integration is not configured (see
+    /// [`Integrations`](crate::Integrations)): shown, not executed, and
+    /// reported as skipped — never as success — when the plan is applied.
+    Skipped(String),
+}
+
+impl StepState {
+    /// `ready`, `blocked` or `skipped`, as in JSON.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            StepState::Ready => "ready",
+            StepState::Blocked(_) => "blocked",
+            StepState::Skipped(_) => "skipped",
         }
     }
 
-    pub(super) fn blocked(action: Action, why: impl Into<String>) -> Step {
+    /// Why a blocked or skipped step does not run.
+    pub fn reason(&self) -> Option<&str> {
+        match self {
+            StepState::Ready => None,
+            StepState::Blocked(why) | StepState::Skipped(why) => Some(why),
+        }
+    }
+}
+
+impl Step {
+    pub fn ready(action: Action) -> Step {
         Step {
             action,
-            blocked: Some(why.into()),
+            state: StepState::Ready,
+        }
+    }
+
+    pub fn blocked(action: Action, why: impl Into<String>) -> Step {
+        Step {
+            action,
+            state: StepState::Blocked(why.into()),
+        }
+    }
+
+    pub fn skipped(action: Action, why: impl Into<String>) -> Step {
+        Step {
+            action,
+            state: StepState::Skipped(why.into()),
+        }
+    }
+
+    /// True when the master executes this step.
+    pub fn is_ready(&self) -> bool {
+        self.state == StepState::Ready
+    }
+
+    /// Why the step is blocked, if it is.
+    pub fn blocked_reason(&self) -> Option<&str> {
+        match &self.state {
+            StepState::Blocked(why) => Some(why),
+            _ => None,
+        }
+    }
+
+    /// Why the step is skipped, if it is.
+    pub fn skipped_reason(&self) -> Option<&str> {
+        match &self.state {
+            StepState::Skipped(why) => Some(why),
+            _ => None,
         }
     }
 }

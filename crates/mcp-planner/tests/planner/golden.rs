@@ -1,8 +1,9 @@
 //! Golden renders of a realistic change set: a new public service, an update
-//! with a diff, a stop, a prune and a held file.
+//! with a diff, a stop, a prune and a held file; and of a plan made for a
+//! master without DNS or edge adapters (skipped steps).
 
 use expect_test::expect;
-use mcp_planner::{plan, render_json, render_text, Held, Plan};
+use mcp_planner::{plan, render_json, render_text, Held, Integrations, Plan};
 use mcp_spec::Tier;
 
 use crate::support::{component, public_svc, svc, Fleet, NOW};
@@ -171,7 +172,7 @@ fn json_render() {
                     "node": "w1",
                     "spec_hash": "bc822bb54d6603924271571153b3c4e057a42b7bdcfeaeed33783f6b56f6c54f"
                   },
-                  "blocked": null
+                  "state": "ready"
                 }
               ],
               "change": {
@@ -196,7 +197,7 @@ fn json_render() {
                     "node": "w2",
                     "spec_hash": "3cb88f4a0459a00d2b52a178b83fa3873527e0dde5457f92b4e60d3843947636"
                   },
-                  "blocked": null
+                  "state": "ready"
                 }
               ],
               "change": null
@@ -215,14 +216,14 @@ fn json_render() {
                     "service": "legacy",
                     "node": "w2"
                   },
-                  "blocked": null
+                  "state": "ready"
                 },
                 {
                   "action": {
                     "type": "remove_dns",
                     "name": "legacy.mcp.internal"
                   },
-                  "blocked": null
+                  "state": "ready"
                 }
               ],
               "change": null
@@ -242,7 +243,7 @@ fn json_render() {
                     "node": "w2",
                     "spec_hash": "5d63710d4f60af2b6cce612222fbe50550a740d3dcdc559b7f3ede482ce51215"
                   },
-                  "blocked": null
+                  "state": "ready"
                 },
                 {
                   "action": {
@@ -250,7 +251,7 @@ fn json_render() {
                     "name": "web.mcp.internal",
                     "address": "100.64.0.3"
                   },
-                  "blocked": null
+                  "state": "ready"
                 },
                 {
                   "action": {
@@ -261,7 +262,7 @@ fn json_render() {
                     "backend_hostname": "web.mcp.internal",
                     "backend_port": 8443
                   },
-                  "blocked": null
+                  "state": "ready"
                 }
               ],
               "change": null
@@ -289,4 +290,74 @@ fn exit_status_follows_has_changes() {
     assert!(change_set().has_changes());
     let f = Fleet::new().want(svc("a")).converged();
     assert!(!f.plan().has_changes());
+}
+
+/// A master with no DNS or edge adapter (the default integrations): a new
+/// public service on an unhealthy edge fleet, and a converged service.
+fn without_adapters() -> Plan {
+    let mut f = Fleet::new();
+    f.policy.integrations = Integrations::default();
+    let mut f = f.want(svc("api")).converged();
+    f = f.want(public_svc("web"));
+    f.set_health("e1", mcp_planner::NodeHealth::Unhealthy);
+    plan(&f.desired, &f.observed, &f.policy, NOW)
+}
+
+#[test]
+fn skipped_steps_say_why_in_text_and_json() {
+    let p = without_adapters();
+    // api is converged: its missing DNS record alone makes no entry.
+    assert!(p.entry("api").is_none());
+    expect![[r#"
+        Plan (source 4f2a9c1): 1 to deploy
+
+        + web on w2
+            new service, least containers among healthy workers (w2 has 0)
+            1. deploy web on w2 (spec 5d63710d4f60)
+            2. dns set web.mcp.internal -> 100.64.0.3 [skipped: DNS adapter not configured]
+            3. edge set web.example.net on (no edge node) -> web.mcp.internal:8443 [skipped: edge route adapter not configured]
+    "#]]
+    .assert_eq(&render_text(&p, false));
+    // The steps as `render_json` writes them.
+    expect![[r#"
+        [
+          {
+            "action": {
+              "type": "deploy",
+              "service": "web",
+              "node": "w2",
+              "spec_hash": "5d63710d4f60af2b6cce612222fbe50550a740d3dcdc559b7f3ede482ce51215"
+            },
+            "state": "ready"
+          },
+          {
+            "action": {
+              "type": "set_dns",
+              "name": "web.mcp.internal",
+              "address": "100.64.0.3"
+            },
+            "state": "skipped",
+            "reason": "DNS adapter not configured"
+          },
+          {
+            "action": {
+              "type": "set_edge_route",
+              "hostname": "web.example.net",
+              "service": "web",
+              "edge_node": "",
+              "backend_hostname": "web.mcp.internal",
+              "backend_port": 8443
+            },
+            "state": "skipped",
+            "reason": "edge route adapter not configured"
+          }
+        ]"#]]
+    .assert_eq(&serde_json::to_string_pretty(&p.entries[0].steps).unwrap());
+    assert!(render_json(&p).contains(
+        &serde_json::to_string_pretty(&p.entries[0].steps)
+            .unwrap()
+            .replace('\n', "\n      ")
+    ));
+    let back: Plan = serde_json::from_str(&render_json(&p)).unwrap();
+    assert_eq!(back, p);
 }

@@ -10,7 +10,8 @@ use std::collections::BTreeMap;
 
 use mcp_planner::{
     plan, render_json, render_text, sim, Action, AgentStatus, ContainerState, Desired, EdgeRoute,
-    HealRecord, Held, NodeHealth, NodeRole, Observed, Placement, Plan, Policy, Timestamp,
+    HealRecord, Held, Integration, Integrations, Kind, NodeHealth, NodeRole, Observed, Placement,
+    Plan, Policy, StepState, Timestamp,
 };
 use mcp_spec::{spec_hash, ServiceSpec, Tier};
 use proptest::prelude::*;
@@ -114,8 +115,13 @@ fn gen_nodes(r: &mut Rng, o: &mut Observed, all_healthy: bool) {
 }
 
 /// A matching fleet: desired specs all placeable, every node healthy,
-/// observed built by converging from nothing.
+/// observed built by converging from nothing with every integration.
 fn matching_fleet(seed: u64) -> (Desired, Observed) {
+    matching_fleet_with(seed, Integrations::all_configured())
+}
+
+/// As [`matching_fleet`], converged by a master with `integrations`.
+fn matching_fleet_with(seed: u64, integrations: Integrations) -> (Desired, Observed) {
     let mut r = Rng(seed);
     let mut o = Observed::default();
     gen_nodes(&mut r, &mut o, true);
@@ -128,6 +134,7 @@ fn matching_fleet(seed: u64) -> (Desired, Observed) {
     }
     let policy = Policy {
         allow_mass_prune: true,
+        integrations,
         ..Policy::default()
     };
     let o = sim::converge(&d, &o, &policy, NOW);
@@ -242,12 +249,26 @@ fn chaotic_fleet(seed: u64) -> (Desired, Observed) {
     (d, o)
 }
 
+/// Every integration configured.
 fn policy(migrate: bool, mass: bool) -> Policy {
     Policy {
         allow_auto_migrate: migrate,
         allow_mass_prune: mass,
+        integrations: Integrations::all_configured(),
         ..Policy::default()
     }
+}
+
+/// DNS and edge routes configured or not.
+fn integrations(dns: bool, edge: bool) -> Integrations {
+    let mut i = Integrations::all_configured();
+    if !dns {
+        i.dns = Integration::not_configured("no DNS here");
+    }
+    if !edge {
+        i.edge = Integration::not_configured("no edge here");
+    }
+    i
 }
 
 /// 256 unless `PROPTEST_CASES` says otherwise.
@@ -306,6 +327,54 @@ proptest! {
         let p = plan(&d, &o, &policy(migrate, mass), NOW);
         prop_assert!(p.entries.is_empty() && p.notes.is_empty(), "{}", show(&p));
         prop_assert!(!p.has_changes());
+    }
+
+    #[test]
+    fn matching_fleet_plans_nothing_whatever_integrations(
+        seed in any::<u64>(), migrate: bool, dns: bool, edge: bool, converged_with_all: bool,
+    ) {
+        // Converged by a master that had every adapter, or one that has the
+        // same as now (no DNS records or edge routes recorded then).
+        let now = integrations(dns, edge);
+        let (d, o) = if converged_with_all {
+            matching_fleet(seed)
+        } else {
+            matching_fleet_with(seed, now.clone())
+        };
+        let pol = Policy { integrations: now, ..policy(migrate, true) };
+        let p = plan(&d, &o, &pol, NOW);
+        prop_assert!(p.entries.is_empty() && p.notes.is_empty(), "{}", show(&p));
+    }
+
+    #[test]
+    fn steps_of_missing_integrations_are_skipped(
+        seed in any::<u64>(), migrate: bool, mass: bool, dns: bool, edge: bool,
+    ) {
+        let (d, o) = chaotic_fleet(seed);
+        let pol = Policy { integrations: integrations(dns, edge), ..policy(migrate, mass) };
+        let p = plan(&d, &o, &pol, NOW);
+        for e in &p.entries {
+            for s in &e.steps {
+                let missing = pol.integrations.skip_reason(&s.action);
+                match missing {
+                    Some(why) => prop_assert_eq!(&s.state, &StepState::Skipped(why.to_string())),
+                    None => prop_assert!(s.skipped_reason().is_none(), "{}", show(&p)),
+                }
+            }
+            // An entry is never made of skipped steps alone.
+            prop_assert!(
+                e.kind != Kind::Repair || e.steps.iter().any(|s| s.skipped_reason().is_none()),
+                "{}", show(&p)
+            );
+        }
+        for a in p.actions() {
+            prop_assert!(pol.integrations.skip_reason(a).is_none(), "{a} is ready");
+        }
+        let o2 = sim::applied(&p, &d, &o, NOW);
+        let p2 = plan(&d, &o2, &pol, NOW);
+        prop_assert!(!p2.has_actions(), "first:\n{}\nsecond:\n{}", show(&p), show(&p2));
+        let back: Plan = serde_json::from_str(&render_json(&p)).expect("json");
+        prop_assert_eq!(back, p);
     }
 
     #[test]

@@ -7,6 +7,7 @@ use mcp_planner::{
 use mcp_spec::Tier;
 
 use crate::support::{check, public_svc, svc, Fleet, NOW};
+use mcp_planner::{render_text, Integration, Integrations, StepState};
 
 #[test]
 fn converged_fleet_gives_an_empty_plan() {
@@ -1079,4 +1080,116 @@ fn recorded_spec_hash_is_trusted_only_for_an_equal_spec() {
              port = 8443
     "#]],
     );
+}
+
+// -- integrations that are not configured -------------------------------------
+
+#[test]
+fn dns_and_edge_steps_are_skipped_without_their_adapters() {
+    // Converged by a master that had both adapters; now it has neither.
+    let mut f = Fleet::new().want(public_svc("web")).converged();
+    f.policy.integrations = Integrations::default();
+    assert!(
+        f.plan().entries.is_empty(),
+        "{}",
+        render_text(&f.plan(), false)
+    );
+    // A record gone and an edge route gone: still nothing to plan, since
+    // the repair steps could only be skipped.
+    f.observed.dns.clear();
+    f.observed.edge_routes.clear();
+    let p = f.plan();
+    assert!(p.entries.is_empty(), "{}", render_text(&p, false));
+    assert!(!p.has_changes());
+    // A new service still deploys; its DNS and edge steps say why they are
+    // skipped, and they are not actions.
+    let f = f.want(public_svc("api"));
+    check(
+        &f,
+        expect![[r#"
+            Plan (source 4f2a9c1): 1 to deploy
+
+            + api on w2
+                new service, least containers among healthy workers (w2 has 0)
+                1. deploy api on w2 (spec 6fe3576298dd)
+                2. dns set api.mcp.internal -> 100.64.0.3 [skipped: DNS adapter not configured]
+                3. edge set api.example.net on e1 -> api.mcp.internal:8443 [skipped: edge route adapter not configured]
+        "#]],
+    );
+    let p = f.plan();
+    assert_eq!(p.actions().count(), 1);
+    assert_eq!(
+        p.entries[0].steps[1].state,
+        StepState::Skipped("DNS adapter not configured".to_string())
+    );
+}
+
+#[test]
+fn a_repair_with_a_step_that_can_run_is_still_planned() {
+    // DNS is configured, edge routes are not: the missing DNS record is
+    // repaired, the edge route is shown as skipped beside it.
+    let mut f = Fleet::new().want(public_svc("web")).converged();
+    f.policy.integrations.edge = Integration::not_configured("no edge adapter in this build");
+    f.observed.dns.clear();
+    f.observed.edge_routes.clear();
+    check(
+        &f,
+        expect![[r#"
+            Plan (source 4f2a9c1): 1 to repair
+
+            # web on w1
+                DNS record missing or wrong, edge route missing or wrong
+                1. dns set web.mcp.internal -> 100.64.0.2
+                2. edge set web.example.net on e1 -> web.mcp.internal:8443 [skipped: no edge adapter in this build]
+        "#]],
+    );
+}
+
+#[test]
+fn skipped_wins_over_blocked_and_the_guard_blocks_the_rest() {
+    // A step whose integration is missing is skipped whatever else holds
+    // (here: no healthy edge node; the mass-deletion guard); the guard still
+    // blocks the steps that could run.
+    let mut f = Fleet::new()
+        .want(svc("a"))
+        .want(svc("b"))
+        .want(public_svc("c"))
+        .converged();
+    f.policy.integrations.dns = Integration::not_configured("DNS adapter not configured");
+    f.policy.integrations.edge = Integration::not_configured("edge route adapter not configured");
+    f.set_health("e1", NodeHealth::Unhealthy);
+    f.desired.services.clear();
+    f.desired.services.insert("d".to_string(), public_svc("d"));
+    check(
+        &f,
+        expect![[r#"
+            Plan (source 4f2a9c1): 1 to deploy, 3 refused
+            REFUSED: mass-deletion guard: the plan would prune 3 of 3 placements (all, or more than 50%), so nothing is applied; rerun with --allow-mass-prune if this is intended
+
+            ! a on w1
+                no longer desired; prune refused by the mass-deletion guard
+                1. undeploy a from w1 [not run: mass-deletion guard]
+                2. dns remove a.mcp.internal [skipped: DNS adapter not configured]
+
+            ! b on w2
+                no longer desired; prune refused by the mass-deletion guard
+                1. undeploy b from w2 [not run: mass-deletion guard]
+                2. dns remove b.mcp.internal [skipped: DNS adapter not configured]
+
+            ! c on w1
+                no longer desired; prune refused by the mass-deletion guard
+                1. undeploy c from w1 [not run: mass-deletion guard]
+                2. edge remove c.example.net from e1 [skipped: edge route adapter not configured]
+                3. dns remove c.mcp.internal [skipped: DNS adapter not configured]
+
+            + d on w2
+                new service, least containers among healthy workers (w2 has 1)
+                1. deploy d on w2 (spec c5e31728ba36)
+                2. dns set d.mcp.internal -> 100.64.0.3 [skipped: DNS adapter not configured]
+                3. edge set d.example.net on (no edge node) -> d.mcp.internal:8443 [skipped: edge route adapter not configured]
+        "#]],
+    );
+    let p = f.plan();
+    assert!(p.refused.is_some());
+    assert!(!p.has_actions());
 }

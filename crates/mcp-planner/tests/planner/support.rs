@@ -2,8 +2,8 @@
 
 use expect_test::Expect;
 use mcp_planner::{
-    plan, render_text, sim, AgentStatus, ContainerState, Desired, Node, NodeHealth, NodeRole,
-    Observed, Plan, Policy, Timestamp,
+    plan, render_text, sim, AgentStatus, ContainerState, Desired, Integrations, Node, NodeHealth,
+    NodeRole, Observed, Plan, Policy, Timestamp,
 };
 use mcp_spec::{ComponentSpec, RouteMode, RouteSpec, ServiceSpec, Tier};
 
@@ -73,7 +73,7 @@ pub struct Fleet {
 
 impl Fleet {
     /// master `m1`, workers `w1` `w2`, edge `e1`; all healthy and reporting,
-    /// nothing deployed.
+    /// nothing deployed; every integration configured.
     pub fn new() -> Fleet {
         let mut f = Fleet {
             desired: Desired {
@@ -81,7 +81,10 @@ impl Fleet {
                 ..Desired::default()
             },
             observed: Observed::default(),
-            policy: Policy::default(),
+            policy: Policy {
+                integrations: Integrations::all_configured(),
+                ..Policy::default()
+            },
         };
         f.add_node("m1", NodeRole::Master, "100.64.0.1");
         f.add_node("w1", NodeRole::Worker, "100.64.0.2");
