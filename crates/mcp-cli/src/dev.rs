@@ -216,9 +216,8 @@ fn wait_for_interrupt(daemons: &mut mcp_dev::Daemons) -> Result<Option<String>> 
                 _ = tokio::signal::ctrl_c() => return Ok::<_, std::io::Error>(None),
                 _ = term.recv() => return Ok(None),
                 _ = tick.tick() => {
-                    if let Some((name, status, tail)) = daemons.first_exited() {
-                        return Ok(Some(format!("{name} exited ({status}); its log is {}:\n{tail}",
-                            daemons.iter_mut().find(|d| d.name == name).map(|d| d.log.display().to_string()).unwrap_or_default())));
+                    if let Some(why) = daemons.first_exited() {
+                        return Ok(Some(why));
                     }
                 }
             }

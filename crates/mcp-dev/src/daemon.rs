@@ -173,10 +173,19 @@ impl Daemons {
             .chain(std::iter::once(&mut self.master))
     }
 
-    /// A started daemon that exited, if any: (name, status, log tail).
-    pub fn first_exited(&mut self) -> Option<(String, ExitStatus, String)> {
-        self.iter_mut()
-            .find_map(|d| d.exited().map(|st| (d.name.clone(), st, d.log_tail(15))))
+    /// A started daemon that exited, if any: "<name> exited (<status>); its
+    /// log is <file>:" and the log's last lines.
+    pub fn first_exited(&mut self) -> Option<String> {
+        self.iter_mut().find_map(|d| {
+            d.exited().map(|st| {
+                format!(
+                    "{} exited ({st}); its log is {}:\n{}",
+                    d.name,
+                    d.log.display(),
+                    d.log_tail(15)
+                )
+            })
+        })
     }
 
     /// Waits until every daemon listens on its port; an error when one
@@ -187,11 +196,8 @@ impl Daemons {
         ports.push(("master".into(), f.master_port));
         let deadline = Instant::now() + timeout;
         loop {
-            if let Some((name, status, tail)) = self.first_exited() {
-                return failed(format!(
-                    "{name} exited ({status}) while starting; its log is {}:\n{tail}",
-                    f.log(&name).display()
-                ));
+            if let Some(why) = self.first_exited() {
+                return failed(format!("while starting: {why}"));
             }
             ports.retain(|(_, port)| std::net::TcpStream::connect(("127.0.0.1", *port)).is_err());
             if ports.is_empty() {
