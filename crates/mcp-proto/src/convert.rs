@@ -134,7 +134,7 @@ impl TryFrom<pb::ServiceSpec> for ServiceSpec {
         let mut cx = Cx::default();
         let spec = cx.service(m);
         cx.finish("service spec", spec, |s| {
-            validate::validate(s, &LoadOptions::default())
+            validate::validate(s, &LoadOptions::wire())
         })
     }
 }
@@ -146,7 +146,7 @@ impl TryFrom<pb::ComponentSpec> for ComponentSpec {
         let mut cx = Cx::default();
         let c = cx.component(m, "");
         cx.finish("component", c, |c| {
-            validate::validate_component(c, &LoadOptions::default())
+            validate::validate_component(c, &LoadOptions::wire())
         })
     }
 }
@@ -158,7 +158,7 @@ impl TryFrom<pb::RouteSpec> for RouteSpec {
         let mut cx = Cx::default();
         let r = cx.route(m, "");
         cx.finish("route", r, |r| {
-            validate::validate_route(r, &LoadOptions::default())
+            validate::validate_route(r, &LoadOptions::wire())
         })
     }
 }

@@ -7,6 +7,8 @@
 //!   paths; shared by the loader and the protocol conversion (`mcp-proto`).
 //! - [`canonical`]: the canonical TOML rendering and the spec hash.
 //! - [`names`]: DNS label and domain helpers shared with the security layer.
+//! - [`volumes`]: the host paths a volume may mount (`/srv/<service>/` and
+//!   configured extras).
 //! - `testing` (feature `testing`): proptest strategies for valid specs.
 
 pub mod canonical;
@@ -16,6 +18,7 @@ pub mod names;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
 pub mod validate;
+pub mod volumes;
 
 pub use canonical::{canonical_toml, spec_hash};
 pub use load::{load_dir, parse_service, Diagnostic, LoadOptions, LoadedDir, Unreadable};

@@ -40,6 +40,24 @@ pub struct LoadOptions {
     /// Domains public route hostnames must fall under (label match). Empty:
     /// not checked here (the master checks against its own config).
     pub allowed_public_domains: Vec<String>,
+    /// Host paths a volume may mount besides the service's own
+    /// `/srv/<service>/` (see [`crate::volumes`]). Empty: only that.
+    pub allowed_host_paths: Vec<String>,
+    /// True: the host side of volumes is checked for its form only, not
+    /// confined. For the protocol conversion: each agent confines volumes
+    /// with its own `[podman] allowed_host_paths`.
+    pub unconfined_volumes: bool,
+}
+
+impl LoadOptions {
+    /// The options of the protocol conversion: no domain list, volumes not
+    /// confined (the receiver checks them against its own configuration).
+    pub fn wire() -> LoadOptions {
+        LoadOptions {
+            unconfined_volumes: true,
+            ..LoadOptions::default()
+        }
+    }
 }
 
 /// One problem in one file, with its position (1-based line and column).

@@ -187,13 +187,21 @@ pub fn arb_service_spec() -> impl Strategy<Value = ServiceSpec> {
         .prop_flat_map(|(name, tier, node, active, snapshot, names)| {
             let names: BTreeSet<String> = names;
             let comps: Vec<_> = names.into_iter().map(arb_component).collect();
-            comps.prop_map(move |components| ServiceSpec {
-                name: name.clone(),
-                tier,
-                node: node.clone(),
-                active,
-                snapshot: snapshot.clone(),
-                components,
+            comps.prop_map(move |mut components| {
+                // Host paths under the service's own data directory.
+                for c in &mut components {
+                    for v in &mut c.volumes {
+                        *v = format!("/srv/{name}{v}");
+                    }
+                }
+                ServiceSpec {
+                    name: name.clone(),
+                    tier,
+                    node: node.clone(),
+                    active,
+                    snapshot: snapshot.clone(),
+                    components,
+                }
             })
         })
 }

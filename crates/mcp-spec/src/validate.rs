@@ -22,6 +22,7 @@ use crate::model::{
     SnapshotMethod, Tier,
 };
 use crate::names::{is_dns_label, is_hostname, is_under_domain};
+use crate::volumes;
 
 /// One broken rule: where (a field path) and what.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -176,6 +177,9 @@ pub fn validate(spec: &ServiceSpec, opts: &LoadOptions) -> Vec<Violation> {
     for (i, c) in spec.components.iter().enumerate() {
         let path = index("components", i);
         validate_component_into(&mut out, &path, c, opts);
+        if !opts.unconfined_volumes {
+            confine_volumes_into(&mut out, &path, &spec.name, c, opts);
+        }
         if let Some(&first) = seen.get(c.name.as_str()) {
             out.push(Violation {
                 path: join(&path, "name"),
@@ -189,7 +193,28 @@ pub fn validate(spec: &ServiceSpec, opts: &LoadOptions) -> Vec<Violation> {
     out
 }
 
-/// The rules for one component (paths relative to it).
+/// The confinement rule of [`crate::volumes`] for the well-formed volumes
+/// of component `c` of service `service`.
+fn confine_volumes_into(
+    out: &mut Vec<Violation>,
+    prefix: &str,
+    service: &str,
+    c: &ComponentSpec,
+    opts: &LoadOptions,
+) {
+    for (i, v) in c.volumes.iter().enumerate() {
+        if !is_volume(v) {
+            continue;
+        }
+        if let Err(message) = volumes::check_host_path(service, v, &opts.allowed_host_paths) {
+            out.push(Violation::new(index(&join(prefix, "volumes"), i), message));
+        }
+    }
+}
+
+/// The rules for one component (paths relative to it). Volumes are checked
+/// for their form only: confining them needs the service's name, so
+/// [`validate`] does it.
 pub fn validate_component(c: &ComponentSpec, opts: &LoadOptions) -> Vec<Violation> {
     let mut out = Vec::new();
     validate_component_into(&mut out, "", c, opts);

@@ -395,6 +395,7 @@ restart = "on-failure:5"
             mcq.toml:5:12: volume must be "host:container[:options]" with an absolute container path, found "/srv/mcq"
             mcq.toml:5:24: volume must be "host:container[:options]" with an absolute container path, found "/a:b"
             mcq.toml:5:32: volume must be "host:container[:options]" with an absolute container path, found "/a:/b:ro:extra"
+            mcq.toml:5:50: volume "data:/data:z": named volumes are not allowed (their data lives in podman's storage, out of reach of snapshots and migration); mount a directory under /srv/mcq/ instead
             mcq.toml:6:26: env entry must be "KEY=value", found "NOEQUALS"
             mcq.toml:6:38: env entry must be "KEY=value", found "=x"
             mcq.toml:6:44: env entry must be "KEY=value", found "1X=y"
@@ -469,6 +470,7 @@ public = true
 fn public_hostname_must_be_under_an_allowed_domain() {
     let opts = LoadOptions {
         allowed_public_domains: vec!["example.net".into(), "example.org.".into()],
+        ..LoadOptions::default()
     };
     check_with(
         &opts,
@@ -586,6 +588,79 @@ fn columns_count_characters() {
         "name = \"mcq\" # é\n[[components]]\nname = \"api\"\nimage = \"x\"\n[[components.routes]]\n  mode =    \"l5\" \nport = 1\n",
         expect![[r#"
             mcq.toml:6:13: mode must be "l4" or "l7", found "l5"
+        "#]],
+    );
+}
+
+#[test]
+fn volumes_are_confined_to_the_services_data_directory() {
+    check(
+        r#"
+name = "mcq"
+[[components]]
+name = "api"
+image = "x"
+volumes = ["/srv/mcq:/srv/mcq", "/srv/mcq//db/.:/db:ro", "/:/host"]
+[[components]]
+name = "web"
+image = "y"
+volumes = [
+  "/etc:/etc",
+  "/srv/mcq/../other:/o",
+  "/srv/other:/o",
+  "/srv/mcqx:/o",
+  "/srv:/srv",
+  "/var/cache/builderx:/c",
+  "data:/data",
+]
+"#,
+        expect![[r#"
+            mcq.toml:5:58: volume "/:/host": host path "/" is outside the service's data directory /srv/mcq/; other host paths must be listed in allowed_host_paths (none are allowed)
+            mcq.toml:10:3: volume "/etc:/etc": host path "/etc" is outside the service's data directory /srv/mcq/; other host paths must be listed in allowed_host_paths (none are allowed)
+            mcq.toml:11:3: volume "/srv/mcq/../other:/o": host path "/srv/mcq/../other" must not contain ".."
+            mcq.toml:12:3: volume "/srv/other:/o": host path "/srv/other" is outside the service's data directory /srv/mcq/; other host paths must be listed in allowed_host_paths (none are allowed)
+            mcq.toml:13:3: volume "/srv/mcqx:/o": host path "/srv/mcqx" is outside the service's data directory /srv/mcq/; other host paths must be listed in allowed_host_paths (none are allowed)
+            mcq.toml:14:3: volume "/srv:/srv": host path "/srv" is outside the service's data directory /srv/mcq/; other host paths must be listed in allowed_host_paths (none are allowed)
+            mcq.toml:15:3: volume "/var/cache/builderx:/c": host path "/var/cache/builderx" is outside the service's data directory /srv/mcq/; other host paths must be listed in allowed_host_paths (none are allowed)
+            mcq.toml:16:3: volume "data:/data": named volumes are not allowed (their data lives in podman's storage, out of reach of snapshots and migration); mount a directory under /srv/mcq/ instead
+        "#]],
+    );
+}
+
+#[test]
+fn allowed_host_paths_allow_more_by_whole_components() {
+    let opts = LoadOptions {
+        allowed_host_paths: vec!["/var/cache/builder".into()],
+        ..LoadOptions::default()
+    };
+    check_with(
+        &opts,
+        r#"
+name = "mcq"
+[[components]]
+name = "api"
+image = "x"
+volumes = ["/var/cache/builder:/c", "/var/cache/builder/sub:/s", "/var/cache/builderx:/x"]
+"#,
+        expect![[r#"
+            mcq.toml:5:66: volume "/var/cache/builderx:/x": host path "/var/cache/builderx" is outside the service's data directory /srv/mcq/; other host paths must be listed in allowed_host_paths (allowed: "/var/cache/builder")
+        "#]],
+    );
+}
+
+#[test]
+fn wire_options_check_the_form_of_volumes_only() {
+    check_with(
+        &LoadOptions::wire(),
+        r#"
+name = "mcq"
+[[components]]
+name = "api"
+image = "x"
+volumes = ["/:/host", "nocolon"]
+"#,
+        expect![[r#"
+            mcq.toml:5:23: volume must be "host:container[:options]" with an absolute container path, found "nocolon"
         "#]],
     );
 }

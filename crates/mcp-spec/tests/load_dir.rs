@@ -43,6 +43,7 @@ fn broken_fixture_dir() {
 fn allowed_domains_are_applied() {
     let opts = LoadOptions {
         allowed_public_domains: vec!["example.org".into()],
+        ..LoadOptions::default()
     };
     let loaded = load_dir(Path::new("tests/fixtures/broken"), &opts).expect("readable");
     assert!(!loaded.services.contains_key("mcq"));
