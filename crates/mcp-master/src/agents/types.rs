@@ -1,6 +1,6 @@
 //! The values the master exchanges with an agent, independent of the wire
 //! format: what [`super::AgentApi`] takes and returns. The mapping to and
-//! from the protocol messages lives in [`super::grpc`] only.
+//! from the protocol messages lives in `grpc` only.
 
 use std::fmt;
 use std::pin::Pin;
