@@ -1,6 +1,8 @@
 //! Shared test helpers: key pairs, tokens, a throwaway PKI.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
+pub mod fake_master;
+
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
