@@ -40,6 +40,7 @@
 //! binary      = "podman"              # default
 //! global_args = []                    # e.g. ["--root", "/var/lib/containers"]
 //! env         = { CONTAINERS_CONF = "/etc/mcp/containers.conf" }
+//! allowed_host_paths = []             # host paths volumes may mount besides /srv/<service>/
 //!
 //! [ports]                             # optional section
 //! range        = [10000, 60000]       # default; inclusive
@@ -59,7 +60,7 @@
 //! cooldown = "15m"
 //!
 //! [files]                             # optional section
-//! root = "/srv"                       # PushFile / PullFile and service data
+//! root = "/srv"                       # PushFile / PullFile, service data; /srv in volumes
 //!
 //! [snapshot]                          # optional section
 //! dir  = "/var/lib/mcp/snapshots"     # default: "snapshots" beside the database
@@ -194,6 +195,11 @@ pub struct PodmanConfig {
     /// Extra environment for podman (e.g. `CONTAINERS_CONF`).
     #[serde(default)]
     pub env: BTreeMap<String, String>,
+    /// Host paths a volume may mount besides the service's own
+    /// `/srv/<service>/` (each allows itself and what is under it, by
+    /// whole components; see `mcp_spec::volumes`). Empty: none.
+    #[serde(default)]
+    pub allowed_host_paths: Vec<String>,
 }
 
 fn default_podman_binary() -> String {
@@ -206,6 +212,7 @@ impl Default for PodmanConfig {
             binary: default_podman_binary(),
             global_args: Vec::new(),
             env: BTreeMap::new(),
+            allowed_host_paths: Vec::new(),
         }
     }
 }
@@ -526,7 +533,19 @@ impl Config {
             }
         }
 
+        for entry in &self.podman.allowed_host_paths {
+            if let Err(msg) = mcp_spec::volumes::check_allowed_entry(entry) {
+                p.push("podman.allowed_host_paths", msg);
+            }
+        }
+
         p.absolute("files.root", &self.files.root);
+        if self.files.root.to_string_lossy().contains([':', ',']) {
+            p.push(
+                "files.root",
+                "must not contain ':' or ',' (it becomes the host side of volumes)",
+            );
+        }
         if let Some(dir) = &self.snapshot.dir {
             p.absolute("snapshot.dir", dir);
         }

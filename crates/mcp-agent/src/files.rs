@@ -240,6 +240,58 @@ pub fn pull_file(root: &Path, service: &str, rel: &str) -> Result<(Vec<u8>, u32)
     Ok((content, st.st_mode & 0o7777))
 }
 
+/// Prepares the host side of a volume under `<root>/<service>/`: creates
+/// the service directory (mode 0755) when missing and checks, without
+/// following any, that no component of `<service>/<rel>` that exists is a
+/// symbolic link (`rel` empty: the service directory itself; normalised:
+/// no empty, `.` or `..` component). A missing component below the
+/// service directory is left for podman to report. A container can write
+/// to its data directory, so a link planted there would otherwise let the
+/// next deploy mount whatever it points to.
+pub fn prepare_mount(root: &Path, service: &str, rel: &str) -> Result<(), FileError> {
+    let req = if rel.is_empty() {
+        if !is_dns_label(service) {
+            return Err(FileError::InvalidService {
+                service: service.to_owned(),
+            });
+        }
+        Request {
+            service,
+            rel,
+            components: Vec::new(),
+        }
+    } else {
+        Request::new(service, rel)?
+    };
+    std::fs::create_dir_all(root)
+        .map_err(|e| req.io_std(format!("create files root {}", root.display()), e))?;
+    let root_fd = rustix::fs::openat(
+        CWD,
+        root,
+        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| req.io(format!("open files root {}", root.display()), e))?;
+    let mut dir = req.open_dir(&root_fd, service, 0, true)?;
+    let Some((last, parents)) = req.components.split_last() else {
+        return Ok(());
+    };
+    for (i, c) in parents.iter().enumerate() {
+        dir = match req.open_dir(&dir, c, i + 1, false) {
+            Ok(d) => d,
+            Err(FileError::NotFound { .. }) => return Ok(()),
+            Err(e) => return Err(e),
+        };
+    }
+    match statat(&dir, last) {
+        Ok(st) if FileType::from_raw_mode(st.st_mode) == FileType::Symlink => {
+            Err(req.escape_final())
+        }
+        Ok(_) | Err(Errno::NOENT) => Ok(()),
+        Err(e) => Err(req.io(format!("stat {last}"), e)),
+    }
+}
+
 /// One validated request: the service and the path as given, and the
 /// path's components.
 struct Request<'a> {

@@ -4,10 +4,11 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use mcp_runtime::{ContainerConfig, ContainerInfo, ContainerRuntime, PortBinding, RuntimeError};
-use mcp_spec::{ComponentSpec, LoadOptions, ServiceSpec};
+use mcp_spec::{volumes, ComponentSpec, LoadOptions, ServiceSpec};
 use sha2::{Digest, Sha256};
 
 use crate::config::NodeRole;
+use crate::files;
 use crate::ports::{PortAssignment, PortRange};
 use crate::registry::DesiredState;
 
@@ -21,6 +22,7 @@ impl<R: ContainerRuntime + 'static> Agent<R> {
         ports: &[PortAssignment],
     ) -> ContainerConfig {
         let mut cfg = ContainerConfig::for_component(spec, comp, &self.settings.node);
+        cfg.volumes = cfg.volumes.iter().map(|v| self.host_volume(v)).collect();
         let publish = !matches!(comp.network.as_deref(), Some("host") | Some("none"));
         for p in ports.iter().filter(|p| p.component == comp.name) {
             cfg.env.push(format!("{}={}", p.env, p.port));
@@ -32,6 +34,63 @@ impl<R: ContainerRuntime + 'static> Agent<R> {
         let hash = config_hash(&cfg);
         cfg.labels.insert(LABEL_CONFIG_HASH.to_string(), hash);
         cfg
+    }
+
+    /// A volume as podman gets it: a host path under `/srv` is moved onto
+    /// the files root (the identity when the root is `/srv`), normalised.
+    /// Anything else is returned as it is (the spec was checked before).
+    pub(super) fn host_volume(&self, volume: &str) -> String {
+        let Some((host, rest)) = volumes::split_host(volume) else {
+            return volume.to_string();
+        };
+        let Ok(path) = volumes::normalize(host) else {
+            return volume.to_string();
+        };
+        let host = match path.strip_prefix(volumes::DATA_ROOT) {
+            Some(below) if below.is_empty() || below.starts_with('/') => {
+                format!("{}{below}", self.settings.files_root.display())
+            }
+            _ => path,
+        };
+        format!("{host}{rest}")
+    }
+
+    /// Prepares the host side of the spec's volumes under the files root:
+    /// `/srv/<service>` is created when missing, and a path that passes
+    /// through a symbolic link below the files root is refused (see
+    /// [`files::prepare_mount`]).
+    pub(super) async fn prepare_mounts(&self, spec: &ServiceSpec) -> Result<()> {
+        let own = volumes::service_dir(&spec.name);
+        let mut rels = BTreeSet::new();
+        for c in &spec.components {
+            for v in &c.volumes {
+                let host = volumes::split_host(v).map_or(v.as_str(), |(h, _)| h);
+                let Ok(path) = volumes::normalize(host) else {
+                    continue;
+                };
+                if let Some(rel) = path.strip_prefix(own.as_str()) {
+                    if rel.is_empty() || rel.starts_with('/') {
+                        rels.insert(rel.trim_start_matches('/').to_string());
+                    }
+                }
+            }
+        }
+        if rels.is_empty() {
+            return Ok(());
+        }
+        let root = self.settings.files_root.clone();
+        let svc = spec.name.clone();
+        tokio::task::spawn_blocking(move || {
+            rels.iter()
+                .try_for_each(|rel| files::prepare_mount(&root, &svc, rel))
+        })
+        .await
+        .map_err(|e| AgentError::Internal {
+            message: format!("prepare volumes task failed: {e}"),
+        })?
+        .map_err(|e| AgentError::InvalidArgument {
+            message: format!("deploy {}: volume: {e}", spec.name),
+        })
     }
 
     /// Creates (and starts) one component's container. A new container of a
@@ -128,7 +187,13 @@ impl<R: ContainerRuntime + 'static> Agent<R> {
     }
 
     pub(super) fn check_deployable(&self, spec: &ServiceSpec, only: Option<&str>) -> Result<()> {
-        let violations = mcp_spec::validate(spec, &LoadOptions::default());
+        // The node's own confinement rule for volumes (the master checked
+        // the file against its configuration; this node may allow less).
+        let opts = LoadOptions {
+            allowed_host_paths: self.settings.allowed_host_paths.clone(),
+            ..LoadOptions::default()
+        };
+        let violations = mcp_spec::validate(spec, &opts);
         if !violations.is_empty() {
             return Err(AgentError::InvalidSpec {
                 service: spec.name.clone(),
@@ -170,6 +235,7 @@ impl<R: ContainerRuntime + 'static> Agent<R> {
         self.check_deployable(&spec, only)?;
         let svc = spec.name.clone();
         let _guard = self.locks.lock(&svc).await;
+        self.prepare_mounts(&spec).await?;
         let hash = mcp_spec::spec_hash(&spec);
         let ctx = format!("deploy {svc}");
 

@@ -739,3 +739,4 @@ async fn container_of_a_forgotten_service_is_replaced() {
 mod events;
 mod logs;
 mod monitor;
+mod volumes;

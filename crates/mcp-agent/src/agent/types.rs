@@ -38,8 +38,12 @@ pub struct AgentSettings {
     pub port_range: PortRange,
     /// Where containers publish their ports.
     pub bind_address: IpAddr,
-    /// Parent of every `<service>/` data directory.
+    /// Parent of every `<service>/` data directory; `/srv` on the host
+    /// side of a volume means this directory.
     pub files_root: PathBuf,
+    /// Host paths volumes may mount besides `/srv/<service>/`
+    /// (`[podman] allowed_host_paths`).
+    pub allowed_host_paths: Vec<String>,
     pub stop_timeout: Duration,
     pub monitor: MonitorPolicy,
     /// How much event history to keep (see [`Agent::prune_events`](super::Agent::prune_events)).
@@ -56,6 +60,7 @@ impl AgentSettings {
             port_range: PortRange::new(10000, 60000).expect("10000-60000 is a valid port range"),
             bind_address: IpAddr::V4(Ipv4Addr::LOCALHOST),
             files_root: PathBuf::from("/srv"),
+            allowed_host_paths: Vec::new(),
             stop_timeout: DEFAULT_STOP_TIMEOUT,
             monitor: MonitorPolicy::default(),
             events: EventsConfig::default(),
@@ -79,6 +84,7 @@ impl AgentSettings {
             port_range,
             bind_address: c.ports.bind_address,
             files_root: c.files.root.clone(),
+            allowed_host_paths: c.podman.allowed_host_paths.clone(),
             stop_timeout: DEFAULT_STOP_TIMEOUT,
             monitor: MonitorPolicy::from_config(c),
             events: c.events,

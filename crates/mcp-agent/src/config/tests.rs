@@ -356,3 +356,41 @@ fn events_retention_is_read_and_checked() {
         ]
     );
 }
+
+#[test]
+fn allowed_host_paths_are_read_and_checked() {
+    assert!(parse(MINIMAL)
+        .expect("minimal")
+        .podman
+        .allowed_host_paths
+        .is_empty());
+    let c = parse(&with(
+        "podman",
+        "allowed_host_paths = [\"/var/cache/builder\"]",
+    ))
+    .expect("valid");
+    assert_eq!(c.podman.allowed_host_paths, vec!["/var/cache/builder"]);
+    assert_eq!(
+        crate::AgentSettings::from_config(&c)
+            .expect("settings")
+            .allowed_host_paths,
+        vec!["/var/cache/builder"]
+    );
+    assert_eq!(
+        problems(&with(
+            "podman",
+            "allowed_host_paths = [\"cache\", \"/var/../etc\"]"
+        )),
+        vec![
+            "podman.allowed_host_paths: \"cache\" must be absolute".to_string(),
+            "podman.allowed_host_paths: \"/var/../etc\" must not contain \"..\"".to_string(),
+        ]
+    );
+    assert_eq!(
+        problems(&with("files", "root = \"/srv:x\"")),
+        vec![
+            "files.root: must not contain ':' or ',' (it becomes the host side of volumes)"
+                .to_string()
+        ]
+    );
+}
