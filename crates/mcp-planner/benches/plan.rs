@@ -1,14 +1,20 @@
-//! plan + render_text of 1,000 services over 50 nodes with 10% changed.
+//! plan + render_text at two sizes, 10% changed: 1,000 services over 50
+//! nodes, and 10,000 services over 200 nodes (cost must grow linearly).
 //!
-//! Fleet: 1 master, 45 workers, 4 edge nodes; 1,000 services (20 core, a
-//! third with a public route, one or two components each), converged with the
-//! simulator. Then 100 services change: 40 image bumps (updates with diffs),
-//! 20 stops, 20 new services, 10 prunes, 10 exited components (self-heal).
+//! Fleet of `n` services and `nodes` nodes: 1 master, 7% of the nodes edge
+//! (at least 4), the rest workers; 2% of the services core tier, a third
+//! with a public route, one or two components each; every integration
+//! configured (all DNS and edge work is planned); converged with the
+//! simulator. Then 10% change: 4% image bumps (updates with diffs), 2%
+//! stops, 2% new services, 1% prunes, 1% exited components (self-heal).
+//!
+//! Benchmark names start with the size (`1k` or `10k`), so
+//! `cargo bench -p mcp-planner --bench plan -- '^10k'` runs one size.
 
-use criterion::{black_box, criterion_group, criterion_main, Criterion};
+use criterion::{black_box, criterion_group, criterion_main, Criterion, SamplingMode};
 use mcp_planner::{
-    plan, render_text, sim, AgentStatus, ContainerState, Desired, Node, NodeHealth, NodeRole,
-    Observed, Policy, Timestamp,
+    plan, render_text, sim, AgentStatus, ContainerState, Desired, Integrations, Node, NodeHealth,
+    NodeRole, Observed, Policy, Timestamp,
 };
 use mcp_spec::{ComponentSpec, RouteMode, RouteSpec, ServiceSpec, Tier};
 
@@ -35,8 +41,12 @@ fn component(name: &str, image: String, public_host: Option<String>) -> Componen
     }
 }
 
-fn service(i: usize) -> ServiceSpec {
-    let name = format!("svc{i:04}");
+fn name(i: usize) -> String {
+    format!("svc{i:05}")
+}
+
+fn service(i: usize, core: usize) -> ServiceSpec {
+    let name = name(i);
     let public = i.is_multiple_of(3).then(|| format!("{name}.example.net"));
     let mut components = vec![component(
         "api",
@@ -52,7 +62,7 @@ fn service(i: usize) -> ServiceSpec {
     }
     ServiceSpec {
         name,
-        tier: if i < 20 { Tier::Core } else { Tier::Worker },
+        tier: if i < core { Tier::Core } else { Tier::Worker },
         node: None,
         active: true,
         snapshot: None,
@@ -60,8 +70,16 @@ fn service(i: usize) -> ServiceSpec {
     }
 }
 
-fn fleet() -> (Desired, Observed, Policy) {
-    let policy = Policy::default();
+/// `n` services over `nodes` nodes, converged, then 10% changed.
+fn fleet(n: usize, nodes: usize) -> (Desired, Observed, Policy) {
+    let policy = Policy {
+        integrations: Integrations::all_configured(),
+        ..Policy::default()
+    };
+    let edges = (nodes * 7 / 100).max(4);
+    let workers = nodes - 1 - edges;
+    let core = n / 50;
+    let pct = |p: usize| n * p / 100;
     let mut o = Observed::default();
     let mut add = |name: String, role, i: usize| {
         o.nodes.insert(
@@ -76,42 +94,40 @@ fn fleet() -> (Desired, Observed, Policy) {
         o.agents.insert(name, AgentStatus::empty());
     };
     add("master".into(), NodeRole::Master, 0);
-    for w in 0..45 {
-        add(format!("worker{w:02}"), NodeRole::Worker, w + 1);
+    for w in 0..workers {
+        add(format!("worker{w:03}"), NodeRole::Worker, w + 1);
     }
-    for e in 0..4 {
-        add(format!("edge{e}"), NodeRole::Edge, e + 46);
+    for e in 0..edges {
+        add(format!("edge{e:02}"), NodeRole::Edge, workers + 1 + e);
     }
     let mut d = Desired {
         source: Some("4f2a9c1e".into()),
         ..Desired::default()
     };
-    for i in 0..1000 {
-        let s = service(i);
+    for i in 0..n {
+        let s = service(i, core);
         d.services.insert(s.name.clone(), s);
     }
     let mut o = sim::converge(&d, &o, &policy, NOW);
 
-    // 10% changed.
-    for i in 100..140 {
-        let s = d.services.get_mut(&format!("svc{i:04}")).expect("svc");
+    // 10% changed, in disjoint ranges of services.
+    let at = |p: usize| pct(p);
+    for i in at(10)..at(10) + pct(4) {
+        let s = d.services.get_mut(&name(i)).expect("svc");
         s.components[0].image = format!("registry.example:8443/{}:v2.0.0", s.name);
     }
-    for i in 200..220 {
-        d.services
-            .get_mut(&format!("svc{i:04}"))
-            .expect("svc")
-            .active = false;
+    for i in at(20)..at(20) + pct(2) {
+        d.services.get_mut(&name(i)).expect("svc").active = false;
     }
-    for i in 1000..1020 {
-        let s = service(i);
+    for i in n..n + pct(2) {
+        let s = service(i, core);
         d.services.insert(s.name.clone(), s);
     }
-    for i in 300..310 {
-        d.services.remove(&format!("svc{i:04}"));
+    for i in at(30)..at(30) + pct(1) {
+        d.services.remove(&name(i));
     }
-    for i in 400..410 {
-        let name = format!("svc{i:04}");
+    for i in at(40)..at(40) + pct(1) {
+        let name = name(i);
         let node = o.placements[&name].node.clone();
         if let Some(AgentStatus::Reported { services }) = o.agents.get_mut(&node) {
             if let Some(c) = services
@@ -125,12 +141,19 @@ fn fleet() -> (Desired, Observed, Policy) {
     (d, o, policy)
 }
 
-fn bench(c: &mut Criterion) {
-    let (d, o, policy) = fleet();
+fn size(c: &mut Criterion, label: &str, n: usize, nodes: usize, samples: usize) {
+    let (d, o, policy) = fleet(n, nodes);
     let p = plan(&d, &o, &policy, NOW);
-    assert_eq!(p.entries.len(), 100, "{}", render_text(&p, false));
-    c.bench_function(
-        "plan + render_text, 1000 services / 50 nodes / 10% changed",
+    assert_eq!(p.entries.len(), n / 10, "{}", render_text(&p, false));
+    assert_eq!(p.counts.update, n * 4 / 100);
+    assert_eq!(p.counts.heal, n / 100);
+    let mut g = c.benchmark_group(label);
+    g.sample_size(samples);
+    // The same number of iterations in every sample: at 10k an iteration
+    // takes tens of ms, and linear sampling would need minutes.
+    g.sampling_mode(SamplingMode::Flat);
+    g.bench_function(
+        format!("plan + render_text, {n} services / {nodes} nodes / 10% changed"),
         |b| {
             b.iter(|| {
                 let p = plan(black_box(&d), black_box(&o), &policy, NOW);
@@ -138,19 +161,28 @@ fn bench(c: &mut Criterion) {
             });
         },
     );
-    c.bench_function("plan only, 1000 services / 50 nodes / 10% changed", |b| {
+    g.bench_function(format!("plan only, {n} services"), |b| {
         b.iter(|| black_box(plan(black_box(&d), black_box(&o), &policy, NOW)));
     });
-    c.bench_function("render_text only, 100 entries", |b| {
+    g.bench_function(format!("render_text only, {} entries", n / 10), |b| {
         b.iter(|| black_box(render_text(black_box(&p), false)));
     });
-    c.bench_function("spec_hash x1000 (part of plan)", |b| {
-        b.iter(|| {
-            for s in d.services.values() {
-                black_box(mcp_spec::spec_hash(black_box(s)));
-            }
-        });
-    });
+    g.bench_function(
+        format!("spec_hash x{} (for scale)", d.services.len()),
+        |b| {
+            b.iter(|| {
+                for s in d.services.values() {
+                    black_box(mcp_spec::spec_hash(black_box(s)));
+                }
+            });
+        },
+    );
+    g.finish();
+}
+
+fn bench(c: &mut Criterion) {
+    size(c, "1k", 1_000, 50, 50);
+    size(c, "10k", 10_000, 200, 20);
 }
 
 criterion_group!(benches, bench);

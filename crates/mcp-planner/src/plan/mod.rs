@@ -181,7 +181,9 @@ impl<'a> Planner<'a> {
         self.unavailable_notes(&mut notes);
         self.orphan_notes(&mut notes);
 
-        let mut names: BTreeSet<(Tier, &str)> = BTreeSet::new();
+        // Every service anything mentions, once, by (tier, name). The sources
+        // are sorted runs, so sorting their concatenation is cheap; the tier
+        // is looked up once per name.
         let tier_of = |name: &str| -> Tier {
             self.desired
                 .spec(name)
@@ -208,9 +210,12 @@ impl<'a> Planner<'a> {
                     .keys()
                     .filter_map(|n| self.service_of_dns_name(n)),
             );
-        for name in all {
-            names.insert((tier_of(name), name));
-        }
+        let mut all: Vec<&str> = all.collect();
+        all.sort();
+        all.dedup();
+        let mut names: Vec<(Tier, &str)> = all.into_iter().map(|n| (tier_of(n), n)).collect();
+        // Stable: names stay in order within a tier.
+        names.sort_by_key(|(tier, _)| *tier);
 
         let mut entries = Vec::new();
         let mut counts = Counts::default();

@@ -7,10 +7,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::model::Timestamp;
 
-/// The result of [`plan`]: what the master should do, per service, in order.
+/// The result of [`plan`](fn@crate::plan): what the master should do, per service, in order.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Plan {
-    /// [`Desired::source`]: the commit (or directory) the plan was made from.
+    /// [`Desired::source`](crate::Desired::source): the commit (or directory) the plan was made from.
     pub source: Option<String>,
     /// The `now` the plan was computed for.
     pub now: Timestamp,
@@ -346,7 +346,7 @@ pub enum HealMethod {
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Action {
     /// Agent `Deploy` on `node` with the desired spec of `service` (looked up
-    /// in [`Desired`] by the master; `spec_hash` is what the agent must
+    /// in [`Desired`](crate::Desired) by the master; `spec_hash` is what the agent must
     /// report afterwards). Creates or recreates every container; components
     /// run if the spec is `active`. The master records the placement.
     Deploy {
