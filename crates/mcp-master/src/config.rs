@@ -26,6 +26,8 @@
 //! dir = "/srv/platform/services"   # a git work tree (or a directory inside one)
 //! # debounce = "500ms"        # quiet time after a change under .git before HEAD is checked
 //! # poll = "30s"              # fallback periodic HEAD check
+//! # allowed_host_paths = []   # host paths volumes may mount besides /srv/<service>/
+//! #                           # (each agent must allow them too, [podman] allowed_host_paths)
 //!
 //! [edge]
 //! internal_zone   = "svc.example.internal"
@@ -85,40 +87,20 @@
 //! problem is reported at once. [`Config::check_paths`] additionally checks
 //! the files and directories it names (used by `mcp-master check-config`).
 
-use std::collections::BTreeSet;
-use std::fmt;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::str::FromStr;
 use std::time::Duration;
 
-use mcp_spec::names::{is_dns_label, is_hostname};
 use serde::{Deserialize, Serialize};
 
-/// Why a config cannot be used.
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    #[error("cannot read config {path}: {source}")]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error("config {path}: {message}")]
-    Parse { path: PathBuf, message: String },
-    #[error("config {path} is invalid:\n{}", bullet_list(.problems))]
-    Invalid {
-        path: PathBuf,
-        problems: Vec<String>,
-    },
-}
+/// Config problems use the shape shared with the agent (file, key,
+/// message).
+pub use mcp_security::config::{ConfigError, ConfigProblem};
 
-fn bullet_list(problems: &[String]) -> String {
-    problems
-        .iter()
-        .map(|p| format!("  - {p}"))
-        .collect::<Vec<_>>()
-        .join("\n")
-}
+/// One CIDR type for the whole workspace.
+pub use mcp_security::edge::Cidr;
+
+mod validate;
 
 /// The whole master config.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -229,6 +211,11 @@ pub struct ServicesConfig {
     pub debounce: Duration,
     #[serde(default = "d_30s", with = "humantime_serde")]
     pub poll: Duration,
+    /// Host paths a volume may mount besides `/srv/<service>/`: the master
+    /// holds any other mount with the file's position. Each agent confines
+    /// again with its own `[podman] allowed_host_paths`.
+    #[serde(default)]
+    pub allowed_host_paths: Vec<String>,
 }
 
 /// The default overlay network (CGNAT range, as Tailscale-like overlays use).
@@ -243,15 +230,13 @@ pub struct EdgeConfig {
     /// Internal names are `<service>.<internal_zone>`.
     pub internal_zone: String,
     /// Backend hostnames must resolve into one of these.
-    #[serde(default = "default_overlay_cidrs")]
+    #[serde(default = "default_overlay_cidrs", with = "cidr_list")]
     pub overlay_cidrs: Vec<Cidr>,
 }
 
 fn default_overlay_cidrs() -> Vec<Cidr> {
-    vec![Cidr {
-        addr: IpAddr::from([100, 64, 0, 0]),
-        prefix: 10,
-    }]
+    // The default overlay is 100.64.0.0/10 (DEFAULT_OVERLAY_CIDR).
+    mcp_security::edge::Overlay::default().0
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -451,80 +436,21 @@ pub struct NodeEntry {
     pub role: NodeRole,
 }
 
-/// An IP network in CIDR notation (`100.64.0.0/10`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Cidr {
-    pub addr: IpAddr,
-    pub prefix: u8,
-}
+/// `Vec<Cidr>` as a list of strings (`["100.64.0.0/10"]`).
+mod cidr_list {
+    use serde::{Deserialize, Deserializer, Serializer};
 
-impl Cidr {
-    /// True when `ip` is inside this network (same address family only).
-    pub fn contains(&self, ip: IpAddr) -> bool {
-        match (self.addr, ip) {
-            (IpAddr::V4(net), IpAddr::V4(ip)) => {
-                prefix_match(&net.octets(), &ip.octets(), self.prefix)
-            }
-            (IpAddr::V6(net), IpAddr::V6(ip)) => {
-                prefix_match(&net.octets(), &ip.octets(), self.prefix)
-            }
-            _ => false,
-        }
+    use super::Cidr;
+
+    pub fn serialize<S: Serializer>(v: &[Cidr], s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(v.iter().map(ToString::to_string))
     }
-}
 
-fn prefix_match(net: &[u8], ip: &[u8], prefix: u8) -> bool {
-    let mut bits = usize::from(prefix);
-    for (n, i) in net.iter().zip(ip) {
-        if bits == 0 {
-            return true;
-        }
-        let take = bits.min(8);
-        // `take` is 1..=8, so the shift is 0..=7.
-        let mask = 0xffu8 << (8 - take);
-        if n & mask != i & mask {
-            return false;
-        }
-        bits -= take;
-    }
-    true
-}
-
-impl fmt::Display for Cidr {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.addr, self.prefix)
-    }
-}
-
-impl FromStr for Cidr {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        let (addr, prefix) = s
-            .split_once('/')
-            .ok_or_else(|| format!("{s:?} is not in CIDR notation (address/prefix)"))?;
-        let addr: IpAddr = addr
-            .parse()
-            .map_err(|_| format!("{s:?}: {addr:?} is not an IP address"))?;
-        let max = if addr.is_ipv4() { 32 } else { 128 };
-        let prefix: u8 = prefix
-            .parse()
-            .ok()
-            .filter(|p| *p <= max)
-            .ok_or_else(|| format!("{s:?}: prefix must be a number from 0 to {max}"))?;
-        Ok(Cidr { addr, prefix })
-    }
-}
-
-impl Serialize for Cidr {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(self)
-    }
-}
-
-impl<'de> Deserialize<'de> for Cidr {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        s.parse().map_err(serde::de::Error::custom)
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Cidr>, D::Error> {
+        Vec::<String>::deserialize(d)?
+            .iter()
+            .map(|c| c.parse().map_err(serde::de::Error::custom))
+            .collect()
     }
 }
 
@@ -587,14 +513,14 @@ impl Config {
     /// against the directory of `path`.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.to_path_buf(),
+            file: path.to_path_buf(),
             source,
         })?;
         let mut cfg = Config::parse(path, &text)?;
         let base = path.parent().unwrap_or(Path::new(""));
         cfg.resolve_paths(base);
         cfg.validate().map_err(|problems| ConfigError::Invalid {
-            path: path.to_path_buf(),
+            file: path.to_path_buf(),
             problems,
         })?;
         Ok(cfg)
@@ -604,318 +530,10 @@ impl Config {
     /// `path` only names the file in errors.
     pub fn parse(path: &Path, text: &str) -> Result<Config, ConfigError> {
         toml::from_str(text).map_err(|e| ConfigError::Parse {
-            path: path.to_path_buf(),
+            file: path.to_path_buf(),
             message: parse_message(&e, text),
         })
     }
-
-    /// Every semantic problem, each naming its key; no I/O.
-    pub fn validate(&self) -> Result<(), Vec<String>> {
-        let mut p = Vec::new();
-
-        if self.server.grpc_addr.port() == 0 {
-            p.push("server.grpc_addr: port must not be 0".to_string());
-        }
-        for (key, path) in [
-            ("server.tls_cert", &self.server.tls_cert),
-            ("server.tls_key", &self.server.tls_key),
-            ("server.ca_cert", &self.server.ca_cert),
-            ("database.path", &self.database.path),
-            ("auth.token_file", &self.auth.token_file),
-        ] {
-            if path.as_os_str().is_empty() {
-                p.push(format!("{key} must not be empty"));
-            }
-        }
-
-        let a = &self.auth;
-        match (&a.issuer_public_key, &a.identity_service_url) {
-            (Some(_), Some(_)) => p.push(
-                "auth: set either issuer_public_key (local JWT verification) or identity_service_url, not both"
-                    .to_string(),
-            ),
-            (None, None) => p.push(
-                "auth: set issuer_public_key (local JWT verification) or identity_service_url".to_string(),
-            ),
-            (Some(_), None) => {
-                for (key, v) in [("issuer", &a.issuer), ("audience", &a.audience)] {
-                    if v.as_deref().is_none_or(str::is_empty) {
-                        p.push(format!(
-                            "auth.{key} is required with auth.issuer_public_key"
-                        ));
-                    }
-                }
-            }
-            (None, Some(url)) => {
-                if !url.starts_with("https://") && !url.starts_with("http://") {
-                    p.push(format!(
-                        "auth.identity_service_url must be an http(s) URL, found {url:?}"
-                    ));
-                }
-            }
-        }
-        if a.master_identity.is_empty() {
-            p.push("auth.master_identity must not be empty".to_string());
-        } else if a.master_identity.starts_with("agent-") {
-            p.push(format!(
-                "auth.master_identity {:?} must not be an agent identity (agent-*)",
-                a.master_identity
-            ));
-        }
-
-        if let Some(s) = &self.services {
-            if s.dir.as_os_str().is_empty() {
-                p.push("services.dir must not be empty".to_string());
-            }
-            if s.poll.is_zero() {
-                p.push("services.poll must be more than 0s".to_string());
-            }
-        }
-
-        let e = &self.edge;
-        if !is_hostname(&e.internal_zone) {
-            p.push(format!(
-                "edge.internal_zone {:?} is not a valid domain name",
-                e.internal_zone
-            ));
-        }
-        for d in &e.allowed_domains {
-            if !is_hostname(d) {
-                p.push(format!(
-                    "edge.allowed_domains: {d:?} is not a valid domain name"
-                ));
-            } else if !d.contains('.') {
-                p.push(format!(
-                    "edge.allowed_domains: {d:?} is a top-level domain; name a domain you control"
-                ));
-            }
-        }
-        if e.overlay_cidrs.is_empty() {
-            p.push(format!(
-                "edge.overlay_cidrs must not be empty (default [\"{DEFAULT_OVERLAY_CIDR}\"])"
-            ));
-        }
-
-        let r = &self.registration;
-        let mut seen = BTreeSet::new();
-        for agent in &r.allowed_agents {
-            match agent.strip_prefix("agent-") {
-                Some(node) if is_dns_label(node) => {}
-                _ => p.push(format!(
-                    "registration.allowed_agents: {agent:?} is not an agent identity (agent-<node>)"
-                )),
-            }
-            if !seen.insert(agent) {
-                p.push(format!(
-                    "registration.allowed_agents: {agent:?} is listed twice"
-                ));
-            }
-        }
-        if r.max_nodes == 0 {
-            p.push("registration.max_nodes must be at least 1".to_string());
-        }
-        if r.heartbeat_interval.is_zero() {
-            p.push("registration.heartbeat_interval must be more than 0s".to_string());
-        }
-        if r.heartbeat_timeout <= r.heartbeat_interval {
-            p.push(format!(
-                "registration.heartbeat_timeout ({}) must be longer than heartbeat_interval ({})",
-                humantime::format_duration(r.heartbeat_timeout),
-                humantime::format_duration(r.heartbeat_interval)
-            ));
-        }
-        if r.heartbeat_min_interval >= r.heartbeat_interval {
-            p.push(format!(
-                "registration.heartbeat_min_interval ({}) must be shorter than heartbeat_interval ({}), or every heartbeat is refused",
-                humantime::format_duration(r.heartbeat_min_interval),
-                humantime::format_duration(r.heartbeat_interval)
-            ));
-        }
-
-        let t = &self.timeouts;
-        for (key, d) in [
-            ("deploy", t.deploy),
-            ("edge_route", t.edge_route),
-            ("health_check", t.health_check),
-            ("undeploy", t.undeploy),
-            ("snapshot", t.snapshot),
-        ] {
-            if d.is_zero() {
-                p.push(format!("timeouts.{key} must be more than 0s"));
-            }
-        }
-
-        if let Some(s) = &self.snapshots {
-            if s.dir.as_os_str().is_empty() {
-                p.push("snapshots.dir must not be empty".to_string());
-            }
-            if s.interval < Duration::from_secs(60) {
-                p.push("snapshots.interval must be at least 1m".to_string());
-            }
-            if s.retain == 0 {
-                p.push("snapshots.retain must be at least 1".to_string());
-            }
-        }
-
-        match &self.dns {
-            None => {}
-            Some(DnsConfig::Rfc2136(c)) => {
-                if !is_host_port(&c.server) {
-                    p.push(format!(
-                        "dns.server must be host:port, found {:?}",
-                        c.server
-                    ));
-                }
-                check_zone(&mut p, c.zone.as_deref());
-                if c.tsig_key_name.is_empty() {
-                    p.push("dns.tsig_key_name must not be empty".to_string());
-                }
-                if !TSIG_ALGORITHMS.contains(&c.tsig_algorithm.as_str()) {
-                    p.push(format!(
-                        "dns.tsig_algorithm must be one of {}, found {:?}",
-                        TSIG_ALGORITHMS.join(", "),
-                        c.tsig_algorithm
-                    ));
-                }
-                if c.tsig_secret_file.as_os_str().is_empty() {
-                    p.push("dns.tsig_secret_file must not be empty".to_string());
-                }
-            }
-            Some(DnsConfig::Mcns(c)) => {
-                if !c.url.starts_with("https://") && !c.url.starts_with("http://") {
-                    p.push(format!("dns.url must be an http(s) URL, found {:?}", c.url));
-                }
-                check_zone(&mut p, c.zone.as_deref());
-                if c.token_file.as_os_str().is_empty() {
-                    p.push("dns.token_file must not be empty".to_string());
-                }
-            }
-        }
-        if let Some(dns) = &self.dns {
-            let zone = dns.zone(&e.internal_zone);
-            if is_hostname(zone)
-                && is_hostname(&e.internal_zone)
-                && !mcp_spec::names::is_under_domain(&e.internal_zone, zone)
-            {
-                p.push(format!(
-                    "dns.zone {zone:?} does not contain edge.internal_zone {:?}, so service records cannot be written there",
-                    e.internal_zone
-                ));
-            }
-        }
-
-        let rc = &self.reconcile;
-        if rc.interval.is_zero() {
-            p.push("reconcile.interval must be more than 0s".to_string());
-        }
-        if rc.concurrency == 0 {
-            p.push("reconcile.concurrency must be at least 1".to_string());
-        }
-        if rc.heal_max_attempts == 0 {
-            p.push("reconcile.heal_max_attempts must be at least 1".to_string());
-        }
-
-        let mut names = BTreeSet::new();
-        let mut masters = 0;
-        for (i, n) in self.nodes.iter().enumerate() {
-            let at = format!("nodes[{i}]");
-            if !is_dns_label(&n.name) {
-                p.push(format!(
-                    "{at}.name {:?} is not a DNS label (lowercase letters, digits, '-')",
-                    n.name
-                ));
-            }
-            if !names.insert(n.name.as_str()) {
-                p.push(format!("{at}.name {:?} is listed twice", n.name));
-            }
-            if n.address.is_empty() || n.address.chars().any(char::is_whitespace) {
-                p.push(format!(
-                    "{at}.address must be a non-empty address without spaces, found {:?}",
-                    n.address
-                ));
-            }
-            if n.role == NodeRole::Master {
-                masters += 1;
-            }
-        }
-        if masters > 1 {
-            p.push(format!(
-                "nodes: {masters} nodes have role \"master\"; at most one may"
-            ));
-        }
-        if self.nodes.len() > r.max_nodes {
-            p.push(format!(
-                "nodes: {} bootstrap nodes exceed registration.max_nodes ({})",
-                self.nodes.len(),
-                r.max_nodes
-            ));
-        }
-
-        if p.is_empty() {
-            Ok(())
-        } else {
-            Err(p)
-        }
-    }
-
-    /// Checks the files and directories the config names: TLS material and
-    /// token files readable, the services directory and the database's and
-    /// snapshots' parent directories present. Returns every problem.
-    pub fn check_paths(&self) -> Vec<String> {
-        let mut p = Vec::new();
-        let mut files: Vec<(&str, &Path)> = vec![
-            ("server.tls_cert", &self.server.tls_cert),
-            ("server.tls_key", &self.server.tls_key),
-            ("server.ca_cert", &self.server.ca_cert),
-            ("auth.token_file", &self.auth.token_file),
-        ];
-        if let Some(k) = &self.auth.issuer_public_key {
-            files.push(("auth.issuer_public_key", k));
-        }
-        match &self.dns {
-            Some(DnsConfig::Rfc2136(c)) => {
-                files.push(("dns.tsig_secret_file", &c.tsig_secret_file))
-            }
-            Some(DnsConfig::Mcns(c)) => {
-                files.push(("dns.token_file", &c.token_file));
-                if let Some(ca) = &c.ca_cert {
-                    files.push(("dns.ca_cert", ca));
-                }
-            }
-            None => {}
-        }
-        for (key, path) in files {
-            if let Err(e) = std::fs::File::open(path) {
-                p.push(format!("{key}: cannot read {}: {e}", path.display()));
-            }
-        }
-        if let Some(s) = &self.services {
-            if !s.dir.is_dir() {
-                p.push(format!(
-                    "services.dir: {} is not a directory",
-                    s.dir.display()
-                ));
-            }
-        }
-        let mut parents = vec![("database.path", &self.database.path)];
-        if let Some(s) = &self.snapshots {
-            parents.push(("snapshots.dir", &s.dir));
-        }
-        for (key, path) in parents {
-            let parent = match path.parent() {
-                Some(d) if !d.as_os_str().is_empty() => d,
-                _ => Path::new("."),
-            };
-            if !parent.is_dir() {
-                p.push(format!(
-                    "{key}: directory {} does not exist",
-                    parent.display()
-                ));
-            }
-        }
-        p
-    }
-
     /// True when desired state comes from a git work tree.
     pub fn gitops(&self) -> bool {
         self.services.is_some()
@@ -951,25 +569,6 @@ impl Config {
             }
             None => {}
         }
-    }
-}
-
-fn check_zone(p: &mut Vec<String>, zone: Option<&str>) {
-    if let Some(z) = zone {
-        if !is_hostname(z) {
-            p.push(format!("dns.zone {z:?} is not a valid domain name"));
-        }
-    }
-}
-
-/// `host:port` with a non-zero port (`[v6]:port` accepted).
-fn is_host_port(s: &str) -> bool {
-    if s.parse::<SocketAddr>().is_ok() {
-        return !s.ends_with(":0");
-    }
-    match s.rsplit_once(':') {
-        Some((host, port)) => is_hostname(host) && port.parse::<u16>().is_ok_and(|p| p != 0),
-        None => false,
     }
 }
 

@@ -79,6 +79,7 @@ pub fn desired_source(cfg: &Config) -> anyhow::Result<DesiredSource> {
                 .with_context(|| format!("services.dir {}", s.dir.display()))?,
             options: LoadOptions {
                 allowed_public_domains: cfg.edge.allowed_domains.clone(),
+                allowed_host_paths: s.allowed_host_paths.clone(),
                 ..LoadOptions::default()
             },
         },

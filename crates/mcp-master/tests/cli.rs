@@ -92,7 +92,7 @@ fn check_config_reports_every_problem_and_exits_1() {
     assert_eq!(
         text(&out.stderr),
         format!(
-            "mcp-master: error: config {} is invalid:\n  - reconcile.interval must be more than 0s\n  - reconcile.concurrency must be at least 1\n",
+            "mcp-master: error: invalid config {}:\n  - reconcile.interval: must be more than 0s\n  - reconcile.concurrency: must be at least 1\n",
             cfg.display()
         )
     );

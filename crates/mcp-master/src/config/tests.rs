@@ -42,7 +42,7 @@ fn parse_err(text: &str) -> String {
 fn problems(text: &str) -> Vec<String> {
     match parse(text).validate() {
         Ok(()) => Vec::new(),
-        Err(p) => p,
+        Err(p) => p.iter().map(ToString::to_string).collect(),
     }
 }
 
@@ -201,10 +201,10 @@ fn dns_adapters() {
     assert_eq!(
         p,
         vec![
-            "dns.server must be host:port, found \"ns1\"",
-            "dns.tsig_key_name must not be empty",
-            "dns.tsig_algorithm must be one of hmac-sha256, hmac-sha384, hmac-sha512, found \"hmac-md5\"",
-            "dns.zone \"other.example\" does not contain edge.internal_zone \"svc.example.internal\", so service records cannot be written there",
+            "dns.server: must be host:port, found \"ns1\"",
+            "dns.tsig_key_name: must not be empty",
+            "dns.tsig_algorithm: must be one of hmac-sha256, hmac-sha384, hmac-sha512, found \"hmac-md5\"",
+            "dns.zone: \"other.example\" does not contain edge.internal_zone \"svc.example.internal\", so service records cannot be written there",
         ]
     );
 }
@@ -263,23 +263,23 @@ role = "master"
     let p = problems(text);
     let expected = [
         "server.grpc_addr: port must not be 0",
-        "server.tls_cert must not be empty",
+        "server.tls_cert: must not be empty",
         "auth: set either issuer_public_key (local JWT verification) or identity_service_url, not both",
-        "auth.master_identity \"agent-master\" must not be an agent identity (agent-*)",
-        "edge.internal_zone \"not a zone\" is not a valid domain name",
+        "auth.master_identity: \"agent-master\" must not be an agent identity (agent-*)",
+        "edge.internal_zone: \"not a zone\" is not a valid domain name",
         "edge.allowed_domains: \"net\" is a top-level domain; name a domain you control",
         "edge.allowed_domains: \"bad..domain\" is not a valid domain name",
-        "edge.overlay_cidrs must not be empty (default [\"100.64.0.0/10\"])",
+        "edge.overlay_cidrs: must not be empty (default [\"100.64.0.0/10\"])",
         "registration.allowed_agents: \"orion\" is not an agent identity (agent-<node>)",
         "registration.allowed_agents: \"agent-vega\" is listed twice",
-        "registration.heartbeat_timeout (30s) must be longer than heartbeat_interval (30s)",
-        "registration.heartbeat_min_interval (1m) must be shorter than heartbeat_interval (30s), or every heartbeat is refused",
-        "timeouts.deploy must be more than 0s",
-        "snapshots.interval must be at least 1m",
-        "snapshots.retain must be at least 1",
-        "reconcile.concurrency must be at least 1",
-        "nodes[0].name \"Orion\" is not a DNS label (lowercase letters, digits, '-')",
-        "nodes[1].address must be a non-empty address without spaces, found \"b c\"",
+        "registration.heartbeat_timeout: 30s must be longer than heartbeat_interval (30s)",
+        "registration.heartbeat_min_interval: 1m must be shorter than heartbeat_interval (30s), or every heartbeat is refused",
+        "timeouts.deploy: must be more than 0s",
+        "snapshots.interval: must be at least 1m",
+        "snapshots.retain: must be at least 1",
+        "reconcile.concurrency: must be at least 1",
+        "nodes[0].name: \"Orion\" is not a DNS label (lowercase letters, digits, '-')",
+        "nodes[1].address: must be a non-empty address without spaces, found \"b c\"",
         "nodes: 2 nodes have role \"master\"; at most one may",
         "nodes: 2 bootstrap nodes exceed registration.max_nodes (1)",
     ];
@@ -294,8 +294,8 @@ fn jwt_verification_needs_issuer_and_audience() {
     assert_eq!(
         problems(&text),
         vec![
-            "auth.issuer is required with auth.issuer_public_key",
-            "auth.audience is required with auth.issuer_public_key",
+            "auth.issuer: is required with auth.issuer_public_key",
+            "auth.audience: is required with auth.issuer_public_key",
         ]
     );
     let text = MINIMAL.replace(
@@ -355,7 +355,7 @@ fn load_errors_name_the_file() {
     assert_eq!(
         err,
         format!(
-            "config {} is invalid:\n  - edge.internal_zone \"-bad-\" is not a valid domain name",
+            "invalid config {}:\n  - edge.internal_zone: \"-bad-\" is not a valid domain name",
             path.display()
         )
     );
@@ -376,7 +376,7 @@ fn check_paths_reports_missing_files() {
     let path = d.join("master.toml");
     std::fs::write(&path, text).unwrap();
     let c = Config::load(&path).unwrap();
-    let p = c.check_paths();
+    let p: Vec<String> = c.check_paths().iter().map(ToString::to_string).collect();
     assert_eq!(p.len(), 2, "{p:?}");
     assert!(p[0].starts_with(&format!(
         "auth.token_file: cannot read {}",
@@ -412,10 +412,9 @@ fn cidr_parsing_and_membership() {
         "internal_zone = \"svc.example.internal\"",
         "internal_zone = \"svc.example.internal\"\noverlay_cidrs = [\"100.64.0.0/40\"]",
     ));
-    assert!(
-        err.contains("prefix must be a number from 0 to 32"),
-        "{err}"
-    );
+    assert!(err.contains("invalid CIDR \"100.64.0.0/40\""), "{err}");
+    // Host bits must be zero: a typo, not a network.
+    assert!("100.64.0.1/10".parse::<Cidr>().is_err());
 }
 
 #[test]
