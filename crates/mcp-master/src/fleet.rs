@@ -177,11 +177,13 @@ impl Fleet {
             .check_heartbeat(identity, name)
             .map_err(|e| e.to_status())?;
         let now = self.clock.now();
-        // One transaction (one fsync): the status before, and the update.
+        // One transaction: the status before, and the update. Committed
+        // without a sync to disk: a heartbeat lost to a power loss is
+        // replaced by the next one (nothing is acted on from it alone).
         let (name, hb) = (node.clone(), *hb);
         let before = self
             .state
-            .write(move |w| {
+            .write_relaxed(move |w| {
                 let Some(before) = w.node(&name)?.filter(|n| n.registered_at.is_some()) else {
                     return Ok(None);
                 };

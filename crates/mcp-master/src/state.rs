@@ -205,14 +205,29 @@ impl State {
     /// when `f` returns `Ok`, rolled back when it returns `Err`.
     pub fn write<T>(&self, f: impl FnOnce(&Writer<'_>) -> Result<T>) -> Result<T> {
         let mut conn = self.lock();
-        let tx = conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)
-            .map_err(sql("starting a write transaction"))?;
-        let out = f(&Writer {
-            reader: Reader { conn: &tx },
-        })?;
-        tx.commit().map_err(sql("committing"))?;
-        Ok(out)
+        write_on(&mut conn, f)
+    }
+
+    /// Like [`State::write`], but committed with `synchronous = NORMAL`:
+    /// atomic and kept across a crash of the process, but not synced to
+    /// disk at commit, so a power loss may lose it (the next
+    /// [`State::write`]'s sync, or a checkpoint, makes it durable). For
+    /// records nothing is acted on from: heartbeats and audit rows.
+    pub fn write_relaxed<T>(&self, f: impl FnOnce(&Writer<'_>) -> Result<T>) -> Result<T> {
+        // Restored on drop, even if `f` panics: every other write stays FULL.
+        struct Relaxed<'a>(MutexGuard<'a, Connection>);
+        impl Drop for Relaxed<'_> {
+            fn drop(&mut self) {
+                if let Err(e) = self.0.pragma_update(None, "synchronous", "FULL") {
+                    tracing::error!(error = %e, "cannot restore synchronous = FULL");
+                }
+            }
+        }
+        let mut conn = Relaxed(self.lock());
+        conn.0
+            .pragma_update(None, "synchronous", "NORMAL")
+            .map_err(sql("relaxing synchronous"))?;
+        write_on(&mut conn.0, f)
     }
 
     fn lock(&self) -> MutexGuard<'_, Connection> {
@@ -220,6 +235,17 @@ impl State {
         // transaction guard's drop), so the connection is still usable.
         self.conn.lock().unwrap_or_else(PoisonError::into_inner)
     }
+}
+
+fn write_on<T>(conn: &mut Connection, f: impl FnOnce(&Writer<'_>) -> Result<T>) -> Result<T> {
+    let tx = conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(sql("starting a write transaction"))?;
+    let out = f(&Writer {
+        reader: Reader { conn: &tx },
+    })?;
+    tx.commit().map_err(sql("committing"))?;
+    Ok(out)
 }
 
 #[cfg(test)]

@@ -1,6 +1,6 @@
 //! Runs the real `mcp-master serve` with a config alone: it starts, probes
 //! its bootstrap node during warm-up, answers an operator over TLS, and
-//! stops cleanly on SIGTERM.
+//! stops cleanly on SIGTERM, with every call's audit row written.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::io::Read;
@@ -159,6 +159,18 @@ role = "master"
         .into_inner();
     assert!(!r.changes);
 
+    // Many audited calls right before SIGTERM: each one's row is written
+    // before the master exits (the audit writer is drained on shutdown).
+    const CALLS: usize = 200;
+    let mut calls = tokio::task::JoinSet::new();
+    for _ in 0..CALLS {
+        let mut c = client.clone();
+        calls.spawn(async move { c.list_nodes(pb::ListNodesRequest {}).await.map(|_| ()) });
+    }
+    while let Some(r) = calls.join_next().await {
+        r.unwrap().unwrap();
+    }
+
     let pid = child.id().to_string();
     let killed = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
     assert!(killed.success());
@@ -176,8 +188,17 @@ role = "master"
     let text = read(&log);
     assert!(status.success(), "{status}:\n{text}");
     assert!(text.contains("shutting down"), "{text}");
-    // The call was audited in the database.
+    // Every call was audited in the database: the first ListNodes, the
+    // dry-run Sync and the burst.
     let state = mcp_master::state::State::open(&d.join("master.db")).unwrap();
-    let audit = state.read(|r| r.audit_recent(10)).unwrap();
-    assert!(audit.iter().any(|a| a.method.ends_with("/ListNodes")));
+    let audit = state.read(|r| r.audit_recent(10_000)).unwrap();
+    let count = |m: &str| {
+        audit
+            .iter()
+            .filter(|a| a.method.ends_with(m) && a.caller.starts_with("alice"))
+            .count()
+    };
+    assert_eq!(count("/ListNodes"), CALLS + 1, "{audit:?}");
+    assert_eq!(count("/Sync"), 1);
+    assert!(text.contains("audit log written"), "{text}");
 }

@@ -6,7 +6,10 @@
 //! full the sender waits (asynchronously) for room: rows are never dropped.
 //! The writer takes every row already queued (up to [`MAX_BATCH`]) and
 //! writes them in one transaction on the blocking pool, so under load one
-//! `fsync` covers many calls. [`AuditLog::shutdown`] writes everything sent
+//! transaction covers many calls. Audit batches are committed with
+//! `synchronous = NORMAL` ([`super::State::write_relaxed`]): atomic and kept
+//! across a crash of the master, synced by the next ordinary write or WAL
+//! checkpoint (a power loss can lose the last ones). [`AuditLog::shutdown`] writes everything sent
 //! before it and stops the writer: the daemon calls it after the gRPC
 //! server has stopped, so no row of a finished call is lost on SIGTERM.
 
@@ -188,7 +191,7 @@ async fn writer(db: Db, mut rx: mpsc::Receiver<Msg>, counters: Arc<Counters>) {
         if !rows.is_empty() {
             let n = rows.len() as u64;
             let r = db
-                .write(move |w| {
+                .write_relaxed(move |w| {
                     for row in &rows {
                         w.audit(row)?;
                     }

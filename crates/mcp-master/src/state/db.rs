@@ -67,6 +67,19 @@ impl Db {
     }
 }
 
+impl Db {
+    /// [`State::write_relaxed`] on the blocking pool: committed without a
+    /// sync to disk (heartbeats, audit rows).
+    pub async fn write_relaxed<T, F>(&self, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Writer<'_>) -> Result<T> + Send + 'static,
+    {
+        let state = self.state.clone();
+        run("writing", move || state.write_relaxed(f)).await
+    }
+}
+
 /// Runs `f` on the blocking pool. A panic in `f` is resumed in the caller
 /// (as if `f` had run inline); a cancelled task is an error.
 async fn run<T: Send + 'static>(

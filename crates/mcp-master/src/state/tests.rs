@@ -681,3 +681,41 @@ fn state_is_shareable_across_threads() {
     }
     assert_eq!(state.read(|r| r.dns_records()).unwrap().len(), 40);
 }
+
+fn synchronous(state: &State) -> i64 {
+    state
+        .lock()
+        .query_row("PRAGMA synchronous", [], |r| r.get(0))
+        .unwrap()
+}
+
+#[test]
+fn relaxed_writes_commit_and_leave_full_sync_for_the_others() {
+    let (dir, state) = open();
+    state
+        .write(|w| w.add_bootstrap_node("vega", NodeRole::Worker, "https://vega:9444"))
+        .unwrap();
+    state
+        .write_relaxed(|w| w.set_node_status("vega", NodeStatus::Healthy))
+        .unwrap();
+    assert_eq!(synchronous(&state), 2, "FULL again after a relaxed write");
+    // A failing relaxed write rolls back and restores FULL too.
+    let err = state
+        .write_relaxed(|w| {
+            w.set_node_status("vega", NodeStatus::Unhealthy)?;
+            w.set_node_status("nope", NodeStatus::Healthy)
+        })
+        .unwrap_err();
+    assert!(matches!(err, StateError::UnknownNode(_)), "{err}");
+    assert_eq!(synchronous(&state), 2);
+    // So does a panicking one.
+    let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        state.write_relaxed(|_| -> Result<()> { panic!("boom") })
+    }));
+    assert!(panicked.is_err());
+    assert_eq!(synchronous(&state), 2);
+    drop(state);
+    let state = State::open(&dir.path().join("master.db")).unwrap();
+    let node = state.read(|r| r.node("vega")).unwrap().unwrap();
+    assert_eq!(node.status, NodeStatus::Healthy);
+}
