@@ -603,3 +603,86 @@ internal_zone = "svc.example.internal"
         );
     }
 }
+
+/// A committed file that mounts `/` or `/etc` is held: reported at the
+/// volume with file:line:col, never deployed, and an already deployed
+/// service keeps running its previous spec. An extra host path the
+/// master's `[services] allowed_host_paths` lists is deployed.
+#[tokio::test]
+async fn gitops_forbidden_volumes_are_held_and_allowed_ones_deploy() {
+    use crate::testutil::{service_toml, Repo};
+    let f = fx();
+    let repo = Repo::new();
+    repo.write("services/mcq.toml", service_toml("mcq", "v1"));
+    let git = |allowed: &[&str]| DesiredSource::Git {
+        source: crate::gitsource::GitSource::open(&repo.join("services")).unwrap(),
+        options: LoadOptions {
+            allowed_host_paths: allowed.iter().map(|s| s.to_string()).collect(),
+            ..LoadOptions::default()
+        },
+    };
+    repo.commit_all("mcq");
+    let rec = Arc::new(Reconciler::new(
+        f.state.clone(),
+        f.agents.clone(),
+        Arc::new(f.clock.clone()),
+        git(&[]),
+        settings(),
+    ));
+    rec.reconcile(PassOptions::default()).await.unwrap();
+    assert!(f.placement("mcq").is_some());
+
+    let with_volume = |name: &str, version: &str, volume: &str| {
+        format!("{}volumes = [\"{volume}\"]\n", service_toml(name, version))
+    };
+    repo.write("services/mcq.toml", with_volume("mcq", "v2", "/:/host"));
+    repo.write("services/evil.toml", with_volume("evil", "v1", "/etc:/etc"));
+    repo.write(
+        "services/builder.toml",
+        with_volume("builder", "v1", "/var/cache/builder:/cache"),
+    );
+    repo.commit_all("volumes");
+    f.agents.clear_calls();
+    let out = rec.reconcile(PassOptions::default()).await.unwrap();
+    assert!(
+        f.agents.mutations().is_empty(),
+        "{:?}",
+        f.agents.mutations()
+    );
+    for (svc, line) in [
+        ("mcq", "services/mcq.toml:6:12: volume \"/:/host\""),
+        ("evil", "services/evil.toml:6:12: volume \"/etc:/etc\""),
+        (
+            "builder",
+            "services/builder.toml:6:12: volume \"/var/cache/builder:/cache\"",
+        ),
+    ] {
+        let e = out.plan.entry(svc).unwrap();
+        assert_eq!(e.kind, Kind::Held, "{svc}: {e:?}");
+        assert!(
+            e.details
+                .iter()
+                .any(|d| d.contains(line) && d.contains("allowed_host_paths")),
+            "{svc}: {:?}",
+            e.details
+        );
+    }
+    assert!(f.placement("evil").is_none());
+    assert_eq!(
+        f.agents.services_on("deneb")["mcq"].components["api"].version,
+        "v1"
+    );
+
+    // The master's configuration allows the builder's cache.
+    let rec = Arc::new(Reconciler::new(
+        f.state.clone(),
+        f.agents.clone(),
+        Arc::new(f.clock.clone()),
+        git(&["/var/cache/builder"]),
+        settings(),
+    ));
+    let out = rec.reconcile(PassOptions::default()).await.unwrap();
+    assert_eq!(out.plan.entry("builder").unwrap().kind, Kind::Deploy);
+    assert!(f.placement("builder").is_some());
+    assert_eq!(out.plan.entry("evil").unwrap().kind, Kind::Held);
+}
