@@ -41,6 +41,13 @@
 //! # heartbeat_timeout = "90s"          # then the master calls HealthCheck
 //! # register_min_interval = "1m"       # rate limit per identity
 //! # heartbeat_min_interval = "10s"     # rate limit per identity
+//! # allow_overlay_addresses = false    # accept an address inside [edge] overlay_cidrs
+//! #                                    # that the agent's certificate does not name
+//! # address_change_cooldown = "10m"    # an address change this soon after the last is refused
+//!
+//! [registration.roles]        # roles of nodes without a [[nodes]] entry; a node not
+//! vega  = "worker"            # configured anywhere keeps the role of its first registration
+//! edge1 = "edge"
 //!
 //! [timeouts]
 //! # deploy = "5m"
@@ -87,6 +94,7 @@
 //! problem is reported at once. [`Config::check_paths`] additionally checks
 //! the files and directories it names (used by `mcp-master check-config`).
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -258,6 +266,20 @@ pub struct RegistrationConfig {
     /// At most one `Heartbeat` per identity per this interval.
     #[serde(default = "d_10s", with = "humantime_serde")]
     pub heartbeat_min_interval: Duration,
+    /// The role of each node without a `[[nodes]]` entry (`[[nodes]]`
+    /// entries carry their own). A node's registration asking for another
+    /// role is refused; a node configured nowhere keeps the role of its
+    /// first registration.
+    #[serde(default)]
+    pub roles: BTreeMap<String, NodeRole>,
+    /// Accept a registered address inside `[edge] overlay_cidrs` even when
+    /// the agent's client certificate does not name it.
+    #[serde(default)]
+    pub allow_overlay_addresses: bool,
+    /// An address change within this time of the node's previous change is
+    /// refused.
+    #[serde(default = "d_10m", with = "humantime_serde")]
+    pub address_change_cooldown: Duration,
 }
 
 /// The default node limit.
@@ -276,6 +298,9 @@ impl Default for RegistrationConfig {
             heartbeat_timeout: d_90s(),
             register_min_interval: d_1m(),
             heartbeat_min_interval: d_10s(),
+            roles: BTreeMap::new(),
+            allow_overlay_addresses: false,
+            address_change_cooldown: d_10m(),
         }
     }
 }
@@ -537,6 +562,17 @@ impl Config {
     /// True when desired state comes from a git work tree.
     pub fn gitops(&self) -> bool {
         self.services.is_some()
+    }
+
+    /// The role the configuration fixes for each node it names: `[[nodes]]`
+    /// entries, then `[registration.roles]` (validation refuses a node
+    /// named in both with different roles).
+    pub fn node_roles(&self) -> BTreeMap<String, NodeRole> {
+        let mut roles = self.registration.roles.clone();
+        for n in &self.nodes {
+            roles.insert(n.name.clone(), n.role);
+        }
+        roles
     }
 
     fn resolve_paths(&mut self, base: &Path) {

@@ -96,15 +96,18 @@ pub async fn serve(
     let state = Db::open(&cfg.database.path)
         .await
         .context("opening the master database")?;
-    let bootstrap = cfg.nodes.clone();
-    state
+    let (bootstrap, roles) = (cfg.nodes.clone(), cfg.node_roles());
+    let changed = state
         .write(move |w| {
             for n in &bootstrap {
                 w.add_bootstrap_node(&n.name, n.role, &n.address)?;
             }
-            Ok(())
+            w.apply_configured_roles(&roles)
         })
         .await?;
+    for (node, old) in changed {
+        tracing::warn!(node = %node, old_role = %old, "node role set from the configuration");
+    }
     let audit_log = AuditLog::start(state.clone(), audit::DEFAULT_CAPACITY);
 
     // TLS and tokens.

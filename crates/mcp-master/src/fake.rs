@@ -121,6 +121,8 @@ struct Inner {
     /// node → events, oldest first.
     events: BTreeMap<String, Vec<EventRow>>,
     calls: Vec<Call>,
+    /// The agent address of every call, in order.
+    addresses: Vec<String>,
     unreachable: BTreeSet<String>,
     /// (method, node) → how many of the next calls fail.
     failures: BTreeMap<(String, String), u32>,
@@ -163,7 +165,14 @@ impl FakeAgents {
     }
 
     pub fn clear_calls(&self) {
-        self.lock().calls.clear();
+        let mut g = self.lock();
+        g.calls.clear();
+        g.addresses.clear();
+    }
+
+    /// The agent address every call so far was sent to, in order.
+    pub fn addresses(&self) -> Vec<String> {
+        self.lock().addresses.clone()
     }
 
     /// Services the node runs, with what it reports.
@@ -296,6 +305,7 @@ impl FakeAgents {
         let mut g = self.lock();
         let mutation = call.is_mutation();
         g.calls.push(call);
+        g.addresses.push(t.address.clone());
         if g.unreachable.contains(&t.node) {
             return Err(AgentError::Unreachable {
                 node: t.node.clone(),

@@ -3,9 +3,20 @@
 //!
 //! - `Register`: the node name comes from the `agent-<node>` identity (a
 //!   different `name` is `PermissionDenied`), the identity must be on the
-//!   allowlist, a new node beyond `max_nodes` is `ResourceExhausted`;
-//!   re-registering updates the address and logs the old one. (Rate limits
-//!   are enforced before the handler by the auth layer.)
+//!   allowlist, a new node beyond `max_nodes` is `ResourceExhausted`. What
+//!   the request says about the node is checked against the master's own
+//!   knowledge ([`mcp_security::registration`], docs/SECURITY.md): the role
+//!   is the configured one (`[[nodes]]`, `[registration.roles]`) or, for a
+//!   node configured nowhere, the one of its first registration — another
+//!   is `PermissionDenied`; an address not on record must be named by the
+//!   agent's client certificate (or lie inside the overlay when
+//!   `allow_overlay_addresses`) — else `PermissionDenied` — and a change
+//!   within `address_change_cooldown` of the previous one is
+//!   `FailedPrecondition`. A refused registration changes nothing: the
+//!   master keeps calling the address on record. Refusals and accepted
+//!   address changes are alerts (target `mcp::alert`); every call is in
+//!   the audit log with what it asked for. (Rate limits are enforced
+//!   before the handler by the auth layer.)
 //! - `Heartbeat`: same name binding; stores the load figures and marks the
 //!   node healthy. An unknown node gets `NotFound`, which tells the agent to
 //!   register again.
@@ -16,13 +27,16 @@
 //! - Warm-up at start: every known node is probed at once (failures are
 //!   logged at info, not as alerts).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use mcp_security::clock::Clock;
+use mcp_security::edge::Cidr;
 use mcp_security::identity::Identity;
-use mcp_security::registration::RegistrationPolicy;
+use mcp_security::registration::{
+    check_address, check_cooldown, check_role, RegistrationError, RegistrationPolicy,
+};
 use tokio::task::JoinSet;
 use tonic::Status;
 
@@ -30,25 +44,92 @@ use crate::agents::{AgentApi, AgentTarget};
 use crate::config::{Config, NodeRole};
 use crate::state::{self, Db, NodeStatus, Registered, StateError};
 
-/// Registry settings, from `[registration]` and `[timeouts]`.
+/// Registry settings, from `[registration]`, `[[nodes]]`, `[edge]` and
+/// `[timeouts]`.
 #[derive(Debug, Clone)]
 pub struct FleetSettings {
     pub policy: RegistrationPolicy,
     pub heartbeat_timeout: Duration,
     pub health_check: Duration,
+    /// The role the configuration fixes per node ([`Config::node_roles`]).
+    pub roles: BTreeMap<String, NodeRole>,
+    /// `Some(overlay_cidrs)` when `allow_overlay_addresses`: an address
+    /// inside is accepted without the certificate naming it.
+    pub overlay_addresses: Option<Vec<Cidr>>,
+    pub address_change_cooldown: Duration,
+}
+
+impl Default for FleetSettings {
+    /// Nobody may register; the config defaults otherwise.
+    fn default() -> Self {
+        Self {
+            policy: RegistrationPolicy::default(),
+            heartbeat_timeout: Duration::from_secs(90),
+            health_check: Duration::from_secs(5),
+            roles: BTreeMap::new(),
+            overlay_addresses: None,
+            address_change_cooldown: Duration::from_secs(600),
+        }
+    }
 }
 
 impl FleetSettings {
     pub fn from_config(cfg: &Config) -> Self {
+        let r = &cfg.registration;
         Self {
-            policy: RegistrationPolicy::new(
-                cfg.registration.allowed_agents.iter().cloned(),
-                cfg.registration.max_nodes,
-            ),
-            heartbeat_timeout: cfg.registration.heartbeat_timeout,
+            policy: RegistrationPolicy::new(r.allowed_agents.iter().cloned(), r.max_nodes),
+            heartbeat_timeout: r.heartbeat_timeout,
             health_check: cfg.timeouts.health_check,
+            roles: cfg.node_roles(),
+            overlay_addresses: r
+                .allow_overlay_addresses
+                .then(|| cfg.edge.overlay_cidrs.clone()),
+            address_change_cooldown: r.address_change_cooldown,
         }
     }
+
+    /// Checks what a registration of `node` says against what the master
+    /// knows of it (`existing`); returns the role to record.
+    fn check_request(
+        &self,
+        node: &str,
+        existing: Option<&state::Node>,
+        requested: NodeRole,
+        address: &str,
+        leaf: Option<&[u8]>,
+        now: SystemTime,
+    ) -> Result<NodeRole, RegistrationError> {
+        let recorded = existing
+            .filter(|n| n.registered_at.is_some())
+            .map(|n| n.role);
+        let role = check_role(node, self.roles.get(node).copied(), recorded, requested)?;
+        let kept = existing.map(|n| n.address.as_str());
+        if kept != Some(address) {
+            check_address(node, address, leaf, self.overlay_addresses.as_deref(), kept)?;
+            if let Some(n) = existing {
+                check_cooldown(
+                    node,
+                    address,
+                    &n.address,
+                    n.address_changed_at,
+                    now,
+                    self.address_change_cooldown,
+                )?;
+            }
+        }
+        Ok(role)
+    }
+}
+
+/// An accepted registration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RegisterOutcome {
+    pub registered: Registered,
+    /// The recorded role (the configured or first one).
+    pub role: NodeRole,
+    /// The address on record before, when this registration changed it
+    /// (also for a bootstrap entry's first registration).
+    pub moved_from: Option<String>,
 }
 
 /// What a probe found.
@@ -100,15 +181,17 @@ impl Fleet {
         }
     }
 
-    /// Handles `Register(name, role, address, arch)` from `identity`.
+    /// Handles `Register(name, role, address, arch)` from `identity`, whose
+    /// connection presented the client certificate `leaf` (DER).
     pub async fn register(
         &self,
         identity: &Identity,
+        leaf: Option<&[u8]>,
         name: &str,
         role: &str,
         address: &str,
         arch: &str,
-    ) -> Result<Registered, Status> {
+    ) -> Result<RegisterOutcome, Status> {
         let known: BTreeSet<String> = self
             .state
             .read(|r| r.nodes())
@@ -125,7 +208,7 @@ impl Fleet {
                 tracing::warn!(identity = %identity.name, name, error = %e, "registration refused");
                 e.to_status()
             })?;
-        let role: NodeRole = role
+        let requested: NodeRole = role
             .parse()
             .map_err(|e: String| Status::invalid_argument(format!("register {node}: {e}")))?;
         if address.is_empty() || address.chars().any(char::is_whitespace) {
@@ -133,31 +216,69 @@ impl Fleet {
                 "register {node}: address must be a non-empty address without spaces, found {address:?}"
             )));
         }
-        let reg = state::Registration {
-            name: node.clone(),
-            role,
-            address: address.to_string(),
-            arch: arch.to_string(),
-        };
         let now = self.clock.now();
-        let outcome = self
+        let settings = self.settings.clone();
+        let (n, addr, arch_s, leaf_v) = (
+            node.clone(),
+            address.to_string(),
+            arch.to_string(),
+            leaf.map(<[u8]>::to_vec),
+        );
+        // One transaction: what is on record, the checks, the update.
+        let decided = self
             .state
-            .write(move |w| w.register_node(&reg, now))
+            .write(move |w| {
+                let existing = w.node(&n)?;
+                let role = match settings.check_request(
+                    &n,
+                    existing.as_ref(),
+                    requested,
+                    &addr,
+                    leaf_v.as_deref(),
+                    now,
+                ) {
+                    Ok(role) => role,
+                    Err(e) => return Ok(Err(e)),
+                };
+                let reg = state::Registration {
+                    name: n.clone(),
+                    role,
+                    address: addr.clone(),
+                    arch: arch_s,
+                };
+                let registered = w.register_node(&reg, now)?;
+                let moved_from = existing.map(|e| e.address).filter(|a| *a != addr);
+                Ok(Ok(RegisterOutcome {
+                    registered,
+                    role,
+                    moved_from,
+                }))
+            })
             .await
             .map_err(internal)?;
-        match &outcome {
-            Registered::New => {
-                tracing::info!(node = %node, role = %role, address, arch, "node registered")
-            }
-            Registered::Again => {
-                tracing::info!(node = %node, address, "node registered again")
-            }
-            Registered::AddressChanged { old } => tracing::warn!(
+        let outcome = decided.map_err(|e| {
+            tracing::warn!(
+                target: "mcp::alert",
+                node = %node,
+                role,
+                address,
+                error = %e,
+                "registration refused"
+            );
+            e.to_status()
+        })?;
+        match (&outcome.registered, &outcome.moved_from) {
+            (_, Some(old)) => tracing::warn!(
+                target: "mcp::alert",
                 node = %node,
                 address,
                 old_address = %old,
-                "node registered again with a new address"
+                "node registered with a new address (named by its certificate); the master now calls it there"
             ),
+            (Registered::New, None) => {
+                tracing::info!(node = %node, role = %outcome.role, address, arch, "node registered")
+            }
+            (_, None) => tracing::info!(node = %node, address, "node registered again"),
         }
         (self.on_change)();
         Ok(outcome)
@@ -342,74 +463,4 @@ impl Fleet {
 }
 
 #[cfg(test)]
-mod tests {
-    #![allow(clippy::unwrap_used)]
-
-    use std::sync::atomic::{AtomicUsize, Ordering};
-
-    use mcp_security::clock::ManualClock;
-    use mcp_security::identity::{AccountType, Identity};
-
-    use super::*;
-    use crate::fake::FakeAgents;
-
-    #[tokio::test]
-    async fn silent_node_is_probed_marked_unhealthy_and_recovers_on_heartbeat() {
-        let dir = tempfile::tempdir().unwrap();
-        let state = Arc::new(crate::state::State::open(&dir.path().join("m.db")).unwrap());
-        let agents = Arc::new(FakeAgents::new());
-        let clock = ManualClock::at_unix(1_735_689_600);
-        let changes = Arc::new(AtomicUsize::new(0));
-        let c = changes.clone();
-        let fleet = Arc::new(Fleet::new(
-            state.clone(),
-            agents.clone(),
-            Arc::new(clock.clone()),
-            FleetSettings {
-                policy: RegistrationPolicy::new(["agent-vega"], 16),
-                heartbeat_timeout: Duration::from_secs(90),
-                health_check: Duration::from_secs(1),
-            },
-            Box::new(move || {
-                c.fetch_add(1, Ordering::SeqCst);
-            }),
-        ));
-        let vega = Identity::new("agent-vega", AccountType::System, &[]);
-        fleet
-            .register(&vega, "vega", "worker", "https://vega:9444", "amd64")
-            .await
-            .unwrap();
-        // Fresh: nothing to probe.
-        assert!(fleet.probe_stale().await.unwrap().is_empty());
-        // Silent for the timeout and not answering HealthCheck: unhealthy.
-        clock.advance(Duration::from_secs(91));
-        agents.set_unreachable("vega", true);
-        let before = changes.load(Ordering::SeqCst);
-        let r = fleet.probe_stale().await.unwrap();
-        assert_eq!(r.len(), 1);
-        assert!(!r[0].healthy);
-        let node = state.read(|r| r.node("vega")).unwrap().unwrap();
-        assert_eq!(node.status, NodeStatus::Unhealthy);
-        assert!(changes.load(Ordering::SeqCst) > before);
-        // A heartbeat marks it healthy again.
-        agents.set_unreachable("vega", false);
-        let recovered = fleet
-            .heartbeat(&vega, "vega", &state::Heartbeat::default())
-            .await
-            .unwrap();
-        assert!(recovered);
-        let node = state.read(|r| r.node("vega")).unwrap().unwrap();
-        assert_eq!(node.status, NodeStatus::Healthy);
-        // Warm-up probes every node at once.
-        state
-            .write(|w| w.add_bootstrap_node("orion", NodeRole::Master, "https://orion:9444"))
-            .unwrap();
-        agents.set_unreachable("orion", true);
-        let r = fleet.warm_up().await.unwrap();
-        let summary: Vec<(String, bool)> = r.into_iter().map(|p| (p.node, p.healthy)).collect();
-        assert_eq!(
-            summary,
-            [("orion".to_string(), false), ("vega".to_string(), true)]
-        );
-    }
-}
+mod tests;

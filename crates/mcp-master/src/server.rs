@@ -81,6 +81,11 @@ fn passed_status(what: &str, e: &AgentError) -> Status {
     Status::new(s.code(), format!("{what}: {}", s.message()))
 }
 
+/// At most 200 characters of a caller's string, for a log or audit line.
+fn clip(s: &str) -> String {
+    s.chars().take(200).collect()
+}
+
 fn rfc3339(t: SystemTime) -> String {
     humantime::format_rfc3339_seconds(t).to_string()
 }
@@ -319,11 +324,46 @@ impl McpMasterService for MasterService {
 
     async fn register(&self, req: Request<pb::RegisterRequest>) -> R<pb::RegisterResponse> {
         let caller = require_caller(&req)?.clone();
+        let peer = mcp_security::conn::peer(&req);
         let r = req.get_ref();
         set_audit_target(&req, target(None, Some(&r.name)));
-        self.fleet
-            .register(&caller.identity, &r.name, &r.role, &r.address, &r.arch)
-            .await?;
+        let outcome = self
+            .fleet
+            .register(
+                &caller.identity,
+                peer.leaf(),
+                &r.name,
+                &r.role,
+                &r.address,
+                &r.arch,
+            )
+            .await;
+        // The audit row says what a refused request asked for, and where an
+        // accepted one moved the node from.
+        match &outcome {
+            Err(_) => set_audit_target(
+                &req,
+                format!(
+                    "{} role={:?} address={:?}",
+                    target(None, Some(&r.name)),
+                    clip(&r.role),
+                    clip(&r.address)
+                ),
+            ),
+            Ok(o) => {
+                if let Some(old) = &o.moved_from {
+                    set_audit_target(
+                        &req,
+                        format!(
+                            "{} address={} moved_from={old}",
+                            target(None, Some(&r.name)),
+                            r.address
+                        ),
+                    );
+                }
+            }
+        }
+        outcome?;
         Ok(Response::new(pb::RegisterResponse { accepted: true }))
     }
 

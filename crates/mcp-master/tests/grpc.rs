@@ -21,7 +21,9 @@ use tonic::Code;
 #[tokio::test]
 async fn register_and_heartbeat_are_bound_to_the_identity_and_rate_limited() {
     let m = start(&["agent-vega", "agent-deneb", "agent-altair"], 2, limits()).await;
-    let mut vega = m.client("agent-vega", AccountType::System).await;
+    let mut vega = m
+        .agent_client("vega", &["vega", "10.0.0.2", "10.0.0.9"])
+        .await;
 
     let r = vega
         .register(reg("vega", "https://10.0.0.2:9444"))
@@ -65,7 +67,7 @@ async fn register_and_heartbeat_are_bound_to_the_identity_and_rate_limited() {
     assert_eq!(e.code(), Code::PermissionDenied);
 
     // A heartbeat from a node that never registered: register first.
-    let mut deneb = m.client("agent-deneb", AccountType::System).await;
+    let mut deneb = m.agent_client("deneb", &["10.0.0.3"]).await;
     let e = deneb.heartbeat(hb("deneb", 0)).await.unwrap_err();
     assert_eq!(e.code(), Code::NotFound, "{e:?}");
     deneb
@@ -73,14 +75,14 @@ async fn register_and_heartbeat_are_bound_to_the_identity_and_rate_limited() {
         .await
         .unwrap();
     // The node limit (2) is reached: a third node is refused.
-    let mut altair = m.client("agent-altair", AccountType::System).await;
+    let mut altair = m.agent_client("altair", &["10.0.0.4"]).await;
     let e = altair
         .register(reg("altair", "https://10.0.0.4:9444"))
         .await
         .unwrap_err();
     assert_eq!(e.code(), Code::ResourceExhausted, "{e:?}");
     // Not on the allowlist.
-    let mut rigel = m.client("agent-rigel", AccountType::System).await;
+    let mut rigel = m.agent_client("rigel", &["10.0.0.5"]).await;
     let e = rigel
         .register(reg("rigel", "https://10.0.0.5:9444"))
         .await
@@ -114,10 +116,81 @@ async fn register_and_heartbeat_are_bound_to_the_identity_and_rate_limited() {
         .any(|a| a.method.ends_with("/Register") && a.outcome == "ResourceExhausted"));
 }
 
+/// Issue 9, item 2: a registration cannot change the node's role, nor move
+/// it to an address its certificate does not name; the refusals are in the
+/// audit log with what was asked, and the master keeps calling the address
+/// on record.
+#[tokio::test]
+async fn a_registration_cannot_change_the_role_or_move_to_an_unnamed_address() {
+    let m = start(&["agent-w1"], 16, RateLimits::new()).await;
+    // w1's certificate names the node and its loopback address only.
+    let mut w1 = m.agent_client("w1", &["w1", "127.0.0.1"]).await;
+    w1.register(reg("w1", "https://127.0.0.1:9444"))
+        .await
+        .unwrap();
+
+    let mut as_master = reg("w1", "https://127.0.0.1:9444");
+    as_master.role = "master".to_string();
+    let e = w1.register(as_master).await.unwrap_err();
+    assert_eq!(e.code(), Code::PermissionDenied, "{e:?}");
+    assert!(e.message().contains("its role is worker"), "{e:?}");
+
+    let e = w1
+        .register(reg("w1", "https://10.6.6.6:9444"))
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::PermissionDenied, "{e:?}");
+    assert!(
+        e.message()
+            .contains("its client certificate does not name 10.6.6.6"),
+        "{e:?}"
+    );
+    let n = m.node("w1").unwrap();
+    assert_eq!(n.role, mcp_master::config::NodeRole::Worker);
+    assert_eq!(n.address, "https://127.0.0.1:9444");
+
+    // Work for w1 goes to the address on record only.
+    let mut alice = m.client("alice", AccountType::Human).await;
+    alice
+        .sync(pb::SyncRequest {
+            services: vec![spec_pb("mcq", "v1")],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(m.agents.node_of("mcq").as_deref(), Some("w1"));
+    let called = m.agents.addresses();
+    assert!(!called.is_empty());
+    assert!(
+        called.iter().all(|a| a == "https://127.0.0.1:9444"),
+        "{called:?}"
+    );
+
+    m.audit.flush().await;
+    let audit = m.state.read(|r| r.audit_recent(100)).unwrap();
+    let refused: Vec<&str> = audit
+        .iter()
+        .filter(|a| {
+            a.method.ends_with("/Register")
+                && a.caller.starts_with("agent-w1")
+                && a.outcome == "PermissionDenied"
+        })
+        .map(|a| a.target.as_str())
+        .collect();
+    assert!(
+        refused.contains(&r#"node=w1 role="master" address="https://127.0.0.1:9444""#),
+        "{refused:?}"
+    );
+    assert!(
+        refused.contains(&r#"node=w1 role="worker" address="https://10.6.6.6:9444""#),
+        "{refused:?}"
+    );
+}
+
 #[tokio::test]
 async fn sync_dry_run_then_apply_status_and_pass_through() {
     let m = start(&["agent-vega"], 16, RateLimits::new()).await;
-    let mut vega = m.client("agent-vega", AccountType::System).await;
+    let mut vega = m.agent_client("vega", &["10.0.0.2"]).await;
     vega.register(reg("vega", "https://10.0.0.2:9444"))
         .await
         .unwrap();
@@ -288,7 +361,7 @@ async fn sync_dry_run_then_apply_status_and_pass_through() {
 #[tokio::test]
 async fn agent_registration_loop_registers_heartbeats_and_re_registers() {
     let m = start(&["agent-vega"], 16, RateLimits::new()).await;
-    let client = m.client("agent-vega", AccountType::System).await;
+    let client = m.agent_client("vega", &["10.0.0.2"]).await;
     let mut cfg = register::RegistrationConfig::new(
         "vega",
         "worker",

@@ -49,7 +49,7 @@ fn deploy_req(spec: pb::ServiceSpec, component: &str) -> pb::MasterDeployRequest
 /// A master with node `vega` (fake fleet) registered, and alice's client.
 async fn fleet_of_one() -> (Master, Client) {
     let m = start(&["agent-vega"], 16, RateLimits::new()).await;
-    let mut vega = m.client("agent-vega", AccountType::System).await;
+    let mut vega = m.agent_client("vega", &["vega", "10.0.0.2"]).await;
     vega.register(reg("vega", "https://10.0.0.2:9444"))
         .await
         .unwrap();
@@ -238,7 +238,7 @@ async fn files_and_adopt_reach_the_services_node() {
     );
 
     // An unreachable node: said so, naming it.
-    let mut vega = m.client("agent-vega", AccountType::System).await;
+    let mut vega = m.agent_client("vega", &["vega", "10.0.0.2"]).await;
     vega.register(reg("vega", "https://10.0.0.2:9444"))
         .await
         .unwrap();
@@ -345,7 +345,7 @@ async fn real_agent_large_files_and_component_deploy_through_the_master() {
     for image in [API_V1, API_V2, WORKER_V1] {
         real.agent.runtime().add_image(image);
     }
-    let mut orion = m.client("agent-orion", AccountType::System).await;
+    let mut orion = m.agent_client("orion", &["orion", "127.0.0.1"]).await;
     orion.register(reg("orion", &real.url())).await.unwrap();
     let mut alice = m.client("alice", AccountType::Human).await;
     let r = alice

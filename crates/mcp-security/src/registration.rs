@@ -1,14 +1,32 @@
 //! Binding agent registrations to identities (docs/ARCHITECTURE.md): node name from
 //! the `agent-<node>` identity, allowlist, node limit, per-identity rate
-//! limits.
+//! limits; and what a registration may say about the node
+//! (docs/SECURITY.md, "Node registration"):
+//!
+//! - **Role** ([`check_role`]): fixed by the master's configuration, or,
+//!   for a node it does not configure, by the node's first registration. A
+//!   registration asking for another role is refused.
+//! - **Address** ([`check_address`]): an address the master does not have on
+//!   record for the node (a change, or a new node's first one) is accepted
+//!   only when the agent's client certificate names its host (a DNS or IP
+//!   subject alternative name, [`crate::binding::certificate_names`]), or,
+//!   when the master allows it, when the host is an IP address inside the
+//!   overlay networks. The master connects to that address verifying the
+//!   server certificate against the same host, so a genuine agent's
+//!   certificate names it already.
+//! - **Cool-down** ([`check_cooldown`]): a change within the cool-down of
+//!   the previous change is refused.
 
 use std::collections::{BTreeSet, HashMap};
+use std::net::IpAddr;
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use mcp_spec::names::is_dns_label;
+use mcp_spec::NodeRole;
 
 use crate::clock::{Clock, SystemClock};
+use crate::edge::Cidr;
 use crate::identity::{AccountType, Identity};
 
 /// Prefix of agent identities.
@@ -34,18 +52,180 @@ pub enum RegistrationError {
     NotAllowed(String),
     #[error("node limit reached ({max} nodes); cannot add {node}")]
     TooManyNodes { node: String, max: usize },
+    #[error(
+        "node {node} asked to register as {requested}, but its role is {role} ({from}); \
+         a node cannot change its own role: change it in the master's configuration"
+    )]
+    RoleFixed {
+        node: String,
+        role: NodeRole,
+        requested: NodeRole,
+        /// Where the role comes from.
+        from: RoleSource,
+    },
+    #[error("node {node}: address {address:?} is not an address of the form https://host:port")]
+    BadAddress { node: String, address: String },
+    #[error(
+        "node {node}: address {address} refused: its client certificate does not name {host}{overlay}; \
+         the master keeps {kept}",
+        overlay = if *.overlay { " and it is not inside the overlay networks" } else { "" },
+        kept = .kept.as_deref().map_or("no address for it".to_string(), |k| format!("calling {k}"))
+    )]
+    AddressNotNamed {
+        node: String,
+        address: String,
+        host: String,
+        /// Overlay addresses were allowed (and this one is not inside).
+        overlay: bool,
+        /// The address on record, still used.
+        kept: Option<String>,
+    },
+    #[error(
+        "node {node}: address change to {address} refused: its address changed {ago} ago, \
+         less than the cool-down ({cooldown}); the master keeps calling {kept}"
+    )]
+    AddressCooldown {
+        node: String,
+        address: String,
+        kept: String,
+        ago: String,
+        cooldown: String,
+    },
+}
+
+/// Where a node's fixed role comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RoleSource {
+    /// The master's configuration (`[registration.roles]` or `[[nodes]]`).
+    Config,
+    /// The node's first registration (it is not in the configuration).
+    FirstRegistration,
+}
+
+impl std::fmt::Display for RoleSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            RoleSource::Config => "set by the master's configuration",
+            RoleSource::FirstRegistration => "set by its first registration",
+        })
+    }
 }
 
 impl RegistrationError {
-    /// `ResourceExhausted` for the node limit, `PermissionDenied` otherwise.
+    /// `ResourceExhausted` for the node limit, `InvalidArgument` for an
+    /// unreadable address, `FailedPrecondition` within the address cool-down,
+    /// `PermissionDenied` otherwise.
     pub fn to_status(&self) -> tonic::Status {
         match self {
             RegistrationError::TooManyNodes { .. } => {
                 tonic::Status::resource_exhausted(self.to_string())
             }
+            RegistrationError::BadAddress { .. } => {
+                tonic::Status::invalid_argument(self.to_string())
+            }
+            RegistrationError::AddressCooldown { .. } => {
+                tonic::Status::failed_precondition(self.to_string())
+            }
             _ => tonic::Status::permission_denied(self.to_string()),
         }
     }
+}
+
+/// The role a registering node gets: `configured` (the master's
+/// configuration) when set, else `recorded` (its first registration) when
+/// it registered before, else `requested`. A request for another role than
+/// the fixed one is refused.
+pub fn check_role(
+    node: &str,
+    configured: Option<NodeRole>,
+    recorded: Option<NodeRole>,
+    requested: NodeRole,
+) -> Result<NodeRole, RegistrationError> {
+    let fixed = configured
+        .map(|r| (r, RoleSource::Config))
+        .or(recorded.map(|r| (r, RoleSource::FirstRegistration)));
+    match fixed {
+        Some((role, from)) if role != requested => Err(RegistrationError::RoleFixed {
+            node: node.to_string(),
+            role,
+            requested,
+            from,
+        }),
+        Some((role, _)) => Ok(role),
+        None => Ok(requested),
+    }
+}
+
+/// The host of an agent address `https://host:port` (IPv6 without its
+/// brackets); `None` when there is none.
+pub fn address_host(address: &str) -> Option<String> {
+    let uri: http::Uri = address.parse().ok()?;
+    uri.scheme()?;
+    let host = uri.host()?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    (!host.is_empty()).then(|| host.to_string())
+}
+
+/// Checks an address the master does not have on record for `node` (see
+/// the module docs): the client certificate `leaf` (DER) must name its
+/// host, or, with `overlay` given, the host must be an IP address inside
+/// one of those networks. `kept` is the address on record (for the
+/// message).
+pub fn check_address(
+    node: &str,
+    address: &str,
+    leaf: Option<&[u8]>,
+    overlay: Option<&[Cidr]>,
+    kept: Option<&str>,
+) -> Result<(), RegistrationError> {
+    let host = address_host(address).ok_or_else(|| RegistrationError::BadAddress {
+        node: node.to_string(),
+        address: address.to_string(),
+    })?;
+    if leaf.is_some_and(|l| crate::binding::certificate_names(l, &host)) {
+        return Ok(());
+    }
+    if let Some(cidrs) = overlay {
+        if let Ok(ip) = host.parse::<IpAddr>() {
+            if cidrs.iter().any(|c| c.contains(ip.to_canonical())) {
+                return Ok(());
+            }
+        }
+    }
+    Err(RegistrationError::AddressNotNamed {
+        node: node.to_string(),
+        address: address.to_string(),
+        host,
+        overlay: overlay.is_some(),
+        kept: kept.map(str::to_string),
+    })
+}
+
+/// Refuses an address change less than `cooldown` after the previous
+/// change (`last_change`; `None`: never changed).
+pub fn check_cooldown(
+    node: &str,
+    address: &str,
+    kept: &str,
+    last_change: Option<SystemTime>,
+    now: SystemTime,
+    cooldown: Duration,
+) -> Result<(), RegistrationError> {
+    let Some(last) = last_change else {
+        return Ok(());
+    };
+    // A change recorded in the future (a clock step back) counts as just now.
+    let ago = now.duration_since(last).unwrap_or(Duration::ZERO);
+    if ago >= cooldown {
+        return Ok(());
+    }
+    Err(RegistrationError::AddressCooldown {
+        node: node.to_string(),
+        address: address.to_string(),
+        kept: kept.to_string(),
+        ago: humantime::format_duration(Duration::from_secs(ago.as_secs())).to_string(),
+        cooldown: humantime::format_duration(cooldown).to_string(),
+    })
 }
 
 /// The node an agent identity speaks for: `agent-orion` → `orion`. The

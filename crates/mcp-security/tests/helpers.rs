@@ -14,9 +14,11 @@ use mcp_security::identity::AccountType::{Human, System};
 use mcp_security::identity::Identity;
 use mcp_security::layer::parse_bearer;
 use mcp_security::registration::{
-    node_from_identity, RateLimiter, RateLimits, RegistrationError, RegistrationPolicy,
+    address_host, check_address, check_cooldown, check_role, node_from_identity, RateLimiter,
+    RateLimits, RegistrationError, RegistrationPolicy, RoleSource,
 };
 use mcp_security::token::{resolve_token, BearerInterceptor, TokenSourceError};
+use mcp_spec::NodeRole;
 
 fn policy() -> EdgePolicy {
     EdgePolicy {
@@ -233,6 +235,136 @@ fn identity_to_node_binding() {
     assert!(RegistrationPolicy::default()
         .check_register(&sys("agent-a"), "a", &none)
         .is_err());
+}
+
+#[test]
+fn a_registration_cannot_choose_its_role() {
+    use NodeRole::{Edge, Master, Worker};
+    // Configured: only that role.
+    assert_eq!(
+        check_role("w1", Some(Worker), None, Worker).unwrap(),
+        Worker
+    );
+    let e = check_role("w1", Some(Worker), Some(Worker), Master).unwrap_err();
+    assert!(matches!(
+        e,
+        RegistrationError::RoleFixed {
+            role: Worker,
+            requested: Master,
+            from: RoleSource::Config,
+            ..
+        }
+    ));
+    assert_eq!(e.to_status().code(), tonic::Code::PermissionDenied);
+    // The configuration wins over what the node registered with before.
+    assert!(check_role("w1", Some(Edge), Some(Worker), Worker).is_err());
+    // Not configured: the first registration's role, then fixed.
+    assert_eq!(check_role("w2", None, None, Edge).unwrap(), Edge);
+    let e = check_role("w2", None, Some(Edge), Master).unwrap_err();
+    assert!(
+        e.to_string().contains("set by its first registration"),
+        "{e}"
+    );
+}
+
+#[test]
+fn a_new_address_must_be_named_by_the_client_certificate() {
+    let ca = mcp_security::pki::Ca::generate("fleet").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let der = |names: &[&str]| {
+        let f = ca
+            .write_leaf(
+                dir.path(),
+                names[0],
+                names,
+                mcp_security::pki::Validity::Days(1),
+            )
+            .unwrap();
+        mcp_security::tls::load_certs("test", &f.cert).unwrap()[0]
+            .as_ref()
+            .to_vec()
+    };
+    let w1 = der(&["w1", "127.0.0.1", "fd00::1"]);
+    assert_eq!(
+        address_host("https://127.0.0.1:9444").as_deref(),
+        Some("127.0.0.1")
+    );
+    assert_eq!(
+        address_host("https://[fd00::1]:9444").as_deref(),
+        Some("fd00::1")
+    );
+    assert_eq!(address_host("127.0.0.1:9444"), None);
+    assert_eq!(address_host("https://:9444"), None);
+    for ok in [
+        "https://127.0.0.1:9444",
+        "https://W1:1",
+        "https://[fd00::1]:9444",
+    ] {
+        check_address("w1", ok, Some(&w1), None, None).unwrap();
+    }
+    for (leaf, bad) in [
+        (Some(&w1), "https://127.0.0.2:9444"),
+        (Some(&w1), "https://w2:9444"),
+        (None, "https://127.0.0.1:9444"),
+    ] {
+        let e = check_address(
+            "w1",
+            bad,
+            leaf.map(Vec::as_slice),
+            None,
+            Some("https://w1:1"),
+        )
+        .unwrap_err();
+        assert_eq!(e.to_status().code(), tonic::Code::PermissionDenied, "{bad}");
+        assert!(
+            e.to_string()
+                .contains("the master keeps calling https://w1:1"),
+            "{e}"
+        );
+    }
+    let e = check_address("w1", "not an address", Some(&w1), None, None).unwrap_err();
+    assert_eq!(e.to_status().code(), tonic::Code::InvalidArgument);
+    // Inside the overlay when allowed; a name is never "inside".
+    let overlay: Vec<Cidr> = vec!["100.64.0.0/10".parse().unwrap()];
+    check_address("w1", "https://100.64.1.2:9444", None, Some(&overlay), None).unwrap();
+    assert!(check_address("w1", "https://100.64.1.2:9444", None, None, None).is_err());
+    assert!(check_address("w1", "https://100.128.0.1:9444", None, Some(&overlay), None).is_err());
+    assert!(check_address("w1", "https://w9:9444", None, Some(&overlay), None).is_err());
+}
+
+#[test]
+fn address_changes_cool_down() {
+    let t0 = std::time::UNIX_EPOCH + Duration::from_secs(1_000_000);
+    let cd = Duration::from_secs(600);
+    check_cooldown("w1", "https://b:1", "https://a:1", None, t0, cd).unwrap();
+    let e = check_cooldown(
+        "w1",
+        "https://b:1",
+        "https://a:1",
+        Some(t0),
+        t0 + Duration::from_secs(599),
+        cd,
+    )
+    .unwrap_err();
+    assert_eq!(e.to_status().code(), tonic::Code::FailedPrecondition);
+    assert_eq!(
+        e.to_string(),
+        "node w1: address change to https://b:1 refused: its address changed 9m 59s ago, less \
+         than the cool-down (10m); the master keeps calling https://a:1"
+    );
+    check_cooldown("w1", "https://b:1", "https://a:1", Some(t0), t0 + cd, cd).unwrap();
+    // A change stamped in the future (clock stepped back) counts as now.
+    assert!(check_cooldown("w1", "https://b:1", "https://a:1", Some(t0 + cd), t0, cd).is_err());
+    // No cool-down configured.
+    check_cooldown(
+        "w1",
+        "https://b:1",
+        "https://a:1",
+        Some(t0),
+        t0,
+        Duration::ZERO,
+    )
+    .unwrap();
 }
 
 #[test]

@@ -435,3 +435,72 @@ fn config_round_trips_through_toml() {
     let text = toml::to_string(&c).unwrap();
     assert_eq!(parse(&text), c);
 }
+
+#[test]
+fn registration_roles_and_address_rules() {
+    let c = parse(MINIMAL);
+    assert!(c.registration.roles.is_empty());
+    assert!(!c.registration.allow_overlay_addresses);
+    assert_eq!(
+        c.registration.address_change_cooldown,
+        Duration::from_secs(600)
+    );
+    let text = format!(
+        "{MINIMAL}
+[registration]
+allow_overlay_addresses = true
+address_change_cooldown = \"1h\"
+
+[registration.roles]
+vega = \"worker\"
+edge1 = \"edge\"
+
+[[nodes]]
+name = \"orion\"
+address = \"https://100.64.0.1:9444\"
+role = \"master\"
+"
+    );
+    let c = parse(&text);
+    assert_eq!(problems(&text), Vec::<String>::new());
+    assert!(c.registration.allow_overlay_addresses);
+    assert_eq!(
+        c.registration.address_change_cooldown,
+        Duration::from_secs(3600)
+    );
+    assert_eq!(
+        c.node_roles().into_iter().collect::<Vec<_>>(),
+        [
+            ("edge1".to_string(), NodeRole::Edge),
+            ("orion".to_string(), NodeRole::Master),
+            ("vega".to_string(), NodeRole::Worker),
+        ]
+    );
+
+    // A bad name, a contradiction with [[nodes]], two masters.
+    let text = format!(
+        "{MINIMAL}
+[registration.roles]
+Vega = \"worker\"
+orion = \"worker\"
+lyra = \"master\"
+
+[[nodes]]
+name = \"orion\"
+address = \"https://100.64.0.1:9444\"
+role = \"master\"
+"
+    );
+    assert_eq!(
+        problems(&text),
+        [
+            "registration.roles.Vega: \"Vega\" is not a node name (a DNS label: lowercase letters, digits, '-')",
+            "registration.roles.orion: worker contradicts the [[nodes]] entry of orion (role master); name a node's role once",
+            "nodes: 2 nodes have role \"master\"; at most one may",
+        ]
+    );
+    assert!(parse_err(&format!(
+        "{MINIMAL}\n[registration.roles]\nvega = \"boss\"\n"
+    ))
+    .contains("boss"));
+}

@@ -234,6 +234,28 @@ impl Config {
             p.push("reconcile.heal_max_attempts", "must be at least 1");
         }
 
+        for (name, role) in &r.roles {
+            let key = format!("registration.roles.{name}");
+            if !is_dns_label(name) {
+                p.push(
+                    key,
+                    format!(
+                        "{name:?} is not a node name (a DNS label: lowercase letters, digits, '-')"
+                    ),
+                );
+            } else if let Some(n) = self.nodes.iter().find(|n| &n.name == name) {
+                if n.role != *role {
+                    p.push(
+                        key,
+                        format!(
+                            "{role} contradicts the [[nodes]] entry of {name} (role {}); name a node's role once",
+                            n.role
+                        ),
+                    );
+                }
+            }
+        }
+
         let mut names = BTreeSet::new();
         let mut masters = 0;
         for (i, n) in self.nodes.iter().enumerate() {
@@ -266,6 +288,13 @@ impl Config {
                 masters += 1;
             }
         }
+        masters += r
+            .roles
+            .iter()
+            .filter(|(name, role)| {
+                **role == NodeRole::Master && !self.nodes.iter().any(|n| &n.name == *name)
+            })
+            .count();
         if masters > 1 {
             p.push(
                 "nodes",

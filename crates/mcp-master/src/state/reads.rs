@@ -32,7 +32,7 @@ impl<'c> std::ops::Deref for Writer<'c> {
 }
 
 const NODE_COLS: &str = "name, role, address, arch, status, containers, cpu_millicores, \
-     memory_bytes, disk_bytes, last_heartbeat, registered_at";
+     memory_bytes, disk_bytes, last_heartbeat, registered_at, address_changed_at";
 
 fn node_row(r: &Row<'_>) -> rusqlite::Result<NodeRaw> {
     Ok(NodeRaw {
@@ -47,6 +47,7 @@ fn node_row(r: &Row<'_>) -> rusqlite::Result<NodeRaw> {
         disk: r.get(8)?,
         last_heartbeat: r.get(9)?,
         registered_at: r.get(10)?,
+        address_changed_at: r.get(11)?,
     })
 }
 
@@ -62,6 +63,7 @@ struct NodeRaw {
     disk: i64,
     last_heartbeat: Option<i64>,
     registered_at: Option<i64>,
+    address_changed_at: Option<i64>,
 }
 
 impl NodeRaw {
@@ -79,6 +81,7 @@ impl NodeRaw {
             disk_bytes: u64_col(self.disk, &what)?,
             last_heartbeat: self.last_heartbeat.map(from_ms),
             registered_at: self.registered_at.map(from_ms),
+            address_changed_at: self.address_changed_at.map(from_ms),
             name: self.name,
             address: self.address,
             arch: self.arch,

@@ -121,6 +121,8 @@ pub struct Node {
     pub last_heartbeat: Option<SystemTime>,
     /// `None`: only known from the config's `[[nodes]]`.
     pub registered_at: Option<SystemTime>,
+    /// When a registration last changed its address; `None`: never.
+    pub address_changed_at: Option<SystemTime>,
 }
 
 /// What an agent says in `Register`.

@@ -109,6 +109,11 @@ CREATE INDEX audit_time ON audit (time);
     r#"
 ALTER TABLE heal_history ADD COLUMN alerted INTEGER NOT NULL DEFAULT 0;
 "#,
+    // 3: when a node's registered address last changed (the change
+    // cool-down, `[registration] address_change_cooldown`).
+    r#"
+ALTER TABLE nodes ADD COLUMN address_changed_at INTEGER;   -- unix ms; NULL: never changed
+"#,
 ];
 
 /// The schema version this build writes.

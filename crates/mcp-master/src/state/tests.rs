@@ -189,6 +189,7 @@ fn nodes_register_heartbeat_and_health() {
             disk_bytes: 40 << 30,
             last_heartbeat: Some(t(20)),
             registered_at: Some(t(10)),
+            address_changed_at: Some(t(10)),
         }
     );
 
@@ -209,6 +210,37 @@ fn nodes_register_heartbeat_and_health() {
     assert!(state.write(|w| w.remove_node("orion")).unwrap());
     assert!(!state.write(|w| w.remove_node("orion")).unwrap());
     assert!(state.read(|r| r.nodes()).unwrap().is_empty());
+}
+
+#[test]
+fn configured_roles_overwrite_recorded_ones() {
+    let (_d, state) = open();
+    let reg = Registration {
+        name: "w1".into(),
+        role: NodeRole::Master,
+        address: "https://w1:1".into(),
+        arch: "amd64".into(),
+    };
+    state.write(|w| w.register_node(&reg, t(0))).unwrap();
+    let roles = [
+        ("w1".to_string(), NodeRole::Worker),
+        ("w9".to_string(), NodeRole::Edge),
+    ]
+    .into();
+    assert_eq!(
+        state.write(|w| w.apply_configured_roles(&roles)).unwrap(),
+        [("w1".to_string(), NodeRole::Master)]
+    );
+    assert_eq!(
+        state.read(|r| r.node("w1")).unwrap().unwrap().role,
+        NodeRole::Worker
+    );
+    // Unknown nodes are not created; a second run changes nothing.
+    assert!(state.read(|r| r.node("w9")).unwrap().is_none());
+    assert!(state
+        .write(|w| w.apply_configured_roles(&roles))
+        .unwrap()
+        .is_empty());
 }
 
 #[test]
@@ -233,6 +265,9 @@ fn bootstrap_nodes_do_not_overwrite_registered_ones() {
         state.write(|w| w.register_node(&reg, t(1))).unwrap(),
         Registered::New
     );
+    // ... but its address differs from the bootstrap entry's: a change.
+    let n = state.read(|r| r.node("orion")).unwrap().unwrap();
+    assert_eq!(n.address_changed_at, Some(t(1)));
     assert!(!state
         .write(|w| w.add_bootstrap_node("orion", NodeRole::Master, "https://a:1"))
         .unwrap());

@@ -26,25 +26,38 @@ impl Writer<'_> {
     // --- nodes
 
     /// Records a `Register`: creates the node or updates its role, address
-    /// and arch, and marks it healthy (it just spoke to us).
+    /// and arch, and marks it healthy (it just spoke to us). A registered
+    /// node's or a bootstrap entry's address changing is stamped
+    /// `address_changed_at` (a first registration of a bootstrap entry
+    /// is still [`Registered::New`]). The caller checked the request
+    /// ([`crate::fleet::Fleet::register`]).
     pub fn register_node(&self, reg: &Registration, now: SystemTime) -> Result<Registered> {
         let old = self.node(&reg.name)?;
-        let now = to_ms(now);
-        self.exec(
-            &format!("registering node {}", reg.name),
-            "INSERT INTO nodes (name, role, address, arch, status, last_heartbeat, registered_at)
-             VALUES (?1, ?2, ?3, ?4, 'healthy', ?5, ?5)
-             ON CONFLICT (name) DO UPDATE SET role = ?2, address = ?3, arch = ?4,
-                 status = 'healthy', last_heartbeat = ?5, registered_at = ?5",
-            params![reg.name, reg.role.as_str(), reg.address, reg.arch, now],
-        )?;
-        Ok(match old {
+        let outcome = match &old {
             Some(n) if n.registered_at.is_some() && n.address != reg.address => {
-                Registered::AddressChanged { old: n.address }
+                Registered::AddressChanged {
+                    old: n.address.clone(),
+                }
             }
             Some(n) if n.registered_at.is_some() => Registered::Again,
             _ => Registered::New,
-        })
+        };
+        let changed_at = match &old {
+            Some(n) if n.address != reg.address => Some(to_ms(now)),
+            Some(n) => n.address_changed_at.map(to_ms),
+            None => None,
+        };
+        let now = to_ms(now);
+        self.exec(
+            &format!("registering node {}", reg.name),
+            "INSERT INTO nodes (name, role, address, arch, status, last_heartbeat, registered_at, address_changed_at)
+             VALUES (?1, ?2, ?3, ?4, 'healthy', ?5, ?5, ?6)
+             ON CONFLICT (name) DO UPDATE SET role = ?2, address = ?3, arch = ?4,
+                 status = 'healthy', last_heartbeat = ?5, registered_at = ?5,
+                 address_changed_at = ?6",
+            params![reg.name, reg.role.as_str(), reg.address, reg.arch, now, changed_at],
+        )?;
+        Ok(outcome)
     }
 
     /// Adds a `[[nodes]]` bootstrap entry unless the node is already known
@@ -56,6 +69,30 @@ impl Writer<'_> {
             params![name, role.as_str(), address],
         )?;
         Ok(n == 1)
+    }
+
+    /// Sets the recorded role of every known node the configuration gives
+    /// a role (master start-up: the configuration wins over what a node
+    /// registered with). Returns the nodes changed, with their old role.
+    pub fn apply_configured_roles(
+        &self,
+        roles: &std::collections::BTreeMap<String, NodeRole>,
+    ) -> Result<Vec<(String, NodeRole)>> {
+        let mut changed = Vec::new();
+        for (name, role) in roles {
+            match self.node(name)? {
+                Some(n) if n.role != *role => {
+                    self.exec(
+                        &format!("setting the configured role of node {name}"),
+                        "UPDATE nodes SET role = ?2 WHERE name = ?1",
+                        params![name, role.as_str()],
+                    )?;
+                    changed.push((name.clone(), n.role));
+                }
+                _ => {}
+            }
+        }
+        Ok(changed)
     }
 
     /// Records a `Heartbeat`: load figures, and the node is healthy again.

@@ -44,6 +44,8 @@ pub struct Master {
     pub ca: PathBuf,
     pub signing: SigningKey,
     pub clock: ManualClock,
+    /// The fleet CA, to issue agents' client certificates.
+    pub pki: Ca,
     pub state: Arc<State>,
     pub audit: Arc<AuditLog>,
     /// The fake fleet (unused with a real agent).
@@ -176,6 +178,7 @@ async fn start_inner(allowed: &[&str], max_nodes: usize, rate: RateLimits, real:
             policy: RegistrationPolicy::new(allowed.iter().copied(), max_nodes),
             heartbeat_timeout: Duration::from_secs(90),
             health_check: Duration::from_secs(1),
+            ..FleetSettings::default()
         },
         Box::new(|| {}),
     ));
@@ -209,6 +212,7 @@ async fn start_inner(allowed: &[&str], max_nodes: usize, rate: RateLimits, real:
         ca: ca_path,
         signing,
         clock,
+        pki: ca,
         state,
         audit,
         agents,
@@ -238,6 +242,45 @@ impl Master {
         )
         .unwrap();
         let config = tls::client_config(&self.ca, None).unwrap();
+        let channel = tls::connect_channel(
+            &format!("https://127.0.0.1:{}", self.addr.port()),
+            TlsConnector::new(Arc::new(config)),
+        )
+        .await
+        .unwrap();
+        McpMasterServiceClient::with_interceptor(channel, BearerInterceptor::new(&token).unwrap())
+    }
+
+    /// A client for `agent-<node>` presenting a client certificate of the
+    /// fleet CA naming `names` (what a real agent's certificate says).
+    pub async fn agent_client(&self, node: &str, names: &[&str]) -> Client {
+        let token = issue_token(
+            &self.signing,
+            &TokenRequest {
+                identity: format!("agent-{node}"),
+                account_type: AccountType::System,
+                roles: Vec::new(),
+                ttl: Duration::from_secs(24 * 3600),
+                issuer: "mcias".to_string(),
+                audience: "mcp".to_string(),
+            },
+            &self.clock,
+        )
+        .unwrap();
+        let dir = self._dir.path().join("agents").join(node);
+        std::fs::create_dir_all(&dir).unwrap();
+        let leaf = self
+            .pki
+            .write_leaf(&dir, node, names, Validity::Days(1))
+            .unwrap();
+        let config = tls::client_config(
+            &self.ca,
+            Some(&CertKeyPaths {
+                cert: leaf.cert,
+                key: leaf.key,
+            }),
+        )
+        .unwrap();
         let channel = tls::connect_channel(
             &format!("https://127.0.0.1:{}", self.addr.port()),
             TlsConnector::new(Arc::new(config)),
