@@ -130,4 +130,3 @@ pub fn fleet(n: usize, nodes: usize) -> (Desired, Observed, Policy) {
     }
     (d, o, policy)
 }
-
