@@ -153,6 +153,20 @@ pub enum Command {
         #[command(flatten)]
         direct: Direct,
     },
+    /// Who called what on the master, when, with what outcome (operators only), oldest first.
+    Audit {
+        /// Only calls since then: a duration before now (10m, 1h30m, 2d) or a UTC time in
+        /// RFC 3339 (2026-01-01T12:00:00Z).
+        #[arg(long, value_name = "TIME")]
+        since: Option<String>,
+        /// Only this caller's calls (identity name, e.g. alice or agent-orion).
+        #[arg(long, value_name = "IDENTITY")]
+        caller: Option<String>,
+        /// At most this many calls (the newest).
+        #[arg(long, default_value_t = 100,
+              value_parser = clap::value_parser!(u32).range(1..=10_000))]
+        limit: u32,
+    },
     /// Edit a service file in $VISUAL / $EDITOR (default vi); an invalid file is not saved.
     Edit { service: String },
     /// Take over existing containers named <service>-*.

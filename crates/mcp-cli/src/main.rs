@@ -125,6 +125,11 @@ fn run(cli: Cli) -> Result<ExitCode> {
             since,
             direct,
         } => commands::events(&ctx, service.as_deref(), *limit, since.as_deref(), direct),
+        Command::Audit {
+            since,
+            caller,
+            limit,
+        } => commands::audit(&ctx, since.as_deref(), caller.as_deref(), *limit),
         Command::Edit { service } => edit::edit(&cfg.services_dir(None), service),
         Command::Adopt { service, direct } => commands::adopt(&ctx, service, direct),
         Command::Push {
@@ -249,6 +254,7 @@ fn not_available(cmd: &Command) -> Result<ExitCode> {
         | Command::Status { .. }
         | Command::Logs { .. }
         | Command::Events { .. }
+        | Command::Audit { .. }
         | Command::Edit { .. }
         | Command::Adopt { .. }
         | Command::Push { .. }

@@ -254,5 +254,30 @@ pub fn events_table(events: &[pb::EventInfo]) -> String {
     )
 }
 
+/// `mcp audit`: TIME CALLER CLASS METHOD TARGET OUTCOME DURATION. The
+/// method without its `/mcp.v1.` prefix.
+pub fn audit_table(rows: &[pb::AuditRow]) -> String {
+    let rows: Vec<Vec<String>> = rows
+        .iter()
+        .map(|a| {
+            vec![
+                cell(&a.time),
+                cell(&a.caller),
+                cell(&a.class),
+                cell(a.method.strip_prefix("/mcp.v1.").unwrap_or(&a.method)),
+                cell(&a.target),
+                cell(&a.outcome),
+                format!("{}ms", a.duration_ms),
+            ]
+        })
+        .collect();
+    table(
+        &[
+            "TIME", "CALLER", "CLASS", "METHOD", "TARGET", "OUTCOME", "DURATION",
+        ],
+        &rows,
+    )
+}
+
 #[cfg(test)]
 mod tests;

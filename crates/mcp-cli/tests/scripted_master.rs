@@ -30,6 +30,7 @@ fn no<T>() -> R<T> {
 struct Seen {
     syncs: Vec<pb::SyncRequest>,
     deploys: Vec<pb::MasterDeployRequest>,
+    audits: Vec<pb::ListAuditRequest>,
 }
 
 struct Script {
@@ -252,6 +253,41 @@ impl McpMasterService for Script {
     }
     async fn adopt_service(&self, _: Request<pb::MasterAdoptRequest>) -> R<pb::AdoptResponse> {
         no()
+    }
+    async fn list_audit(&self, req: Request<pb::ListAuditRequest>) -> R<pb::ListAuditResponse> {
+        check_token(&req)?;
+        self.seen.lock().unwrap().audits.push(req.into_inner());
+        let row = |time: &str, caller: &str, class: &str, method: &str, target: &str, outcome| {
+            pb::AuditRow {
+                time: time.to_string(),
+                caller: caller.to_string(),
+                class: class.to_string(),
+                method: format!("/mcp.v1.McpMasterService/{method}"),
+                target: target.to_string(),
+                outcome: String::from(outcome),
+                duration_ms: 12,
+            }
+        };
+        Ok(Response::new(pb::ListAuditResponse {
+            rows: vec![
+                row(
+                    "2026-01-01T08:00:00.125Z",
+                    "alice",
+                    "operator",
+                    "Deploy",
+                    "service=web",
+                    "Ok",
+                ),
+                row(
+                    "2026-01-01T08:00:01.000Z",
+                    "agent-w1",
+                    "agent(w1)",
+                    "ListAudit",
+                    "",
+                    "PermissionDenied",
+                ),
+            ],
+        }))
     }
     async fn register(&self, _: Request<pb::RegisterRequest>) -> R<pb::RegisterResponse> {
         no()
@@ -513,4 +549,64 @@ fn sync_source_names_the_commit() {
     let d = dir_of(&f.services);
     assert_eq!(seen.syncs[0].source, format!("{d} @ {head}"));
     assert_eq!(seen.syncs[1].source, format!("{d} @ {head} (dirty)"));
+}
+
+#[test]
+fn audit_sends_the_filters_and_renders_a_table_or_json() {
+    let f = start(false);
+    let o = f.mcp(&[
+        "audit",
+        "--since",
+        "2026-01-01T08:00:00Z",
+        "--caller",
+        "alice",
+        "--limit",
+        "5",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}{}", out(&o), err(&o));
+    assert_eq!(
+        out(&o),
+        "TIME                      CALLER    CLASS      METHOD                      TARGET       OUTCOME           DURATION\n\
+         2026-01-01T08:00:00.125Z  alice     operator   McpMasterService/Deploy     service=web  Ok                12ms\n\
+         2026-01-01T08:00:01.000Z  agent-w1  agent(w1)  McpMasterService/ListAudit  -            PermissionDenied  12ms\n"
+    );
+    {
+        let seen = f.seen.lock().unwrap();
+        let req = &seen.audits[0];
+        assert_eq!(req.since, "2026-01-01T08:00:00Z");
+        assert_eq!(req.caller, "alice");
+        assert_eq!(req.limit, 5);
+    }
+
+    // A relative --since is sent as a UTC time before now; the defaults.
+    let o = f.mcp(&["--output", "json", "audit", "--since", "2h"]);
+    assert_eq!(o.status.code(), Some(0), "{}{}", out(&o), err(&o));
+    let v: serde_json::Value = serde_json::from_str(&out(&o)).unwrap();
+    assert_eq!(v["audit"][0]["caller"], "alice");
+    assert_eq!(v["audit"][0]["method"], "/mcp.v1.McpMasterService/Deploy");
+    assert_eq!(v["audit"][1]["outcome"], "PermissionDenied");
+    assert_eq!(v["audit"][1]["target"], "");
+    assert_eq!(v["audit"][1]["duration_ms"], 12);
+    {
+        let seen = f.seen.lock().unwrap();
+        let req = &seen.audits[1];
+        let since = humantime::parse_rfc3339(&req.since).unwrap();
+        let ago = std::time::SystemTime::now().duration_since(since).unwrap();
+        assert!(
+            ago >= std::time::Duration::from_secs(7190)
+                && ago <= std::time::Duration::from_secs(7300),
+            "{}",
+            req.since
+        );
+        assert_eq!((req.caller.as_str(), req.limit), ("", 100));
+    }
+
+    // Bad input fails before any call, naming the flag.
+    let o = f.mcp(&["audit", "--since", "yesterday"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(err(&o).contains("--since \"yesterday\""), "{}", err(&o));
+    let o = f.mcp(&["audit", "--limit", "0"]);
+    assert_eq!(o.status.code(), Some(2), "{}", err(&o));
+    assert!(err(&o).contains("--limit"), "{}", err(&o));
+    assert_eq!(f.seen.lock().unwrap().audits.len(), 2);
 }

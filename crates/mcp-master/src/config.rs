@@ -82,6 +82,11 @@
 //! # heal_max_attempts = 5     # then the component is marked degraded
 //! # heal_backoff = "30s"      # first retry delay, doubled per attempt
 //!
+//! [audit]                     # the audit table `mcp audit` reads
+//! # max_age = "90d"           # older rows are deleted
+//! # max_rows = 100000         # at most this many rows are kept (the newest)
+//! # prune_interval = "10m"    # also pruned after every max_rows/10 rows written
+//!
 //! [[nodes]]                   # bootstrap entries (the master's own agent)
 //! name    = "orion"
 //! address = "https://100.64.0.1:9444"
@@ -131,6 +136,8 @@ pub struct Config {
     pub dns: Option<DnsConfig>,
     #[serde(default)]
     pub reconcile: ReconcileConfig,
+    #[serde(default)]
+    pub audit: AuditConfig,
     #[serde(default)]
     pub nodes: Vec<NodeEntry>,
 }
@@ -449,6 +456,39 @@ impl Default for ReconcileConfig {
     }
 }
 
+/// `[audit]`: how long the audit table keeps its rows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditConfig {
+    /// Rows older than this are deleted.
+    #[serde(default = "d_90d", with = "humantime_serde")]
+    pub max_age: Duration,
+    /// At most this many rows are kept (the newest).
+    #[serde(default = "default_audit_max_rows")]
+    pub max_rows: u64,
+    /// Time between two prunes (the writer also prunes after every
+    /// `max_rows / 10` rows, at most 10,000).
+    #[serde(default = "d_10m", with = "humantime_serde")]
+    pub prune_interval: Duration,
+}
+
+/// The default `[audit] max_rows`.
+pub const DEFAULT_AUDIT_MAX_ROWS: u64 = 100_000;
+
+fn default_audit_max_rows() -> u64 {
+    DEFAULT_AUDIT_MAX_ROWS
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        Self {
+            max_age: d_90d(),
+            max_rows: DEFAULT_AUDIT_MAX_ROWS,
+            prune_interval: d_10m(),
+        }
+    }
+}
+
 pub use mcp_spec::NodeRole;
 
 /// A `[[nodes]]` bootstrap entry: known before the node registers.
@@ -528,6 +568,9 @@ fn d_10m() -> Duration {
 }
 fn d_24h() -> Duration {
     Duration::from_secs(24 * 3600)
+}
+fn d_90d() -> Duration {
+    Duration::from_secs(90 * 24 * 3600)
 }
 fn d_500ms() -> Duration {
     Duration::from_millis(500)

@@ -108,7 +108,16 @@ pub async fn serve(
     for (node, old) in changed {
         tracing::warn!(node = %node, old_role = %old, "node role set from the configuration");
     }
-    let audit_log = AuditLog::start(state.clone(), audit::DEFAULT_CAPACITY);
+    let audit_log = AuditLog::start_with_retention(
+        state.clone(),
+        audit::DEFAULT_CAPACITY,
+        audit::Retention {
+            max_age: cfg.audit.max_age,
+            max_rows: cfg.audit.max_rows,
+            interval: cfg.audit.prune_interval,
+            clock: clock.clone(),
+        },
+    );
 
     // TLS and tokens.
     let server_tls = tls::server_config(

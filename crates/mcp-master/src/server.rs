@@ -6,9 +6,10 @@
 //! Files by RPC family: `deploy` (`Deploy`, `Undeploy`, `Sync`),
 //! `status` (`Status`, `ListNodes`, `ServiceLogs`, `ServiceEvents`),
 //! `forward` (stop / start / restart, files and adopt: calls forwarded to
-//! the service's agent). This file holds the service, the helpers they
-//! share, the fleet RPCs (`Register`, `Heartbeat`) and the trait impl,
-//! which hands every other RPC to its family.
+//! the service's agent), `audit` (`ListAudit`). This file holds the
+//! service, the helpers they share, the fleet RPCs (`Register`,
+//! `Heartbeat`) and the trait impl, which hands every other RPC to its
+//! family.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -34,9 +35,12 @@ use crate::reconcile::{
 };
 use crate::state;
 
+mod audit;
 mod deploy;
 mod forward;
 mod status;
+
+pub use audit::{DEFAULT_AUDIT_LIMIT, MAX_AUDIT_LIMIT};
 
 type R<T> = Result<Response<T>, Status>;
 type PbStream<T> = std::pin::Pin<Box<dyn tokio_stream::Stream<Item = Result<T, Status>> + Send>>;
@@ -320,6 +324,10 @@ impl McpMasterService for MasterService {
 
     async fn adopt_service(&self, req: Request<pb::MasterAdoptRequest>) -> R<pb::AdoptResponse> {
         self.adopt_service_rpc(req).await
+    }
+
+    async fn list_audit(&self, req: Request<pb::ListAuditRequest>) -> R<pb::ListAuditResponse> {
+        self.list_audit_rpc(req).await
     }
 
     async fn register(&self, req: Request<pb::RegisterRequest>) -> R<pb::RegisterResponse> {

@@ -75,6 +75,12 @@ impl Allowed {
         master: true,
         agents: false,
     };
+    /// Operator-only reads: human operators (not the master, not agents).
+    pub const OPERATORS_ONLY: Allowed = Allowed {
+        operators: true,
+        master: false,
+        agents: false,
+    };
     /// master → agent fleet RPCs: the master only.
     pub const MASTER_ONLY: Allowed = Allowed {
         operators: false,
@@ -187,6 +193,8 @@ pub const RPC_TABLE: &[RpcRule] = &[
         "/mcp.v1.McpMasterService/AdoptService",
         A::OPERATORS_AND_MASTER,
     ),
+    // CLI → master, operators only
+    rule("/mcp.v1.McpMasterService/ListAudit", A::OPERATORS_ONLY),
     // agent → master
     rule("/mcp.v1.McpMasterService/Register", A::AGENTS_ONLY),
     rule("/mcp.v1.McpMasterService/Heartbeat", A::AGENTS_ONLY),

@@ -332,6 +332,11 @@ fn table_matches_the_design() {
         let p = format!("/mcp.v1.McpMasterService/{m}");
         assert_eq!(t.lookup(&p), Some(Allowed::OPERATORS_AND_MASTER), "{p}");
     }
+    let operators_only = ["ListAudit"];
+    for m in operators_only {
+        let p = format!("/mcp.v1.McpMasterService/{m}");
+        assert_eq!(t.lookup(&p), Some(Allowed::OPERATORS_ONLY), "{p}");
+    }
     for m in ["Register", "Heartbeat"] {
         let p = format!("/mcp.v1.McpMasterService/{m}");
         assert_eq!(t.lookup(&p), Some(Allowed::AGENTS_ONLY), "{p}");
@@ -370,7 +375,7 @@ fn table_matches_the_design() {
     }
     assert_eq!(
         RPC_TABLE.len(),
-        cli_to_master.len() + 2 + agent_lifecycle.len() + agent_fleet.len()
+        cli_to_master.len() + operators_only.len() + 2 + agent_lifecycle.len() + agent_fleet.len()
     );
 }
 

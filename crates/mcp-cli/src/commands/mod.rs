@@ -2,13 +2,14 @@
 //! `--direct --node N` to one agent. One module per command family:
 //! [`deploy`] (sync, deploy, undeploy), [`lifecycle`] (stop, start,
 //! restart), [`status`] (status, ps), [`logs`] (logs, events), [`files`]
-//! (push, pull, adopt), [`nodes`] (node list).
+//! (push, pull, adopt), [`nodes`] (node list), [`audit`] (audit).
 //!
 //! Every command resolves its peer ([`remote::Target`]) and reads the local
 //! files it needs before opening a connection, so configuration mistakes
 //! fail fast and name what is missing. Rendering decisions that matter for
 //! exit statuses live in [`crate::report`] (pure, unit-tested).
 
+mod audit;
 mod deploy;
 mod files;
 mod lifecycle;
@@ -16,6 +17,7 @@ mod logs;
 mod nodes;
 mod status;
 
+pub use audit::audit;
 pub use deploy::{deploy, sync, undeploy};
 pub use files::{adopt, pull, push};
 pub use lifecycle::{restart, set_active};

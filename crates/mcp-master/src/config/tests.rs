@@ -504,3 +504,30 @@ role = \"master\"
     ))
     .contains("boss"));
 }
+
+#[test]
+fn audit_retention_defaults_and_checks() {
+    let c = parse(MINIMAL);
+    assert_eq!(c.audit, AuditConfig::default());
+    assert_eq!(c.audit.max_age, Duration::from_secs(90 * 86400));
+    assert_eq!(c.audit.max_rows, 100_000);
+    assert_eq!(c.audit.prune_interval, Duration::from_secs(600));
+    let c = parse(&format!(
+        "{MINIMAL}\n[audit]\nmax_age = \"7d\"\nmax_rows = 500\nprune_interval = \"1m\"\n"
+    ));
+    assert_eq!(c.validate(), Ok(()));
+    assert_eq!(c.audit.max_age, Duration::from_secs(7 * 86400));
+    assert_eq!(c.audit.max_rows, 500);
+    assert_eq!(
+        problems(&format!(
+            "{MINIMAL}\n[audit]\nmax_age = \"0s\"\nmax_rows = 0\nprune_interval = \"10ms\"\n"
+        )),
+        [
+            "audit.max_age: must be more than 0s",
+            "audit.max_rows: must be at least 1",
+            "audit.prune_interval: must be at least 1s",
+        ]
+    );
+    let err = parse_err(&format!("{MINIMAL}\n[audit]\nmax_age = \"forever\"\n"));
+    assert!(err.contains("invalid duration \"forever\""), "{err}");
+}

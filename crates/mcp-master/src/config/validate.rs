@@ -256,6 +256,17 @@ impl Config {
             }
         }
 
+        let au = &self.audit;
+        if au.max_age.is_zero() {
+            p.push("audit.max_age", "must be more than 0s");
+        }
+        if au.max_rows == 0 {
+            p.push("audit.max_rows", "must be at least 1");
+        }
+        if au.prune_interval < Duration::from_secs(1) {
+            p.push("audit.prune_interval", "must be at least 1s");
+        }
+
         let mut names = BTreeSet::new();
         let mut masters = 0;
         for (i, n) in self.nodes.iter().enumerate() {

@@ -2,10 +2,10 @@
 
 use rusqlite::{params, Connection, OptionalExtension, Row};
 
-use super::records::{from_ms, parse_col, spec_from_json, u64_col};
+use super::records::{from_ms, parse_col, spec_from_json, to_ms, u64_col};
 use super::{
-    sql, AuditEntry, DesiredSpec, DnsRecord, EdgeRoute, HealRecord, JournalEntry, Node, Placement,
-    Result, SnapshotRecord, StateError,
+    sql, AuditEntry, AuditQuery, DesiredSpec, DnsRecord, EdgeRoute, HealRecord, JournalEntry, Node,
+    Placement, Result, SnapshotRecord, StateError,
 };
 use mcp_spec::Tier;
 use std::time::SystemTime;
@@ -244,15 +244,18 @@ fn journal_from(raw: JournalRaw) -> Result<JournalEntry> {
 
 const JOURNAL_COLS: &str = "id, op, service, step, status, detail, started_at, finished_at";
 
+const AUDIT_COLS: &str = "time, method, caller, class, target, outcome, duration_ms";
+
 fn audit_row(r: &Row<'_>) -> rusqlite::Result<(AuditEntry, i64)> {
-    let d: i64 = r.get(5)?;
+    let d: i64 = r.get(6)?;
     Ok((
         AuditEntry {
             time: from_ms(r.get(0)?),
             method: r.get(1)?,
             caller: r.get(2)?,
-            target: r.get(3)?,
-            outcome: r.get(4)?,
+            class: r.get(3)?,
+            target: r.get(4)?,
+            outcome: r.get(5)?,
             duration_ms: 0,
         },
         d,
@@ -573,10 +576,48 @@ impl Reader<'_> {
     pub fn audit_recent(&self, limit: u32) -> Result<Vec<AuditEntry>> {
         self.query(
             "reading audit log",
-            "SELECT time, method, caller, target, outcome, duration_ms FROM audit ORDER BY id DESC LIMIT ?1",
+            &format!("SELECT {AUDIT_COLS} FROM audit ORDER BY id DESC LIMIT ?1"),
             [limit],
             audit_row,
             audit_from,
         )
+    }
+
+    /// The newest `q.limit` audit entries written at or after `q.since`
+    /// and by `q.caller` (identity name; each when given), oldest first.
+    pub fn audit_list(&self, q: &AuditQuery) -> Result<Vec<AuditEntry>> {
+        let since = q.since.map_or(i64::MIN, to_ms);
+        let mut rows = match &q.caller {
+            Some(caller) => self.query(
+                "reading audit log",
+                &format!(
+                    "SELECT {AUDIT_COLS} FROM audit WHERE caller = ?1 AND time >= ?2
+                     ORDER BY id DESC LIMIT ?3"
+                ),
+                params![caller, since, q.limit],
+                audit_row,
+                audit_from,
+            )?,
+            None => self.query(
+                "reading audit log",
+                &format!(
+                    "SELECT {AUDIT_COLS} FROM audit WHERE time >= ?1 ORDER BY id DESC LIMIT ?2"
+                ),
+                params![since, q.limit],
+                audit_row,
+                audit_from,
+            )?,
+        };
+        rows.reverse();
+        Ok(rows)
+    }
+
+    /// How many audit entries there are.
+    pub fn audit_count(&self) -> Result<u64> {
+        let n: i64 = self
+            .conn
+            .query_row("SELECT count(*) FROM audit", [], |r| r.get(0))
+            .map_err(sql("counting audit rows"))?;
+        u64_col(n, "audit row count")
     }
 }

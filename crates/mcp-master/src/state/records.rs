@@ -300,9 +300,23 @@ pub struct AuditEntry {
     pub method: String,
     /// The caller's identity name.
     pub caller: String,
+    /// The caller's class (`operator`, `master`, `agent(orion)`, `guest`,
+    /// ...), as the authorization layer classified it.
+    pub class: String,
     /// The service or node acted on (empty when none).
     pub target: String,
     /// `ok` or the error.
     pub outcome: String,
     pub duration_ms: u64,
+}
+
+/// Which audit entries [`super::Reader::audit_list`] returns.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditQuery {
+    /// Only entries at or after this time.
+    pub since: Option<SystemTime>,
+    /// Only this caller's entries (identity name, exact).
+    pub caller: Option<String>,
+    /// At most this many (the newest).
+    pub limit: u32,
 }

@@ -114,6 +114,17 @@ ALTER TABLE heal_history ADD COLUMN alerted INTEGER NOT NULL DEFAULT 0;
     r#"
 ALTER TABLE nodes ADD COLUMN address_changed_at INTEGER;   -- unix ms; NULL: never changed
 "#,
+    // 4: the audit row's caller class in its own column (`mcp audit` shows
+    // and filters it); rows written before stored `name (class)` in
+    // `caller`, split here. `mcp audit --caller` reads by caller.
+    r#"
+ALTER TABLE audit ADD COLUMN class TEXT NOT NULL DEFAULT '';
+UPDATE audit
+   SET caller = substr(caller, 1, instr(caller, ' (') - 1),
+       class = substr(caller, instr(caller, ' (') + 2, length(caller) - instr(caller, ' (') - 2)
+ WHERE caller LIKE '% (%)';
+CREATE INDEX audit_caller ON audit (caller, id);
+"#,
 ];
 
 /// The schema version this build writes.

@@ -660,6 +660,7 @@ fn audit_log() {
                     time: t(i),
                     method: "McpMasterService/Deploy".into(),
                     caller: "alice".into(),
+                    class: "operator".into(),
                     target: format!("svc{i}"),
                     outcome: "ok".into(),
                     duration_ms: 12 + i,

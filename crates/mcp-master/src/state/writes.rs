@@ -489,12 +489,13 @@ impl Writer<'_> {
         let what = format!("recording audit entry for {}", a.method);
         self.exec(
             &what,
-            "INSERT INTO audit (time, method, caller, target, outcome, duration_ms)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            "INSERT INTO audit (time, method, caller, class, target, outcome, duration_ms)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
             params![
                 to_ms(a.time),
                 a.method,
                 a.caller,
+                a.class,
                 a.target,
                 a.outcome,
                 to_i64(a.duration_ms, &what)?
@@ -509,6 +510,17 @@ impl Writer<'_> {
             "pruning audit log",
             "DELETE FROM audit WHERE time < ?1",
             [to_ms(before)],
+        )
+    }
+
+    /// Deletes every audit entry but the newest `keep` (in the order they
+    /// were written); returns how many.
+    pub fn audit_prune_count(&self, keep: u64) -> Result<usize> {
+        self.exec(
+            "pruning audit log",
+            "DELETE FROM audit
+             WHERE id <= (SELECT id FROM audit ORDER BY id DESC LIMIT 1 OFFSET ?1)",
+            [to_i64(keep, "audit rows to keep")?],
         )
     }
 }

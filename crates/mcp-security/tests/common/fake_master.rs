@@ -120,6 +120,9 @@ impl McpMasterService for FakeMaster {
     async fn adopt_service(&self, _: Request<pb::MasterAdoptRequest>) -> R<pb::AdoptResponse> {
         no()
     }
+    async fn list_audit(&self, _: Request<pb::ListAuditRequest>) -> R<pb::ListAuditResponse> {
+        no()
+    }
     async fn register(&self, req: Request<pb::RegisterRequest>) -> R<pb::RegisterResponse> {
         let caller = require_caller(&req)?.clone();
         set_audit_target(&req, target(None, Some(&req.get_ref().name)));
