@@ -27,13 +27,19 @@ pub fn service_path(dir: &Path, service: &str) -> Result<PathBuf> {
 /// Reads `<dir>/<service>.toml`.
 pub fn read_service_file(dir: &Path, service: &str) -> Result<(PathBuf, String)> {
     let path = service_path(dir, service)?;
-    match std::fs::read_to_string(&path) {
-        Ok(text) => Ok((path, text)),
+    match std::fs::metadata(&path) {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             bail!("service {service}: no {service}.toml in {}", dir.display())
         }
-        Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
+        Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+        Ok(_) => {}
     }
+    // The size limit the master applies (and `mcp validate`).
+    let bytes = mcp_spec::read_service_bytes(&path)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    let text = String::from_utf8(bytes)
+        .map_err(|e| anyhow::anyhow!("{}: file must be utf-8: {e}", path.display()))?;
+    Ok((path, text))
 }
 
 /// Validates the text of `<service>.toml` (shape, rules, name = stem).

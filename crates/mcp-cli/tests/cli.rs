@@ -118,6 +118,49 @@ fn validate_lists_every_problem_with_its_position() {
     assert!(!text.contains("good.toml"), "{text}");
 }
 
+/// What validates deploys: the image reference grammar the agent and its
+/// runtime apply, and the master's service-file size limit.
+#[test]
+fn validate_applies_the_image_syntax_and_size_limit_of_master_and_agent() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("good.toml"), GOOD).unwrap();
+    std::fs::write(
+        dir.path().join("upper.toml"),
+        "name = \"upper\"\n[[components]]\nname = \"a\"\nimage = \"Registry.example/Team/app:v1\"\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("tag.toml"),
+        "name = \"tag\"\n[[components]]\nname = \"a\"\nimage = \"localhost/app:\"\n",
+    )
+    .unwrap();
+    let big = format!("{GOOD}#{}\n", "x".repeat(1024 * 1024));
+    std::fs::write(dir.path().join("big.toml"), big).unwrap();
+    let d = dir.path().to_str().unwrap();
+    let out = mcp(&["validate", d]);
+    let text = stdout(&out);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(
+        text.contains(&format!(
+            "{d}/upper.toml:4:9: image \"Registry.example/Team/app:v1\" is not a valid image reference: repository name must be lowercase, found \"Team/app\""
+        )),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("{d}/tag.toml:4:9: image \"localhost/app:\" is not a valid image reference: invalid tag \"\"")),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("{d}/big.toml:1:1: file is ")),
+        "{text}"
+    );
+    assert!(
+        text.contains("larger than the 1048576 bytes a service file may have"),
+        "{text}"
+    );
+    assert!(text.contains("1 valid, 3 invalid"), "{text}");
+}
+
 #[test]
 fn show_prints_the_canonical_spec() {
     let out = mcp(&["show", "mcq", "--services", example_dir().to_str().unwrap()]);

@@ -126,6 +126,7 @@ impl McpMasterService for Script {
                 mcp_planner::Held {
                     file: u.file.clone(),
                     errors: u.errors.clone(),
+                    reason: None,
                 },
             );
         }

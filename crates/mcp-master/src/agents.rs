@@ -84,6 +84,19 @@ impl AgentError {
         }
     }
 
+    /// True when the agent refused the request as such — `InvalidArgument`
+    /// (an invalid spec or field) or `FailedPrecondition` (a spec this node
+    /// cannot run: an edge node, a pin to another node, a container in the
+    /// way, an image that does not exist): sending it again unchanged fails
+    /// the same way. Everything else (unreachable, timeouts, failed steps,
+    /// `Unavailable`, `Internal`, `ResourceExhausted`, ...) is transient.
+    pub fn is_permanent(&self) -> bool {
+        matches!(
+            self.code(),
+            Some(tonic::Code::InvalidArgument | tonic::Code::FailedPrecondition)
+        )
+    }
+
     /// The gRPC code of a refused call (`None` for transport problems and
     /// failed steps).
     pub fn code(&self) -> Option<tonic::Code> {

@@ -126,6 +126,8 @@ struct Inner {
     unreachable: BTreeSet<String>,
     /// (method, node) → how many of the next calls fail.
     failures: BTreeMap<(String, String), u32>,
+    /// Image → the refusal every deploy of a spec using it gets.
+    rejected_images: BTreeMap<String, (tonic::Code, String)>,
     /// Components that go back to `Exited` right after a start.
     crashing: BTreeSet<(String, String)>,
     /// Mutating calls after this many (counted from when it was set) never
@@ -211,6 +213,30 @@ impl FakeAgents {
         self.lock()
             .failures
             .insert((method.to_string(), node.to_string()), n);
+    }
+
+    /// Every deploy (on any node) of a spec with a component using `image`
+    /// is refused with `code` and `message`, as a real agent refuses a
+    /// spec it cannot run (`InvalidArgument`, `FailedPrecondition`).
+    pub fn reject_image(&self, image: &str, code: tonic::Code, message: &str) {
+        self.lock()
+            .rejected_images
+            .insert(image.to_string(), (code, message.to_string()));
+    }
+
+    /// The refusal of a deploy of `spec` on `t`, if scripted.
+    fn rejection(&self, t: &AgentTarget, spec: &ServiceSpec) -> Option<AgentError> {
+        let g = self.lock();
+        spec.components.iter().find_map(|c| {
+            g.rejected_images
+                .get(&c.image)
+                .map(|(code, message)| AgentError::Rpc {
+                    node: t.node.clone(),
+                    method: "Deploy".to_string(),
+                    code: *code,
+                    message: message.clone(),
+                })
+        })
     }
 
     /// Sets the state of a component on a node (a crash, an OOM kill...).

@@ -39,8 +39,9 @@ use std::process::{Command, Stdio};
 
 use mcp_spec::{parse_service, Diagnostic, LoadOptions, LoadedDir, Unreadable};
 
-/// Largest service file read; larger blobs are reported unreadable.
-pub const MAX_FILE_SIZE: u64 = 1024 * 1024;
+/// Largest service file read; larger blobs are reported unreadable (the
+/// limit `mcp validate` applies too).
+pub const MAX_FILE_SIZE: u64 = mcp_spec::MAX_SERVICE_FILE_BYTES;
 
 /// A full commit id (hex).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -498,9 +499,9 @@ fn read_one(r: &mut impl BufRead, path: &str) -> std::result::Result<Blob, Strin
                 )),
             })
         }
-        ("blob", None) => format!(
-            "file is {size} bytes, larger than the {MAX_FILE_SIZE} bytes a service file may have"
-        ),
+        ("blob", None) => mcp_spec::file_size_problem(size).unwrap_or_else(|| {
+            format!("file is {size} bytes, larger than the {MAX_FILE_SIZE} bytes a service file may have")
+        }),
         ("symlink", _) => "symbolic link points outside the repository".to_string(),
         ("dangling", _) => "symbolic link points to nothing in this commit".to_string(),
         ("loop", _) => "symbolic links form a loop".to_string(),

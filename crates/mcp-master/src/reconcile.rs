@@ -10,7 +10,9 @@
 //!   workers; one service's steps run in order under its own lock (which
 //!   the lifecycle pass-through RPCs take too). A failing step stops the
 //!   rest of *its* service's steps only; the next pass retries (self-heals
-//!   with the planner's back-off).
+//!   with the planner's back-off) — unless the agent refused the spec as
+//!   such (a permanent error, `failed`): then the service is held until its
+//!   spec changes.
 //! - **Journal.** Each service's operation is journaled before its first
 //!   side effect and at every step; a master that dies mid-apply leaves a
 //!   `running` entry, which the next start marks `abandoned` and reports
@@ -25,7 +27,7 @@
 //!
 //! Files: this one holds the settings, the pass's types, desired state and
 //! one pass (desired → observed → plan → apply); `observe` the observed
-//! state, `execute` applying a plan (journal, per-service order, the
+//! state, `failed` the specs agents refused, `execute` applying a plan (journal, per-service order, the
 //! actions), `locks` the per-service locks and the journal recovery at
 //! start-up, `run` the loop.
 
@@ -48,10 +50,12 @@ use crate::gitsource::GitSource;
 use crate::state::{self, Db, JournalEntry, JournalStatus, NodeStatus, StateError};
 
 mod execute;
+mod failed;
 mod locks;
 mod observe;
 mod run;
 
+pub use failed::held_for;
 pub use locks::ServiceLocks;
 pub use observe::address_host;
 
@@ -348,10 +352,11 @@ impl Reconciler {
         opts: PassOptions,
     ) -> Result<PassOutcome, ReconcileError> {
         let _pass = self.pass_lock.lock().await;
-        let desired = match opts.desired {
+        let mut desired = match opts.desired {
             Some(d) => d,
             None => self.desired().await?,
         };
+        self.hold_failed(&mut desired, !opts.dry_run).await?;
         let mut observed = self.observe().await?;
         let (desired, allow_mass_prune) = match &opts.only {
             None => (desired, opts.allow_mass_prune),

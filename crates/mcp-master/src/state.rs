@@ -36,11 +36,12 @@
 //! [`mcp_spec::ServiceSpec`]).
 //!
 //! Tables: `nodes`, `placements`, `edge_routes`, `snapshots`,
-//! `desired_specs`, `dns_records`, `heal_history`, `journal`, `audit`; see
+//! `desired_specs`, `dns_records`, `heal_history`, `journal`, `audit`,
+//! `failed_specs`; see
 //! [`MIGRATIONS`] for the schema.
 //!
 //! Files: `schema` (migrations), `records` (row types), `reads`
-//! ([`Reader`]), `writes` ([`Writer`]), `db` ([`Db`], the async handle the
+//! ([`Reader`]), `writes` ([`Writer`]), `failed` (specs agents refused), `db` ([`Db`], the async handle the
 //! daemon uses) and `audit` (the batched audit writer).
 
 use std::path::{Path, PathBuf};
@@ -53,6 +54,7 @@ use schema::{migrate, user_version};
 
 pub mod audit;
 mod db;
+mod failed;
 mod reads;
 mod records;
 mod schema;
@@ -60,6 +62,7 @@ mod writes;
 
 pub use audit::{AuditLog, DbAuditSink};
 pub use db::Db;
+pub use failed::FailedSpec;
 pub use reads::{Reader, Writer};
 pub use records::*;
 pub use schema::{MIGRATIONS, SCHEMA_VERSION};

@@ -187,6 +187,92 @@ async fn a_registration_cannot_change_the_role_or_move_to_an_unnamed_address() {
     );
 }
 
+/// Issue 9, item 5 over the RPCs (push mode): a spec the agent refuses is
+/// tried once, `Status` shows it failed with the agent's answer, `Sync`
+/// leaves it alone, and an explicit `Deploy` is one more attempt.
+#[tokio::test]
+async fn a_refused_spec_is_failed_in_status_and_retried_only_on_an_explicit_deploy() {
+    let m = start(&["agent-vega"], 16, RateLimits::new()).await;
+    let mut vega = m.agent_client("vega", &["10.0.0.2"]).await;
+    vega.register(reg("vega", "https://10.0.0.2:9444"))
+        .await
+        .unwrap();
+    m.agents.reject_image(
+        "registry.example:8443/mcq:v1",
+        Code::InvalidArgument,
+        "service mcq: invalid spec: components[0].image: refused by this node",
+    );
+    let deploys = || {
+        m.agents
+            .calls()
+            .iter()
+            .filter(|c| matches!(c, Call::Deploy { .. }))
+            .count()
+    };
+    let mut alice = m.client("alice", AccountType::Human).await;
+    let sync = pb::SyncRequest {
+        services: vec![spec_pb("mcq", "v1")],
+        ..Default::default()
+    };
+    let r = alice.sync(sync.clone()).await.unwrap().into_inner();
+    assert!(r
+        .results
+        .iter()
+        .any(|s| !s.success && s.error.contains("InvalidArgument")));
+    assert_eq!(deploys(), 1);
+    for _ in 0..3 {
+        alice.sync(sync.clone()).await.unwrap();
+    }
+    assert_eq!(deploys(), 1);
+    let st = alice
+        .status(pb::StatusRequest {
+            service_name: "mcq".to_string(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .services;
+    assert_eq!(st[0].status, "failed");
+    assert!(
+        st[0].detail.contains("refused by this node") && st[0].detail.contains("mcp deploy mcq"),
+        "{}",
+        st[0].detail
+    );
+
+    // `mcp deploy mcq`: tried again (and refused again).
+    let r = alice
+        .deploy(pb::MasterDeployRequest {
+            service: Some(spec_pb("mcq", "v1")),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!r.success);
+    assert!(r.error.contains("refused by this node"), "{}", r.error);
+    assert_eq!(deploys(), 2);
+    alice.sync(sync.clone()).await.unwrap();
+    assert_eq!(deploys(), 2);
+
+    // A changed spec deploys.
+    let r = alice
+        .sync(pb::SyncRequest {
+            services: vec![spec_pb("mcq", "v2")],
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(
+        r.results
+            .iter()
+            .all(|s| s.success || s.status == pb::StepStatus::Skipped as i32),
+        "{:?}",
+        r.results
+    );
+    assert_eq!(m.agents.node_of("mcq").as_deref(), Some("vega"));
+}
+
 #[tokio::test]
 async fn sync_dry_run_then_apply_status_and_pass_through() {
     let m = start(&["agent-vega"], 16, RateLimits::new()).await;

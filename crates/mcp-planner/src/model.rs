@@ -73,8 +73,14 @@ pub struct Desired {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Held {
     pub file: String,
-    /// One line each, `file:line:col: message`.
+    /// One line each, `file:line:col: message` (or, with `reason`, the
+    /// answer that put the service on hold).
     pub errors: Vec<String>,
+    /// Why the service is held when its file is readable: e.g. an agent
+    /// refused this very spec, so it is not tried again until it changes.
+    /// `None`: the file cannot be read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }
 
 impl From<&Unreadable> for Held {
@@ -82,6 +88,7 @@ impl From<&Unreadable> for Held {
         Held {
             file: u.file.display().to_string(),
             errors: u.errors.iter().map(ToString::to_string).collect(),
+            reason: None,
         }
     }
 }

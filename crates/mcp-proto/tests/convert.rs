@@ -142,7 +142,7 @@ fn component_rules() {
             c.restart = "sometimes".into();
         },
         expect![[
-            r#"invalid service spec: components[0].name: name must be a DNS label (1-63 of a-z, 0-9 and '-', not starting or ending with '-'), found "-api"; components[0].image: image must not contain whitespace, found "a b"; components[0].volumes[0]: volume must be "host:container[:options]" with an absolute container path, found "nocolon"; components[0].env[0]: env entry must be "KEY=value", found "NOEQUALS"; components[0].restart: restart must be "no", "always", "on-failure", "on-failure:N" or "unless-stopped", found "sometimes""#
+            r#"invalid service spec: components[0].name: name must be a DNS label (1-63 of a-z, 0-9 and '-', not starting or ending with '-'), found "-api"; components[0].image: image "a b" is not a valid image reference: must not contain whitespace; components[0].volumes[0]: volume must be "host:container[:options]" with an absolute container path, found "nocolon"; components[0].env[0]: env entry must be "KEY=value", found "NOEQUALS"; components[0].restart: restart must be "no", "always", "on-failure", "on-failure:N" or "unless-stopped", found "sometimes""#
         ]],
     );
 }

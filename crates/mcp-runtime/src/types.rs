@@ -243,13 +243,11 @@ pub fn validate_name(name: &str) -> Result<()> {
     }
 }
 
-/// Image references: non-empty, no whitespace, not starting with `-`.
+/// Image references: the grammar every MCP component checks
+/// ([`mcp_spec::image::check_reference`]; never starting with `-`, so never
+/// read as a podman option).
 pub(crate) fn validate_image(image: &str) -> std::result::Result<(), String> {
-    if image.is_empty() || image.starts_with('-') || image.chars().any(char::is_whitespace) {
-        Err(format!("{image:?}"))
-    } else {
-        Ok(())
-    }
+    mcp_spec::image::check_reference(image).map_err(|why| format!("{image:?}: {why}"))
 }
 
 pub(crate) fn check_image(image: &str) -> Result<()> {

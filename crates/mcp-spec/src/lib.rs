@@ -12,6 +12,7 @@
 //! - `testing` (feature `testing`): proptest strategies for valid specs.
 
 pub mod canonical;
+pub mod image;
 pub mod load;
 pub mod model;
 pub mod names;
@@ -21,6 +22,9 @@ pub mod validate;
 pub mod volumes;
 
 pub use canonical::{canonical_toml, spec_hash};
-pub use load::{load_dir, parse_service, Diagnostic, LoadOptions, LoadedDir, Unreadable};
+pub use load::{
+    file_size_problem, load_dir, parse_service, read_service_bytes, Diagnostic, LoadOptions,
+    LoadedDir, Unreadable, MAX_SERVICE_FILE_BYTES,
+};
 pub use model::*;
 pub use validate::{validate, Violation};

@@ -40,7 +40,7 @@ pub fn arb_image() -> impl Strategy<Value = String> {
         arb_label(),
         prop_oneof![
             Just(String::new()),
-            "[a-z0-9.]{1,8}".prop_map(|t| format!(":{t}")),
+            "[a-z0-9][a-z0-9.]{0,7}".prop_map(|t| format!(":{t}")),
             "[0-9a-f]{64}".prop_map(|d| format!("@sha256:{d}")),
         ],
     )

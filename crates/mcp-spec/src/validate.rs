@@ -297,10 +297,10 @@ fn validate_component_into(
             join(prefix, "image"),
             "image must not be empty",
         ));
-    } else if c.image.chars().any(char::is_whitespace) {
+    } else if let Err(why) = crate::image::check_reference(&c.image) {
         out.push(Violation::new(
             join(prefix, "image"),
-            format!("image must not contain whitespace, found {:?}", c.image),
+            format!("image {:?} is not a valid image reference: {why}", c.image),
         ));
     }
     for (i, v) in c.volumes.iter().enumerate() {

@@ -391,7 +391,7 @@ image = "db"
 restart = "on-failure:5"
 "#,
         expect![[r#"
-            mcq.toml:4:9: image must not contain whitespace, found "reg/mcq: v1"
+            mcq.toml:4:9: image "reg/mcq: v1" is not a valid image reference: must not contain whitespace
             mcq.toml:5:12: volume must be "host:container[:options]" with an absolute container path, found "/srv/mcq"
             mcq.toml:5:24: volume must be "host:container[:options]" with an absolute container path, found "/a:b"
             mcq.toml:5:32: volume must be "host:container[:options]" with an absolute container path, found "/a:/b:ro:extra"

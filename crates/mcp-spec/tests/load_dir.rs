@@ -84,3 +84,28 @@ fn non_utf8_file_is_held() {
         "file must be utf-8, found an invalid byte at offset 8"
     );
 }
+
+/// The master's limit applies to `load_dir` (`mcp validate`) too: a file
+/// over it is held at 1:1 with the same message, one at the limit loads.
+#[test]
+fn a_file_over_the_size_limit_is_held() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let body = "name = \"ok\"\n[[components]]\nname = \"ok\"\nimage = \"ok:1\"\n";
+    let pad = |n: usize| format!("{body}{}\n", "#".repeat(n - body.len() - 1));
+    let limit = mcp_spec::MAX_SERVICE_FILE_BYTES as usize;
+    std::fs::write(dir.path().join("ok.toml"), pad(limit)).expect("write");
+    // Not even parsed (its name would not match either).
+    std::fs::write(dir.path().join("big.toml"), pad(limit + 1)).expect("write");
+    let loaded = load_dir(dir.path(), &LoadOptions::default()).expect("readable");
+    assert_eq!(loaded.services.keys().collect::<Vec<_>>(), ["ok"]);
+    let u = &loaded.unreadable[0];
+    assert_eq!(u.name, "big");
+    assert_eq!((u.errors[0].line, u.errors[0].column), (1, 1));
+    assert_eq!(
+        u.errors[0].message,
+        format!(
+            "file is {} bytes, larger than the 1048576 bytes a service file may have",
+            limit + 1
+        )
+    );
+}

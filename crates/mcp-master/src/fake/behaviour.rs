@@ -591,6 +591,9 @@ impl AgentApi for FakeAgents {
             component: opt(component),
         };
         self.gate(t, "Deploy", call).await?;
+        if let Some(e) = self.rejection(t, spec) {
+            return Err(e);
+        }
         let steps = self.lock().deploy(t, spec, component)?;
         check_steps(t, "Deploy", steps)
     }

@@ -172,10 +172,9 @@ impl Reconciler {
             } => {
                 let spec = need_spec(service)?;
                 let t = self.target(node).await.map_err(|e| e.to_string())?;
-                self.agents
-                    .deploy(&t, spec, None)
-                    .await
-                    .map_err(|e| e.to_string())?;
+                if let Err(e) = self.agents.deploy(&t, spec, None).await {
+                    return Err(self.spec_call_failed(spec, node, e).await);
+                }
                 self.record_placement(spec, node, spec_hash, now, true)
                     .await?;
                 Ok(format!("deployed on {node}"))
@@ -195,10 +194,9 @@ impl Reconciler {
                 // its hash) and starts or stops the components.
                 let spec = need_spec(service)?;
                 let t = self.target(node).await.map_err(|e| e.to_string())?;
-                self.agents
-                    .deploy(&t, spec, None)
-                    .await
-                    .map_err(|e| e.to_string())?;
+                if let Err(e) = self.agents.deploy(&t, spec, None).await {
+                    return Err(self.spec_call_failed(spec, node, e).await);
+                }
                 self.record_placement(spec, node, spec_hash, now, false)
                     .await?;
                 Ok(format!(
@@ -263,7 +261,7 @@ impl Reconciler {
                                 )
                                 .await
                             }
-                            Err(e) => Err(e.to_string()),
+                            Err(e) => Err(self.spec_call_failed(spec, node, e).await),
                         }
                     }
                 };
@@ -346,6 +344,8 @@ impl Reconciler {
                 if reset_heal {
                     w.reset_heal_of_service(&spec.name)?;
                 }
+                // It deployed: whatever was refused before is past.
+                w.clear_failed_spec(&spec.name)?;
                 Ok(())
             })
             .await

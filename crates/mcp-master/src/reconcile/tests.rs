@@ -277,6 +277,7 @@ async fn held_file_prunes_nothing() {
         Held {
             file: "b.toml".into(),
             errors: vec!["b.toml:1:1: expected a table".into()],
+            reason: None,
         },
     );
     f.agents.clear_calls();

@@ -50,6 +50,10 @@ impl MasterService {
                 .map_err(|e| Status::internal(e.to_string()))?;
             self.rec.desired().await.map_err(rec_status)?
         };
+        // An explicit deploy retries a spec an agent refused before.
+        if self.rec.clear_failed(&name).await.map_err(rec_status)? {
+            tracing::info!(service = %name, caller = %caller, "deploy: retrying a spec an agent refused before");
+        }
         let out = self
             .pass(PassOptions {
                 only: Some(name.clone()),
@@ -281,6 +285,7 @@ impl MasterService {
                     Held {
                         file: u.file,
                         errors: u.errors,
+                        reason: None,
                     },
                 )
             })

@@ -7,13 +7,18 @@ use super::*;
 impl MasterService {
     /// Status of every service in `desired` ∪ placements (or just `only`).
     pub async fn status_of(&self, only: Option<&str>) -> Result<Vec<pb::ServiceStatus>, Status> {
-        let desired = match self.rec.desired().await {
+        let mut desired = match self.rec.desired().await {
             Ok(d) => d,
             Err(e) => {
                 tracing::warn!(error = %e, "status: desired state unavailable");
                 Desired::default()
             }
         };
+        // Specs an agent refused show as failed, with its answer.
+        self.rec
+            .hold_failed(&mut desired, false)
+            .await
+            .map_err(rec_status)?;
         let observed = self.rec.observe().await.map_err(rec_status)?;
         let mut names: BTreeSet<&String> = desired.services.keys().collect();
         names.extend(desired.held.keys());
@@ -215,11 +220,24 @@ fn service_status(name: &str, desired: &Desired, o: &Observed, max: u32) -> pb::
         components: Vec::new(),
     };
     let mut detail: Vec<String> = Vec::new();
-    if let Some(Held { file, errors }) = desired.held.get(name) {
-        detail.push(format!(
+    let mut failed = false;
+    match desired.held.get(name) {
+        Some(Held {
+            reason: Some(reason),
+            errors,
+            ..
+        }) => {
+            failed = true;
+            detail.push(format!(
+                "{reason} (fix the file, or `mcp deploy {name}` to try again): {}",
+                errors.join("; ")
+            ));
+        }
+        Some(Held { file, errors, .. }) => detail.push(format!(
             "file {file} cannot be read, the service is held as it is: {}",
             errors.join("; ")
-        ));
+        )),
+        None => {}
     }
     match placement {
         None => detail.push("not deployed yet".to_string()),
@@ -301,6 +319,10 @@ fn service_status(name: &str, desired: &Desired, o: &Observed, max: u32) -> pb::
                 },
             }
         }
+    }
+    if failed {
+        // What runs (if anything) is an older spec; the desired one failed.
+        s.status = "failed".to_string();
     }
     s.detail = detail.join("; ");
     s

@@ -125,6 +125,19 @@ UPDATE audit
  WHERE caller LIKE '% (%)';
 CREATE INDEX audit_caller ON audit (caller, id);
 "#,
+    // 5: specs an agent refused as such (permanent errors), held until the
+    // service's spec changes.
+    r#"
+CREATE TABLE failed_specs (
+    service    TEXT NOT NULL,
+    spec_hash  TEXT NOT NULL,
+    node       TEXT NOT NULL,
+    code       TEXT NOT NULL,
+    error      TEXT NOT NULL,
+    failed_at  INTEGER NOT NULL,              -- unix ms
+    PRIMARY KEY (service, spec_hash)
+) STRICT;
+"#,
 ];
 
 /// The schema version this build writes.

@@ -51,10 +51,11 @@ impl<'a> Planner<'a> {
         let mut d = Draft::new();
         let placement = self.observed.placements.get(name);
         if let Some(held) = self.desired.held.get(name) {
-            d.set(
-                Kind::Held,
-                format!("file {} is unreadable: service left as it is", held.file),
-            );
+            let why = match &held.reason {
+                Some(r) => format!("{r}: service left as it is"),
+                None => format!("file {} is unreadable: service left as it is", held.file),
+            };
+            d.set(Kind::Held, why);
             d.node = placement.map(|p| p.node.clone());
             d.details.clone_from(&held.errors);
             return d;

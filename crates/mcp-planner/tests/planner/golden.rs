@@ -43,6 +43,7 @@ fn change_set() -> Plan {
                 "services/wiki.toml:7:11: invalid image reference \"registry.example:8443/wiki:\""
                     .to_string(),
             ],
+            reason: None,
         },
     );
     plan(&f.desired, &f.observed, &f.policy, NOW)

@@ -162,6 +162,7 @@ fn chaotic_fleet(seed: u64) -> (Desired, Observed) {
                 Held {
                     file: format!("services/{name}.toml"),
                     errors: vec![format!("services/{name}.toml:1:1: broken")],
+                    reason: None,
                 },
             );
         }

@@ -552,6 +552,7 @@ fn held_service_is_never_pruned_or_touched() {
         Held {
             file: "services/a.toml".to_string(),
             errors: vec!["services/a.toml:3:8: unknown field `imgae`".to_string()],
+            reason: None,
         },
     );
     // Its DNS record is wrong and would otherwise be repaired.
@@ -571,6 +572,31 @@ fn held_service_is_never_pruned_or_touched() {
 }
 
 #[test]
+fn a_service_held_for_a_refused_spec_says_why_and_is_not_deployed() {
+    // Its file is readable (the spec is in `services` too), but an agent
+    // refused this spec: held, nothing planned for it.
+    let mut f = Fleet::new().want(svc("a"));
+    f.desired.held.insert(
+        "a".to_string(),
+        Held {
+            file: "a.toml".to_string(),
+            errors: vec!["agent w1: Deploy: InvalidArgument: bad image".to_string()],
+            reason: Some("spec rejected by the agent on w1 (InvalidArgument)".to_string()),
+        },
+    );
+    check(
+        &f,
+        expect![[r#"
+        Plan (source 4f2a9c1): 1 held
+
+        ! a
+            spec rejected by the agent on w1 (InvalidArgument): service left as it is
+              agent w1: Deploy: InvalidArgument: bad image
+    "#]],
+    );
+}
+
+#[test]
 fn held_service_that_was_never_placed_is_reported() {
     let mut f = Fleet::new();
     f.desired.held.insert(
@@ -578,6 +604,7 @@ fn held_service_that_was_never_placed_is_reported() {
         Held {
             file: "services/new.toml".to_string(),
             errors: vec!["services/new.toml:1:1: name must match the file stem".to_string()],
+            reason: None,
         },
     );
     check(
@@ -994,6 +1021,7 @@ fn edge_route_of_a_held_service_is_not_taken_over() {
         Held {
             file: "services/a.toml".to_string(),
             errors: vec!["services/a.toml:1:1: broken".to_string()],
+            reason: None,
         },
     );
     let mut b = public_svc("b");
