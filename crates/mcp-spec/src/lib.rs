@@ -12,6 +12,7 @@
 //! - `testing` (feature `testing`): proptest strategies for valid specs.
 
 pub mod canonical;
+pub mod filesize;
 pub mod image;
 pub mod load;
 pub mod model;
@@ -22,9 +23,7 @@ pub mod validate;
 pub mod volumes;
 
 pub use canonical::{canonical_toml, spec_hash};
-pub use load::{
-    file_size_problem, load_dir, parse_service, read_service_bytes, Diagnostic, LoadOptions,
-    LoadedDir, Unreadable, MAX_SERVICE_FILE_BYTES,
-};
+pub use filesize::{file_size_problem, read_service_bytes, MAX_SERVICE_FILE_BYTES};
+pub use load::{load_dir, parse_service, Diagnostic, LoadOptions, LoadedDir, Unreadable};
 pub use model::*;
 pub use validate::{validate, Violation};

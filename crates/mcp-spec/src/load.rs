@@ -169,50 +169,13 @@ pub fn parse_service(
     Err(diags)
 }
 
-/// The largest service file MCP reads: the master (from git), `mcp
-/// validate`, `mcp sync` and `mcp deploy` all refuse a larger one with
-/// [`file_size_problem`]'s message.
-pub const MAX_SERVICE_FILE_BYTES: u64 = 1024 * 1024;
-
-/// The problem with a service file of `size` bytes, when it is too large.
-pub fn file_size_problem(size: u64) -> Option<String> {
-    (size > MAX_SERVICE_FILE_BYTES).then(|| {
-        format!(
-            "file is {size} bytes, larger than the {MAX_SERVICE_FILE_BYTES} bytes a service file may have"
-        )
-    })
-}
-
-/// Reads a service file, refusing one larger than
-/// [`MAX_SERVICE_FILE_BYTES`] (without reading more than that); the error
-/// is the message for a diagnostic.
-pub fn read_service_bytes(path: &Path) -> Result<Vec<u8>, String> {
-    use std::io::Read as _;
-    let file = std::fs::File::open(path).map_err(|e| format!("cannot read file: {e}"))?;
-    let meta = file
-        .metadata()
-        .map_err(|e| format!("cannot read file: {e}"))?;
-    if let Some(p) = file_size_problem(meta.len()) {
-        return Err(p);
-    }
-    let mut bytes = Vec::new();
-    file.take(MAX_SERVICE_FILE_BYTES + 1)
-        .read_to_end(&mut bytes)
-        .map_err(|e| format!("cannot read file: {e}"))?;
-    // Grown since the size was read.
-    if let Some(p) = file_size_problem(bytes.len() as u64) {
-        return Err(p);
-    }
-    Ok(bytes)
-}
-
 /// Loads every `*.toml` file of `dir`, in file-name order. Other files,
 /// subdirectories and hidden files (names starting with `.`, e.g. editor
 /// lock files) are ignored.
 ///
 /// A bad file never prevents loading the others: it goes to
 /// [`LoadedDir::unreadable`] with all its diagnostics (a file that cannot be
-/// read, is larger than [`MAX_SERVICE_FILE_BYTES`] or is not UTF-8 gets one
+/// read, is larger than [`crate::MAX_SERVICE_FILE_BYTES`] or is not UTF-8 gets one
 /// diagnostic at 1:1). The only error is a
 /// directory that cannot be listed.
 pub fn load_dir(dir: &Path, opts: &LoadOptions) -> std::io::Result<LoadedDir> {
@@ -238,7 +201,7 @@ pub fn load_dir(dir: &Path, opts: &LoadOptions) -> std::io::Result<LoadedDir> {
         let stem = name.strip_suffix(".toml").unwrap_or(&name).to_string();
         let path = dir.join(&name);
         let display = path.display().to_string();
-        let result = match read_service_bytes(&path) {
+        let result = match crate::filesize::read_service_bytes(&path) {
             Err(e) => Err(vec![whole_file(&display, e)]),
             Ok(bytes) => match String::from_utf8(bytes) {
                 Err(e) => Err(vec![whole_file(
