@@ -401,6 +401,28 @@ pub struct TokenRequest {
 pub const DEFAULT_ISSUER: &str = "mcp";
 pub const DEFAULT_AUDIENCE: &str = "mcp";
 
+/// The maximum token lifetime the daemons accept and `mcp token issue`
+/// signs unless configured otherwise (`[auth] max_token_lifetime`): 90 days.
+pub const DEFAULT_MAX_TOKEN_LIFETIME: Duration = Duration::from_secs(90 * 24 * 3600);
+
+/// The `cnf` `x5t#S256` thumbprint a token claims, read **without
+/// verifying** it: for start-up diagnostics only (the master warning that
+/// its own token is not bound to its certificate), never for a decision.
+/// `None` for an unbound or unreadable token.
+pub fn unverified_cnf_thumbprint(token: &str) -> Option<String> {
+    use base64::Engine as _;
+    let payload = token.trim().split('.').nth(1)?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload)
+        .ok()?;
+    #[derive(Deserialize)]
+    struct Cnf {
+        cnf: Option<Confirmation>,
+    }
+    let c: Cnf = serde_json::from_slice(&bytes).ok()?;
+    c.cnf.map(|c| c.x5t_s256)
+}
+
 /// Options of [`issue_token_with`] beyond [`TokenRequest`].
 #[derive(Debug, Clone, Default)]
 pub struct IssueOptions {
