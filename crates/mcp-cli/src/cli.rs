@@ -319,33 +319,46 @@ pub enum AgentCommand {
 #[derive(Debug, Subcommand)]
 pub enum TokenCommand {
     /// Sign a token for an identity with the configured Ed25519 key.
-    Issue {
-        identity: String,
-        #[arg(long = "type", value_name = "human|system", default_value = "human")]
-        account_type: String,
-        /// Comma-separated roles.
-        #[arg(long, value_delimiter = ',')]
-        roles: Vec<String>,
-        /// Lifetime, e.g. "12h", "30d".
-        #[arg(long, default_value = "12h")]
-        ttl: String,
-        /// The Ed25519 private key (PKCS#8 PEM), from `mcp token keygen`.
-        #[arg(long, env = "MCP_SIGNING_KEY", value_name = "FILE")]
-        key: PathBuf,
-        /// The `iss` claim; verifiers check it.
-        #[arg(long, default_value = mcp_security::jwt::DEFAULT_ISSUER)]
-        issuer: String,
-        /// The `aud` claim; verifiers check it.
-        #[arg(long, default_value = mcp_security::jwt::DEFAULT_AUDIENCE)]
-        audience: String,
-        /// Write the token to this file (mode 0600) instead of standard output.
-        #[arg(long, value_name = "FILE")]
-        out: Option<PathBuf>,
-    },
+    Issue(Box<IssueCommand>),
     /// Create an Ed25519 key pair for signing tokens.
     Keygen {
         /// Where to write the private key; the public key goes to <FILE>.pub.
         #[arg(long, value_name = "FILE")]
         out: PathBuf,
     },
+}
+
+/// `mcp token issue`.
+#[derive(Debug, clap::Args)]
+pub struct IssueCommand {
+    pub identity: String,
+    #[arg(long = "type", value_name = "human|system", default_value = "human")]
+    pub account_type: String,
+    /// Comma-separated roles.
+    #[arg(long, value_delimiter = ',')]
+    pub roles: Vec<String>,
+    /// Lifetime, e.g. "12h", "30d".
+    #[arg(long, default_value = "12h")]
+    pub ttl: String,
+    /// The Ed25519 private key (PKCS#8 PEM), from `mcp token keygen`.
+    #[arg(long, env = "MCP_SIGNING_KEY", value_name = "FILE")]
+    pub key: PathBuf,
+    /// The `iss` claim; verifiers check it.
+    #[arg(long, default_value = mcp_security::jwt::DEFAULT_ISSUER)]
+    pub issuer: String,
+    /// The `aud` claim; verifiers check it.
+    #[arg(long, default_value = mcp_security::jwt::DEFAULT_AUDIENCE)]
+    pub audience: String,
+    /// Write the token to this file (mode 0600) instead of standard output.
+    #[arg(long, value_name = "FILE")]
+    pub out: Option<PathBuf>,
+    /// Bind the token to this certificate (PEM; RFC 8705 `cnf`
+    /// `x5t#S256`): servers accept it only from a client presenting that
+    /// certificate. The master's token must be bound to the master's.
+    #[arg(long, value_name = "FILE")]
+    pub bind_cert: Option<PathBuf>,
+    /// Refuse a --ttl longer than this: the daemons' `[auth]
+    /// max_token_lifetime` (default 90d), which refuse longer tokens.
+    #[arg(long, default_value = "90d")]
+    pub max_lifetime: String,
 }

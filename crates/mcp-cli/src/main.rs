@@ -147,24 +147,17 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Token { command } => {
             match command {
                 TokenCommand::Keygen { out } => tokens::keygen(out)?,
-                TokenCommand::Issue {
-                    identity,
-                    account_type,
-                    roles,
-                    ttl,
-                    key,
-                    issuer,
-                    audience,
-                    out,
-                } => tokens::issue(&tokens::IssueArgs {
-                    identity,
-                    account_type,
-                    roles,
-                    ttl,
-                    key,
-                    issuer,
-                    audience,
-                    out: out.as_deref(),
+                TokenCommand::Issue(c) => tokens::issue(&tokens::IssueArgs {
+                    identity: &c.identity,
+                    account_type: &c.account_type,
+                    roles: &c.roles,
+                    ttl: &c.ttl,
+                    key: &c.key,
+                    issuer: &c.issuer,
+                    audience: &c.audience,
+                    out: c.out.as_deref(),
+                    bind_cert: c.bind_cert.as_deref(),
+                    max_lifetime: &c.max_lifetime,
                 })?,
             }
             Ok(ExitCode::SUCCESS)

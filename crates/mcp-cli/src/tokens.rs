@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use mcp_security::clock::SystemClock;
 use mcp_security::identity::AccountType;
-use mcp_security::jwt::{self, SigningKey, TokenRequest};
+use mcp_security::jwt::{self, IssueOptions, SigningKey, TokenRequest};
 
 pub fn keygen(out: &Path) -> Result<()> {
     let kp = jwt::generate_keypair().context("generating an Ed25519 key pair")?;
@@ -39,6 +39,8 @@ pub struct IssueArgs<'a> {
     pub issuer: &'a str,
     pub audience: &'a str,
     pub out: Option<&'a Path>,
+    pub bind_cert: Option<&'a Path>,
+    pub max_lifetime: &'a str,
 }
 
 pub fn issue(a: &IssueArgs<'_>) -> Result<()> {
@@ -55,6 +57,27 @@ pub fn issue(a: &IssueArgs<'_>) -> Result<()> {
     if ttl.is_zero() {
         bail!("--ttl must be longer than zero");
     }
+    let max = humantime::parse_duration(a.max_lifetime).with_context(|| {
+        format!(
+            "--max-lifetime {:?}: expected a duration like \"90d\"",
+            a.max_lifetime
+        )
+    })?;
+    if ttl > max {
+        bail!(
+            "--ttl {} is longer than the maximum token lifetime {} (--max-lifetime): \
+             the daemons refuse such tokens ([auth] max_token_lifetime, default 90d)",
+            a.ttl,
+            a.max_lifetime
+        );
+    }
+    let cert_thumbprint = match a.bind_cert {
+        Some(path) => Some(
+            jwt::cert_thumbprint_from_pem_file(path)
+                .with_context(|| format!("--bind-cert {}", path.display()))?,
+        ),
+        None => None,
+    };
     let key = SigningKey::from_file(a.key)?;
     let req = TokenRequest {
         identity: a.identity.to_string(),
@@ -64,7 +87,11 @@ pub fn issue(a: &IssueArgs<'_>) -> Result<()> {
         issuer: a.issuer.to_string(),
         audience: a.audience.to_string(),
     };
-    let token = jwt::issue_token(&key, &req, &SystemClock)?;
+    let opts = IssueOptions {
+        cert_thumbprint,
+        max_lifetime: Some(max),
+    };
+    let token = jwt::issue_token_with(&key, &req, &opts, &SystemClock)?;
     match a.out {
         Some(path) => {
             write_secret(path, token.expose())?;

@@ -322,6 +322,87 @@ fn token_keygen_and_issue() {
     }
 }
 
+/// `--ttl` over the maximum lifetime (90 days unless `--max-lifetime`
+/// says otherwise) is refused with the reason; `--bind-cert` puts the
+/// certificate's thumbprint into the token, which a verifier reads back.
+#[test]
+fn token_issue_caps_the_lifetime_and_binds_to_a_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("signing.pem");
+    let k = key.to_str().unwrap();
+    assert!(mcp(&["token", "keygen", "--out", k]).status.success());
+    let public =
+        || mcp_security::jwt::PublicKey::from_file(&dir.path().join("signing.pem.pub")).unwrap();
+
+    let out = mcp(&["token", "issue", "alice", "--ttl", "91d", "--key", k]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        stderr(&out).trim(),
+        "mcp: error: --ttl 91d is longer than the maximum token lifetime 90d (--max-lifetime): \
+         the daemons refuse such tokens ([auth] max_token_lifetime, default 90d)"
+    );
+    let out = mcp(&["token", "issue", "alice", "--ttl", "90d", "--key", k]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = mcp(&[
+        "token",
+        "issue",
+        "alice",
+        "--ttl",
+        "2h",
+        "--max-lifetime",
+        "1h",
+        "--key",
+        k,
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("--ttl 2h is longer than the maximum token lifetime 1h"));
+
+    let ca = mcp_security::pki::Ca::generate("t").unwrap();
+    let leaf = ca
+        .write_leaf(
+            dir.path(),
+            "master",
+            &["mcp-master"],
+            mcp_security::pki::Validity::Days(1),
+        )
+        .unwrap();
+    let out = mcp(&[
+        "token",
+        "issue",
+        "mcp-master",
+        "--type",
+        "system",
+        "--bind-cert",
+        leaf.cert.to_str().unwrap(),
+        "--key",
+        k,
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let id = mcp_security::jwt::JwtVerifier::new(public(), "mcp", "mcp")
+        .verify_token(stdout(&out).trim())
+        .unwrap();
+    assert_eq!(
+        id.cert_thumbprint,
+        Some(mcp_security::jwt::cert_thumbprint_from_pem_file(&leaf.cert).unwrap())
+    );
+    let missing = dir.path().join("nope.crt");
+    let out = mcp(&[
+        "token",
+        "issue",
+        "mcp-master",
+        "--bind-cert",
+        missing.to_str().unwrap(),
+        "--key",
+        k,
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains(&format!("--bind-cert {}", missing.display())),
+        "{}",
+        stderr(&out)
+    );
+}
+
 fn podman_installed() -> bool {
     let ok = std::process::Command::new("podman")
         .arg("--version")

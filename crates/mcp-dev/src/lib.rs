@@ -15,9 +15,11 @@
 //!
 //! ```text
 //! fleet.json  what `prepare` chose: ports, nodes, podman arguments
-//! pki/      ca.pem, master.{crt,key}, <node>.{crt,key}
+//! pki/      ca.pem, master.{crt,key} (names mcp-master, localhost, 127.0.0.1),
+//!           <node>.{crt,key} (names <node>, 127.0.0.1)
 //! keys/     issuer.pem (signs tokens), issuer.pem.pub
-//! tokens/   master.token, agent-<node>.token, operator.token
+//! tokens/   master.token (bound to pki/master.crt), agent-<node>.token,
+//!           operator.token; reissued by every `prepare`
 //! master/   master.toml, master.db
 //! nodes/<node>/  agent.toml, agent.db, srv/ (service data), storage/ (podman;
 //!                 images are read from the operator's podman storage, read-only)
@@ -45,7 +47,10 @@ pub use daemon::{
     down, ensure_running_none, live_processes, Daemon, Daemons, DevProcess, DownReport,
 };
 pub use podman::{check_podman, remove_containers};
-pub use prepare::{default_state_dir, prepare, DevOptions, Fleet, Node, DEMO_SERVICES};
+pub use prepare::{
+    default_state_dir, master_sans, node_sans, prepare, DevOptions, Fleet, Node, DEMO_SERVICES,
+    MASTER_IDENTITY, TOKEN_TTL,
+};
 
 use std::path::PathBuf;
 

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use mcp_security::clock::SystemClock;
 use mcp_security::identity::AccountType;
-use mcp_security::jwt::{self, SigningKey, TokenRequest};
+use mcp_security::jwt::{self, IssueOptions, SigningKey, TokenRequest};
 use mcp_security::pki::{Ca, Validity};
 use serde::{Deserialize, Serialize};
 
@@ -28,6 +28,11 @@ pub const DEMO_SERVICES: &[(&str, &str)] = &[
         include_str!("../../../examples/dev/notes.toml"),
     ),
 ];
+
+/// Lifetime of the tokens `mcp dev` issues (within the daemons' default
+/// maximum, [`jwt::DEFAULT_MAX_TOKEN_LIFETIME`]); they are reissued on every
+/// run.
+pub const TOKEN_TTL: Duration = Duration::from_secs(30 * 24 * 3600);
 
 /// The record of a prepared fleet, in the state directory.
 pub(crate) const RECORD: &str = "fleet.json";
@@ -266,23 +271,69 @@ fn write(p: &Path, text: &str) -> Result<(), DevError> {
     std::fs::write(p, text).map_err(io(format!("writing {}", p.display())))
 }
 
-/// Writes (once) the PKI, signing key and tokens; (every time) the configs
-/// and the record.
+/// The master identity of a dev fleet, and the name its certificate
+/// carries (agents check both, `[auth] master_cert_name`).
+pub const MASTER_IDENTITY: &str = "mcp-master";
+
+/// The subject alternative names of the master's certificate: the master
+/// identity (agents verify the master by it, as a server and as a client),
+/// and the loopback names the CLI dials it by.
+pub fn master_sans() -> [&'static str; 3] {
+    [MASTER_IDENTITY, "localhost", "127.0.0.1"]
+}
+
+/// The subject alternative names of a node's certificate: its node name
+/// (the master verifies the agent by it) and its loopback address. Every
+/// node of a dev fleet shares 127.0.0.1, so only the name tells one node's
+/// certificate from another's.
+pub fn node_sans(node: &str) -> [&str; 2] {
+    [node, "127.0.0.1"]
+}
+
+/// The PKI is complete and current: the CA, and every certificate with the
+/// names it must carry (a state directory from before per-node names, or
+/// with other nodes, gets a new PKI).
+fn pki_current(f: &Fleet) -> bool {
+    let pki = f.state.join("pki");
+    if !pki.join("ca.pem").exists() {
+        return false;
+    }
+    let names = |file: &str, sans: &[&str]| {
+        let Ok(certs) = mcp_security::tls::load_certs("certificate", &pki.join(file)) else {
+            return false;
+        };
+        certs.first().is_some_and(|leaf| {
+            sans.iter()
+                .all(|n| mcp_security::binding::certificate_names(leaf.as_ref(), n))
+        })
+    };
+    names("master.crt", &master_sans())
+        && f.nodes
+            .iter()
+            .all(|n| names(&format!("{}.crt", n.name), &node_sans(&n.name)))
+}
+
+/// Writes (once) the PKI and signing key; (every time) the tokens, the
+/// configs and the record.
 fn write_state(f: &Fleet) -> Result<(), DevError> {
     let s = &f.state;
     for d in ["pki", "keys", "tokens", "master", "logs", "run"] {
         mkdir(&s.join(d))?;
     }
-    if !s.join("pki/ca.pem").exists() {
+    if !pki_current(f) {
+        let _ = std::fs::remove_file(s.join("pki/ca.pem"));
         let ca = Ca::generate("mcp dev")?;
-        let sans = ["localhost", "127.0.0.1"];
-        ca.write_leaf(&s.join("pki"), "master", &sans, Validity::Days(365))?;
+        let pki = s.join("pki");
+        ca.write_leaf(&pki, "master", &master_sans(), Validity::Days(365))?;
         for n in &f.nodes {
-            ca.write_leaf(&s.join("pki"), &n.name, &sans, Validity::Days(365))?;
+            ca.write_leaf(&pki, &n.name, &node_sans(&n.name), Validity::Days(365))?;
         }
         // Written last: its presence means the whole PKI is there.
         ca.write_cert(&s.join("pki/ca.pem"))?;
     }
+    // The master's token is bound to its certificate (RFC 8705 `cnf`):
+    // useless without the master's private key.
+    let master_thumbprint = jwt::cert_thumbprint_from_pem_file(&s.join("pki/master.crt"))?;
     let key_path = s.join("keys/issuer.pem");
     if !key_path.exists() {
         let kp = jwt::generate_keypair()?;
@@ -292,29 +343,35 @@ fn write_state(f: &Fleet) -> Result<(), DevError> {
     let mut tokens = vec![
         (
             "master".to_string(),
-            "mcp-master".to_string(),
+            MASTER_IDENTITY.to_string(),
             AccountType::System,
+            Some(master_thumbprint),
         ),
         (
             "operator".to_string(),
             "operator".to_string(),
             AccountType::Human,
+            None,
         ),
     ];
     for n in &f.nodes {
         let id = format!("agent-{}", n.name);
-        tokens.push((id.clone(), id, AccountType::System));
+        tokens.push((id.clone(), id, AccountType::System, None));
     }
-    for (file, identity, account_type) in tokens {
+    for (file, identity, account_type, cert_thumbprint) in tokens {
         let req = TokenRequest {
             identity,
             account_type,
             roles: vec![],
-            ttl: Duration::from_secs(30 * 24 * 3600),
+            ttl: TOKEN_TTL,
             issuer: jwt::DEFAULT_ISSUER.to_string(),
             audience: jwt::DEFAULT_AUDIENCE.to_string(),
         };
-        let token = jwt::issue_token(&key, &req, &SystemClock)?;
+        let opts = IssueOptions {
+            cert_thumbprint,
+            max_lifetime: Some(jwt::DEFAULT_MAX_TOKEN_LIFETIME),
+        };
+        let token = jwt::issue_token_with(&key, &req, &opts, &SystemClock)?;
         write_private(&s.join(format!("tokens/{file}.token")), token.expose())?;
     }
     write(&f.master_config(), &configs::master(f))?;
@@ -390,5 +447,74 @@ mod tests {
             cli.contains(&format!("127.0.0.1:{}", f.master_port)),
             "{cli}"
         );
+    }
+
+    /// Each certificate names its own node (and not the others, nor the
+    /// master); the master's names mcp-master; the master's token is bound
+    /// to the master's certificate and the others are not; a state
+    /// directory whose certificates lack those names gets a new PKI.
+    #[test]
+    fn certificates_carry_each_nodes_names_and_the_master_token_is_bound() {
+        use mcp_security::binding::certificate_names;
+        let dir = tempfile::tempdir().unwrap();
+        let services = dir.path().join("services");
+        std::fs::create_dir(&services).unwrap();
+        let opts = DevOptions {
+            services: Some(services),
+            agents: 2,
+            edge: false,
+            state_dir: Some(dir.path().join("state")),
+            containers_conf: None,
+        };
+        let f = prepare(&opts).unwrap();
+        let leaf = |name: &str| {
+            mcp_security::tls::load_certs("cert", &f.state.join(format!("pki/{name}.crt")))
+                .unwrap()
+                .remove(0)
+        };
+        let master = leaf("master");
+        for n in ["mcp-master", "localhost", "127.0.0.1"] {
+            assert!(certificate_names(master.as_ref(), n), "master lacks {n}");
+        }
+        for (node, other) in [("m1", "w1"), ("w1", "m1")] {
+            let c = leaf(node);
+            assert!(certificate_names(c.as_ref(), node));
+            assert!(certificate_names(c.as_ref(), "127.0.0.1"));
+            assert!(
+                !certificate_names(c.as_ref(), other),
+                "{node} names {other}"
+            );
+            assert!(!certificate_names(c.as_ref(), "mcp-master"));
+        }
+        let public = jwt::PublicKey::from_file(&f.state.join("keys/issuer.pem.pub")).unwrap();
+        let verifier = jwt::JwtVerifier::new(public, jwt::DEFAULT_ISSUER, jwt::DEFAULT_AUDIENCE)
+            .with_max_lifetime(jwt::DEFAULT_MAX_TOKEN_LIFETIME);
+        let token = |file: &str| {
+            let t = std::fs::read_to_string(f.state.join(format!("tokens/{file}.token"))).unwrap();
+            verifier.verify_token(t.trim()).unwrap()
+        };
+        assert_eq!(
+            token("master").cert_thumbprint,
+            Some(jwt::cert_thumbprint(master.as_ref()))
+        );
+        assert_eq!(token("operator").cert_thumbprint, None);
+        assert_eq!(token("agent-w1").cert_thumbprint, None);
+
+        // Kept when current; replaced when a certificate lacks its names
+        // (a state directory from before per-node names).
+        let before = std::fs::read(f.state.join("pki/ca.pem")).unwrap();
+        prepare(&opts).unwrap();
+        assert_eq!(std::fs::read(f.state.join("pki/ca.pem")).unwrap(), before);
+        let ca = Ca::generate("old").unwrap();
+        ca.write_leaf(
+            &f.state.join("pki"),
+            "w1",
+            &["localhost", "127.0.0.1"],
+            Validity::Days(1),
+        )
+        .unwrap();
+        let f = prepare(&opts).unwrap();
+        assert_ne!(std::fs::read(f.state.join("pki/ca.pem")).unwrap(), before);
+        assert!(certificate_names(leaf("w1").as_ref(), "w1"));
     }
 }
