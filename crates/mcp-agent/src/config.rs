@@ -16,6 +16,10 @@
 //! tls_cert  = "/etc/mcp/agent.crt"
 //! tls_key   = "/etc/mcp/agent.key"
 //! ca_cert   = "/etc/mcp/ca.pem"
+//! preface_timeout          = "10s"    # default; TLS done, no HTTP/2 preface: closed
+//! max_connections_per_peer = 64       # default; per peer IP address
+//! max_refusals_per_peer    = 20       # default; refused calls per refusal_window per peer IP...
+//! refusal_window           = "1m"     # ...then ResourceExhausted, one summary log line
 //!
 //! [node]
 //! name    = "orion"                   # DNS label; the identity is agent-<name>
@@ -25,12 +29,18 @@
 //! [master]
 //! address = "mcp-master.internal.example:9443"   # where to register
 //! heartbeat_interval = "30s"                     # default
+//! server_name = "mcp-master"                     # default: auth.master_cert_name; the name
+//!                                                # the master's certificate must carry
 //!
 //! [auth]
 //! issuer_public_key = "/etc/mcp/issuer.pub"      # Ed25519 key of the identity service
 //! issuer            = "mcias"
 //! audience          = "mcp"
 //! master_identity   = "mcp-master"               # default
+//! master_cert_name  = "mcp-master"               # default: master_identity; the master's
+//!                                                # client certificate must name it
+//! max_token_lifetime = "90d"                     # default; longer-lived tokens are refused
+//! leeway            = "5s"                       # default; clock skew allowed for exp / nbf
 //! token_file        = "/etc/mcp/agent.token"     # this agent's own token
 //!
 //! [database]
@@ -117,6 +127,57 @@ pub struct ServerConfig {
     pub tls_key: PathBuf,
     /// CA bundle peers are verified against.
     pub ca_cert: PathBuf,
+    /// A peer that completes the TLS handshake must send the HTTP/2
+    /// preface within this time, or the connection is closed.
+    #[serde(default = "default_preface_timeout", deserialize_with = "de_duration")]
+    pub preface_timeout: Duration,
+    /// At most this many open connections per peer IP address.
+    #[serde(default = "default_max_connections_per_peer")]
+    pub max_connections_per_peer: usize,
+    /// Refused calls (failed authentication, permission denied) per peer IP
+    /// per `refusal_window` answered, logged and audited as usual; further
+    /// ones get `ResourceExhausted` and one summary log line per window.
+    /// Calls that authenticate are never limited.
+    #[serde(default = "default_max_refusals_per_peer")]
+    pub max_refusals_per_peer: u32,
+    #[serde(default = "default_refusal_window", deserialize_with = "de_duration")]
+    pub refusal_window: Duration,
+}
+
+fn default_preface_timeout() -> Duration {
+    mcp_security::conn::DEFAULT_PREFACE_TIMEOUT
+}
+/// Default `[server] max_connections_per_peer` (agent and master).
+pub const DEFAULT_MAX_CONNECTIONS_PER_PEER: usize = 64;
+fn default_max_connections_per_peer() -> usize {
+    DEFAULT_MAX_CONNECTIONS_PER_PEER
+}
+fn default_max_refusals_per_peer() -> u32 {
+    mcp_security::abuse::FailureLimits::default().max_failures
+}
+fn default_refusal_window() -> Duration {
+    mcp_security::abuse::FailureLimits::default().window
+}
+
+impl ServerConfig {
+    /// The connection limits of `[server]`.
+    pub fn incoming_options(&self) -> mcp_security::tls::IncomingOptions {
+        mcp_security::tls::IncomingOptions {
+            preface_timeout: Some(self.preface_timeout),
+            max_connections_per_peer: Some(self.max_connections_per_peer),
+            ..Default::default()
+        }
+    }
+
+    /// The per-peer refusal limits of `[server]`.
+    pub fn failure_limits(&self) -> mcp_security::abuse::FailureLimits {
+        mcp_security::abuse::FailureLimits {
+            max_failures: self.max_refusals_per_peer,
+            window: self.refusal_window,
+            log_interval: self.refusal_window,
+            ..Default::default()
+        }
+    }
 }
 
 pub use mcp_spec::NodeRole;
@@ -143,6 +204,10 @@ pub struct MasterConfig {
         deserialize_with = "de_duration"
     )]
     pub heartbeat_interval: Duration,
+    /// The name the master's server certificate is verified against
+    /// (whatever host `address` names); `None`: `auth.master_cert_name`.
+    #[serde(default)]
+    pub server_name: Option<String>,
 }
 
 fn default_heartbeat_interval() -> Duration {
@@ -170,12 +235,45 @@ pub struct AuthConfig {
     /// Identity name of the master (allowed the fleet RPCs).
     #[serde(default = "default_master_identity")]
     pub master_identity: String,
+    /// The name (DNS SAN or IP address) the master's client certificate
+    /// must carry for master-class calls; `None`: `master_identity`.
+    #[serde(default)]
+    pub master_cert_name: Option<String>,
+    /// Tokens whose lifetime (`exp - iat`) is longer are refused.
+    #[serde(
+        default = "default_max_token_lifetime",
+        deserialize_with = "de_duration"
+    )]
+    pub max_token_lifetime: Duration,
+    /// Clock skew allowed when checking `exp` and `nbf`.
+    #[serde(default = "default_leeway", deserialize_with = "de_duration")]
+    pub leeway: Duration,
     /// This agent's own bearer token (for Register / Heartbeat).
     pub token_file: PathBuf,
 }
 
 fn default_master_identity() -> String {
     "mcp-master".to_string()
+}
+fn default_max_token_lifetime() -> Duration {
+    mcp_security::jwt::DEFAULT_MAX_TOKEN_LIFETIME
+}
+fn default_leeway() -> Duration {
+    Duration::from_secs(mcp_security::jwt::DEFAULT_LEEWAY_SECS)
+}
+
+/// The largest `[auth] leeway` accepted (agent and master): a longer one
+/// would keep expired tokens usable.
+pub const MAX_LEEWAY: Duration = Duration::from_secs(300);
+
+impl AuthConfig {
+    /// The name the master's certificate must carry: `master_cert_name`,
+    /// else `master_identity`.
+    pub fn master_cert_name(&self) -> &str {
+        self.master_cert_name
+            .as_deref()
+            .unwrap_or(&self.master_identity)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -424,179 +522,22 @@ impl Config {
         config.checked(path)
     }
 
+    /// The name the master's server certificate is verified against:
+    /// `[master] server_name`, else `[auth] master_cert_name`, else
+    /// `[auth] master_identity`.
+    pub fn master_server_name(&self) -> &str {
+        self.master
+            .server_name
+            .as_deref()
+            .unwrap_or_else(|| self.auth.master_cert_name())
+    }
+
     fn checked(self, path: &Path) -> Result<Config, ConfigError> {
         self.validate().map_err(|problems| ConfigError::Invalid {
             file: path.to_path_buf(),
             problems,
         })?;
         Ok(self)
-    }
-
-    /// Checks the rules the types cannot express; returns every problem
-    /// found, not just the first.
-    pub fn validate(&self) -> Result<(), Vec<ConfigProblem>> {
-        let mut p = Problems::default();
-
-        let grpc = self.server.grpc_addr;
-        if grpc.ip().is_unspecified() && !self.server.allow_all_interfaces {
-            p.push(
-                "server.grpc_addr",
-                format!(
-                    "{grpc} listens on all interfaces; use the node's overlay address \
-                     (or set server.allow_all_interfaces = true)"
-                ),
-            );
-        }
-        if grpc.port() == 0 {
-            p.push("server.grpc_addr", "port 0 is not a fixed port");
-        }
-        p.absolute("server.tls_cert", &self.server.tls_cert);
-        p.absolute("server.tls_key", &self.server.tls_key);
-        p.absolute("server.ca_cert", &self.server.ca_cert);
-
-        if !mcp_spec::names::is_dns_label(&self.node.name) {
-            p.push(
-                "node.name",
-                format!(
-                    "{:?} is not a DNS label (lowercase letters, digits, '-')",
-                    self.node.name
-                ),
-            );
-        }
-        p.host_port("node.address", &self.node.address);
-        p.host_port("master.address", &self.master.address);
-
-        p.absolute("auth.issuer_public_key", &self.auth.issuer_public_key);
-        p.absolute("auth.token_file", &self.auth.token_file);
-        p.non_empty("auth.issuer", &self.auth.issuer);
-        p.non_empty("auth.audience", &self.auth.audience);
-        p.non_empty("auth.master_identity", &self.auth.master_identity);
-
-        p.absolute("database.path", &self.database.path);
-
-        p.non_empty("podman.binary", &self.podman.binary);
-        for key in self.podman.env.keys() {
-            if key.is_empty() || key.contains('=') || key.contains('\0') {
-                p.push("podman.env", format!("{key:?} is not a variable name"));
-            }
-        }
-
-        let (first, last) = self.ports.range;
-        if first == 0 || first > last {
-            p.push(
-                "ports.range",
-                format!("[{first}, {last}] is not a range of ports (need 1 <= first <= last)"),
-            );
-        } else if first < 1024 {
-            p.push(
-                "ports.range",
-                format!("[{first}, {last}] includes privileged ports (below 1024)"),
-            );
-        }
-
-        if self.monitor.interval.is_zero() {
-            p.push("monitor.interval", "must be greater than zero");
-        }
-        if self.monitor.flap_threshold < 2 {
-            p.push(
-                "monitor.flap_threshold",
-                "must be at least 2 (one transition is not flapping)",
-            );
-        }
-        if self.monitor.flap_window.is_zero() {
-            p.push("monitor.flap_window", "must be greater than zero");
-        }
-        if self.events.max_age < self.monitor.flap_window {
-            p.push(
-                "events.max_age",
-                format!(
-                    "{} is shorter than monitor.flap_window ({}): flapping could not be seen",
-                    humantime::format_duration(self.events.max_age),
-                    humantime::format_duration(self.monitor.flap_window)
-                ),
-            );
-        }
-        if self.events.max_rows == 0 {
-            p.push("events.max_rows", "must be at least 1");
-        }
-
-        if let Some(argv) = &self.alerts.command {
-            match argv.first() {
-                None => p.push(
-                    "alerts.command",
-                    "is empty; remove it to disable alerts, or give [program, args...]",
-                ),
-                Some(prog) if prog.is_empty() => {
-                    p.push("alerts.command", "the program (first element) is empty")
-                }
-                Some(_) => {}
-            }
-        }
-
-        for entry in &self.podman.allowed_host_paths {
-            if let Err(msg) = mcp_spec::volumes::check_allowed_entry(entry) {
-                p.push("podman.allowed_host_paths", msg);
-            }
-        }
-
-        p.absolute("files.root", &self.files.root);
-        if self.files.root.to_string_lossy().contains([':', ',']) {
-            p.push(
-                "files.root",
-                "must not contain ':' or ',' (it becomes the host side of volumes)",
-            );
-        }
-        if let Some(dir) = &self.snapshot.dir {
-            p.absolute("snapshot.dir", dir);
-        }
-        if self.snapshot.keep == 0 {
-            p.push("snapshot.keep", "must be at least 1");
-        }
-
-        if p.0.is_empty() {
-            Ok(())
-        } else {
-            Err(p.0)
-        }
-    }
-
-    /// Checks what [`Config::validate`] does not: that the files the agent
-    /// will read exist (TLS material, issuer key, token) and that the
-    /// directories it writes into exist. `check-config` runs it; loading
-    /// does not (tests and tools parse configs of other machines).
-    pub fn check_files(&self) -> Vec<ConfigProblem> {
-        let mut p = Problems::default();
-        for (field, path) in [
-            ("server.tls_cert", &self.server.tls_cert),
-            ("server.tls_key", &self.server.tls_key),
-            ("server.ca_cert", &self.server.ca_cert),
-            ("auth.issuer_public_key", &self.auth.issuer_public_key),
-            ("auth.token_file", &self.auth.token_file),
-        ] {
-            match std::fs::metadata(path) {
-                Ok(m) if m.is_file() => {}
-                Ok(_) => p.push(field, format!("{} is not a file", path.display())),
-                Err(e) => p.push(field, format!("{}: {e}", path.display())),
-            }
-        }
-        let db_dir = self
-            .database
-            .path
-            .parent()
-            .unwrap_or_else(|| Path::new("/"));
-        if !db_dir.is_dir() {
-            p.push(
-                "database.path",
-                format!("directory {} does not exist", db_dir.display()),
-            );
-        }
-        if !self.files.root.is_dir() {
-            p.push(
-                "files.root",
-                format!("directory {} does not exist", self.files.root.display()),
-            );
-        }
-        p.0
     }
 
     /// Where snapshots of the agent database go: `snapshot.dir`, or
@@ -614,43 +555,7 @@ impl Config {
     }
 }
 
-#[derive(Default)]
-struct Problems(Vec<ConfigProblem>);
-
-impl Problems {
-    fn push(&mut self, key: &str, message: impl Into<String>) {
-        self.0.push(ConfigProblem::new(key, message));
-    }
-
-    fn absolute(&mut self, field: &str, path: &Path) {
-        if path.as_os_str().is_empty() {
-            self.push(field, "is empty");
-        } else if !path.is_absolute() {
-            self.push(field, format!("{} is not an absolute path", path.display()));
-        }
-    }
-
-    fn non_empty(&mut self, field: &str, value: &str) {
-        if value.trim().is_empty() {
-            self.push(field, "is empty");
-        }
-    }
-
-    fn host_port(&mut self, field: &str, value: &str) {
-        if value.parse::<SocketAddr>().is_ok() {
-            return;
-        }
-        let ok = value.rsplit_once(':').is_some_and(|(host, port)| {
-            mcp_spec::names::is_hostname(host) && port.parse::<u16>().is_ok_and(|p| p != 0)
-        });
-        if !ok {
-            self.push(
-                field,
-                format!("{value:?} is not host:port (e.g. \"100.64.0.2:9444\")"),
-            );
-        }
-    }
-}
+mod validate;
 
 #[cfg(test)]
 pub(crate) mod tests;

@@ -57,5 +57,5 @@ pub use registry::{
     ComponentRecord, DesiredState, Event, EventKind, EventQuery, NewEvent, ObservedState,
     PrunedEvents, Registry, RegistryError, ServiceRecord, UpsertOutcome,
 };
-pub use server::{serve, AgentService, ServeError, ServerSecurity};
+pub use server::{serve, AgentService, SecurityOptions, ServeError, ServerSecurity};
 pub use snapshot::{snapshot_database, SnapshotError, SnapshotFile, SnapshotOutcome};

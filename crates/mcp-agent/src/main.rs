@@ -214,7 +214,13 @@ where
         }),
     )?;
     let master = https_url(&config.master.address);
-    let channel = tls::connect_channel_lazy(&master, tls::TlsConnector::new(Arc::new(client_tls)))?;
+    // The master's certificate must name the master, whatever host
+    // `[master] address` uses.
+    let server_name = config.master_server_name();
+    let connector = tls::TlsConnector::new(Arc::new(client_tls))
+        .with_server_name(server_name)
+        .with_context(|| format!("master.server_name {server_name:?}"))?;
+    let channel = tls::connect_channel_lazy(&master, connector)?;
     let token = token::read_token(Some(&config.auth.token_file))?;
     let client = with_message_limits(McpMasterServiceClient::with_interceptor(
         channel,

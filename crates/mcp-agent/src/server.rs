@@ -26,12 +26,14 @@ use std::sync::Arc;
 use mcp_proto::pb;
 use mcp_proto::pb::mcp_agent_service_server::{McpAgentService, McpAgentServiceServer};
 use mcp_runtime::{ContainerRuntime, LogOptions, LogSource, RuntimeError};
+use mcp_security::abuse::FailureLimits;
 use mcp_security::audit::{set_audit_target, target};
 use mcp_security::authz::AuthzTable;
+use mcp_security::binding::MasterBinding;
 use mcp_security::identity::TokenVerifier;
 use mcp_security::jwt::{JwtVerifier, PublicKey};
 use mcp_security::layer::{AuthLayer, Authorizer};
-use mcp_security::tls::{self, CertKeyPaths, ClientAuth};
+use mcp_security::tls::{self, CertKeyPaths, ClientAuth, IncomingOptions};
 use mcp_spec::ServiceSpec;
 use tokio::net::TcpListener;
 use tokio_stream::{Stream, StreamExt};
@@ -67,6 +69,20 @@ pub enum ServeError {
 pub struct ServerSecurity {
     tls: Arc<rustls::ServerConfig>,
     layer: AuthLayer,
+    incoming: IncomingOptions,
+}
+
+/// The hardening [`ServerSecurity::with_options`] switches on (all of it
+/// in [`ServerSecurity::from_config`]; none in [`ServerSecurity::new`]).
+#[derive(Debug, Clone, Default)]
+pub struct SecurityOptions {
+    /// Master-class calls need the master's client certificate (naming
+    /// this) and a token bound to it (`mcp_security::binding`).
+    pub master_binding: Option<MasterBinding>,
+    /// Per-peer limits on refused calls (`mcp_security::abuse`).
+    pub failure_limits: Option<FailureLimits>,
+    /// Handshake and HTTP/2 preface timeouts, connections per peer.
+    pub incoming: IncomingOptions,
 }
 
 impl std::fmt::Debug for ServerSecurity {
@@ -78,9 +94,11 @@ impl std::fmt::Debug for ServerSecurity {
 impl ServerSecurity {
     /// From `[server]` (certificate, key; client certificates optional but
     /// verified against `ca_cert` when presented, since operators using
-    /// `--direct` have none) and `[auth]` (Ed25519 JWTs of the configured
-    /// issuer and audience; `master_identity` is the master for the
-    /// authorization table).
+    /// `--direct` have none; the preface timeout, connection and refusal
+    /// limits) and `[auth]` (Ed25519 JWTs of the configured issuer and
+    /// audience, with the maximum lifetime and leeway; `master_identity` is
+    /// the master for the authorization table, and its calls need a client
+    /// certificate naming `master_cert_name` and a token bound to it).
     pub fn from_config(config: &Config) -> Result<ServerSecurity, ServeError> {
         let tls = tls::server_config(
             &CertKeyPaths {
@@ -95,25 +113,53 @@ impl ServerSecurity {
                 message: e.to_string(),
             }
         })?;
-        let verifier = JwtVerifier::new(key, &config.auth.issuer, &config.auth.audience);
-        Ok(ServerSecurity::new(
+        let verifier = JwtVerifier::new(key, &config.auth.issuer, &config.auth.audience)
+            .with_max_lifetime(config.auth.max_token_lifetime)
+            .with_leeway(config.auth.leeway.as_secs());
+        let options = SecurityOptions {
+            master_binding: Some(MasterBinding::new(config.auth.master_cert_name())),
+            failure_limits: Some(config.server.failure_limits()),
+            incoming: config.server.incoming_options(),
+        };
+        Ok(ServerSecurity::with_options(
             tls,
             Arc::new(verifier),
             &config.auth.master_identity,
+            options,
         ))
     }
 
     /// From parts (tests, other verifiers): the standard authorization
-    /// table of docs/SECURITY.md with `master_identity` as the master.
+    /// table of docs/SECURITY.md with `master_identity` as the master,
+    /// recognised by its token alone; no refusal limits; the default
+    /// connection limits.
     pub fn new(
         tls: rustls::ServerConfig,
         verifier: Arc<dyn TokenVerifier>,
         master_identity: &str,
     ) -> ServerSecurity {
-        let authorizer = Authorizer::new(verifier, AuthzTable::standard(master_identity));
+        Self::with_options(tls, verifier, master_identity, SecurityOptions::default())
+    }
+
+    /// [`ServerSecurity::new`] with the hardening of `options`.
+    pub fn with_options(
+        tls: rustls::ServerConfig,
+        verifier: Arc<dyn TokenVerifier>,
+        master_identity: &str,
+        options: SecurityOptions,
+    ) -> ServerSecurity {
+        let mut authorizer = Authorizer::new(verifier, AuthzTable::standard(master_identity));
+        if let Some(binding) = options.master_binding {
+            authorizer = authorizer.with_master_binding(binding);
+        }
+        let mut layer = AuthLayer::new(authorizer);
+        if let Some(limits) = options.failure_limits {
+            layer = layer.with_failure_limits(limits);
+        }
         ServerSecurity {
             tls: Arc::new(tls),
-            layer: AuthLayer::new(authorizer),
+            layer,
+            incoming: options.incoming,
         }
     }
 }
@@ -135,7 +181,7 @@ pub async fn serve<R: ContainerRuntime + 'static>(
     security: ServerSecurity,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), ServeError> {
-    let incoming = tls::tls_incoming(listener, security.tls);
+    let incoming = tls::tls_incoming_with(listener, security.tls, security.incoming);
     tonic::transport::Server::builder()
         .layer(security.layer)
         .add_service(service(agent))

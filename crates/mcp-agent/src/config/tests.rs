@@ -394,3 +394,64 @@ fn allowed_host_paths_are_read_and_checked() {
         ]
     );
 }
+
+#[test]
+fn hardening_keys_default_and_are_checked() {
+    let c = parse(MINIMAL).expect("minimal");
+    assert_eq!(c.server.preface_timeout, Duration::from_secs(10));
+    assert_eq!(c.server.max_connections_per_peer, 64);
+    assert_eq!(c.server.max_refusals_per_peer, 20);
+    assert_eq!(c.server.refusal_window, Duration::from_secs(60));
+    assert_eq!(
+        c.auth.max_token_lifetime,
+        Duration::from_secs(90 * 24 * 3600)
+    );
+    assert_eq!(c.auth.leeway, Duration::from_secs(5));
+    // The master's certificate must name the master identity, as a client
+    // and as the server the agent registers with.
+    assert_eq!(c.auth.master_cert_name(), "mcp-master");
+    assert_eq!(c.master_server_name(), "mcp-master");
+    let c = parse(&with("auth", "master_cert_name = \"master.internal\"")).expect("valid");
+    assert_eq!(c.master_server_name(), "master.internal");
+    let text = with("master", "server_name = \"100.64.0.1\"");
+    let c = parse(&text).expect("valid");
+    assert_eq!(c.master_server_name(), "100.64.0.1");
+    assert_eq!(c.auth.master_cert_name(), "mcp-master");
+    let opts = c.server.incoming_options();
+    assert_eq!(opts.preface_timeout, Some(Duration::from_secs(10)));
+    assert_eq!(opts.max_connections_per_peer, Some(64));
+
+    assert_eq!(
+        problems(&with(
+            "server",
+            "preface_timeout = \"0s\"\nmax_connections_per_peer = 0\n\
+             max_refusals_per_peer = 0\nrefusal_window = \"0s\""
+        )),
+        vec![
+            "server.preface_timeout: must be greater than zero".to_string(),
+            "server.max_connections_per_peer: must be at least 1".to_string(),
+            "server.max_refusals_per_peer: must be at least 1".to_string(),
+            "server.refusal_window: must be greater than zero".to_string(),
+        ]
+    );
+    assert_eq!(
+        problems(&with(
+            "auth",
+            "master_cert_name = \"not a name\"\nmax_token_lifetime = \"0s\"\nleeway = \"10m\""
+        )),
+        vec![
+            "auth.master_cert_name: \"not a name\" is not a DNS name or IP address a \
+             certificate can carry"
+                .to_string(),
+            "auth.max_token_lifetime: must be greater than zero".to_string(),
+            "auth.leeway: 10m is longer than 5m: expired tokens would stay usable".to_string(),
+        ]
+    );
+    assert_eq!(
+        problems(&with("master", "server_name = \"\"")),
+        vec![
+            "master.server_name: \"\" is not a DNS name or IP address a certificate can carry"
+                .to_string()
+        ]
+    );
+}
