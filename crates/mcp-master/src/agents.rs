@@ -24,8 +24,9 @@ pub use types::{
     LogSource, LogStream, LogsQuery, StepState,
 };
 
-/// Which agent to call: the node's name (for messages) and its address
-/// (`https://host:port`).
+/// Which agent to call: the node's name (for messages, and the name its
+/// certificate must carry with [`GrpcAgents::verify_node_names`]) and its
+/// address (`https://host:port`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AgentTarget {
     pub node: String,

@@ -9,6 +9,12 @@
 //! tls_cert  = "/etc/mcp/master.pem"
 //! tls_key   = "/etc/mcp/master.key"
 //! ca_cert   = "/etc/mcp/ca.pem"          # peers (CLI, agents) are verified against it
+//! # preface_timeout = "10s"                # TLS done, no HTTP/2 preface: closed
+//! # max_connections_per_peer = 64          # per peer IP address
+//! # max_refusals_per_peer = 20             # refused calls per refusal_window per peer IP...
+//! # refusal_window = "1m"                  # ...then ResourceExhausted, one summary log line
+//! # agent_server_name = "node"             # an agent's certificate must name its node
+//! #                                        # ("address": the host of its address)
 //!
 //! [database]
 //! path = "/var/lib/mcp/master.db"
@@ -21,6 +27,9 @@
 //! # identity_service_url = "https://mcias.example:8443/v1/token/validate"
 //! token_file = "/etc/mcp/master.token"        # bearer token for the master's own calls to agents
 //! # master_identity = "mcp-master"
+//! # master_cert_name = <master_identity>      # the master's certificate must name it
+//! # max_token_lifetime = "90d"                # longer-lived tokens are refused
+//! # leeway = "5s"                             # clock skew allowed for exp / nbf
 //!
 //! [services]                  # omit the section for push mode (`mcp sync`)
 //! dir = "/srv/platform/services"   # a git work tree (or a directory inside one)
@@ -150,6 +159,69 @@ pub struct ServerConfig {
     pub tls_key: PathBuf,
     /// CA bundle that peers' certificates are verified against.
     pub ca_cert: PathBuf,
+    /// A peer that completes the TLS handshake must send the HTTP/2
+    /// preface within this time, or the connection is closed.
+    #[serde(default = "d_10s", with = "humantime_serde")]
+    pub preface_timeout: Duration,
+    /// At most this many open connections per peer IP address.
+    #[serde(default = "default_max_connections_per_peer")]
+    pub max_connections_per_peer: usize,
+    /// Refused calls per peer IP per `refusal_window` answered as usual;
+    /// further ones get `ResourceExhausted` (calls that authenticate are
+    /// never limited).
+    #[serde(default = "default_max_refusals_per_peer")]
+    pub max_refusals_per_peer: u32,
+    #[serde(default = "d_1m", with = "humantime_serde")]
+    pub refusal_window: Duration,
+    /// What an agent's server certificate is verified against when the
+    /// master calls it.
+    #[serde(default)]
+    pub agent_server_name: AgentServerName,
+}
+
+/// Default `[server] max_connections_per_peer`.
+pub const DEFAULT_MAX_CONNECTIONS_PER_PEER: usize = 64;
+
+fn default_max_connections_per_peer() -> usize {
+    DEFAULT_MAX_CONNECTIONS_PER_PEER
+}
+
+fn default_max_refusals_per_peer() -> u32 {
+    mcp_security::abuse::FailureLimits::default().max_failures
+}
+
+/// `[server] agent_server_name`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AgentServerName {
+    /// The agent's certificate must name its node (a DNS SAN equal to the
+    /// node name), whatever address it registered: one node's certificate
+    /// never passes for another's.
+    #[default]
+    Node,
+    /// The agent's certificate must name the host of its address.
+    Address,
+}
+
+impl ServerConfig {
+    /// The connection limits of `[server]`.
+    pub fn incoming_options(&self) -> mcp_security::tls::IncomingOptions {
+        mcp_security::tls::IncomingOptions {
+            preface_timeout: Some(self.preface_timeout),
+            max_connections_per_peer: Some(self.max_connections_per_peer),
+            ..Default::default()
+        }
+    }
+
+    /// The per-peer refusal limits of `[server]`.
+    pub fn failure_limits(&self) -> mcp_security::abuse::FailureLimits {
+        mcp_security::abuse::FailureLimits {
+            max_failures: self.max_refusals_per_peer,
+            window: self.refusal_window,
+            log_interval: self.refusal_window,
+            ..Default::default()
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -180,6 +252,18 @@ pub struct AuthConfig {
     /// CLI-facing master RPCs.
     #[serde(default = "default_master_identity")]
     pub master_identity: String,
+    /// The name (DNS SAN or IP address) the master's certificate must carry
+    /// for master-class calls; `None`: `master_identity`.
+    #[serde(default)]
+    pub master_cert_name: Option<String>,
+    /// Tokens whose lifetime (`exp - iat`) is longer are refused (local JWT
+    /// verification only).
+    #[serde(default = "default_max_token_lifetime", with = "humantime_serde")]
+    pub max_token_lifetime: Duration,
+    /// Clock skew allowed when checking `exp` and `nbf` (local JWT
+    /// verification only).
+    #[serde(default = "d_5s", with = "humantime_serde")]
+    pub leeway: Duration,
     /// Bearer token the master presents when it calls agents.
     pub token_file: PathBuf,
 }
@@ -187,6 +271,14 @@ pub struct AuthConfig {
 fn default_master_identity() -> String {
     DEFAULT_MASTER_IDENTITY.to_string()
 }
+
+fn default_max_token_lifetime() -> Duration {
+    mcp_security::jwt::DEFAULT_MAX_TOKEN_LIFETIME
+}
+
+/// The largest `[auth] leeway` accepted: a longer one would keep expired
+/// tokens usable.
+pub const MAX_LEEWAY: Duration = Duration::from_secs(300);
 
 /// How the master verifies callers' tokens (see [`AuthConfig::verification`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -202,6 +294,14 @@ pub enum TokenVerification<'a> {
 }
 
 impl AuthConfig {
+    /// The name the master's certificate must carry: `master_cert_name`,
+    /// else `master_identity`.
+    pub fn master_cert_name(&self) -> &str {
+        self.master_cert_name
+            .as_deref()
+            .unwrap_or(&self.master_identity)
+    }
+
     /// The configured verification method; `None` only for an invalid config
     /// (validation rejects it).
     pub fn verification(&self) -> Option<TokenVerification<'_>> {

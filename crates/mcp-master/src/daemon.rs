@@ -3,10 +3,13 @@
 //! Start-up order:
 //! 1. open the database; add the config's `[[nodes]]` bootstrap entries;
 //! 2. mark operations a previous master left running as abandoned (logged);
-//! 3. TLS (server and agent-client configs), the token verifier, the
-//!    master's own token for agent calls;
-//! 4. listen (TLS 1.3, `AuthLayer` with rate limits and the database audit
-//!    sink) so agents can register during the warm-up;
+//! 3. TLS (server and agent-client configs), the token verifier (maximum
+//!    lifetime, leeway), the master's own token for agent calls (a warning
+//!    when it is not bound to the master's certificate: agents refuse it);
+//! 4. listen (TLS 1.3 with the preface timeout and per-peer connection cap,
+//!    `AuthLayer` with the master's certificate binding, rate limits,
+//!    per-peer refusal limits and the database audit sink) so agents can
+//!    register during the warm-up;
 //! 5. warm-up: probe every known node at once (no alerts), then plan
 //!    without applying and log orphans, services on unavailable nodes and
 //!    stored snapshots older than twice the interval;
@@ -22,6 +25,7 @@ use anyhow::Context;
 use mcp_planner::Note;
 use mcp_proto::pb::mcp_master_service_server::McpMasterServiceServer;
 use mcp_security::authz::AuthzTable;
+use mcp_security::binding::MasterBinding;
 use mcp_security::clock::{Clock, SystemClock};
 use mcp_security::identity::TokenVerifier;
 use mcp_security::layer::{AuthLayer, Authorizer};
@@ -31,7 +35,7 @@ use mcp_spec::LoadOptions;
 use tokio::sync::watch;
 
 use crate::agents::{AgentApi, GrpcAgents};
-use crate::config::{Config, TokenVerification};
+use crate::config::{AgentServerName, Config, TokenVerification};
 use crate::fleet::{Fleet, FleetSettings};
 use crate::gitsource::GitSource;
 use crate::reconcile::{DesiredSource, PassOptions, Reconciler, Settings};
@@ -56,9 +60,11 @@ pub fn verifier(cfg: &Config) -> anyhow::Result<Arc<dyn TokenVerifier>> {
         }) => {
             let key = mcp_security::jwt::PublicKey::from_file(public_key)
                 .with_context(|| format!("auth.issuer_public_key {}", public_key.display()))?;
-            Ok(Arc::new(mcp_security::JwtVerifier::new(
-                key, issuer, audience,
-            )))
+            Ok(Arc::new(
+                mcp_security::JwtVerifier::new(key, issuer, audience)
+                    .with_max_lifetime(cfg.auth.max_token_lifetime)
+                    .with_leeway(cfg.auth.leeway.as_secs()),
+            ))
         }
         Some(TokenVerification::IdentityService { url }) => {
             let tls = tls::client_config(&cfg.server.ca_cert, None)
@@ -138,10 +144,14 @@ pub async fn serve(
     .context("TLS for calls to agents")?;
     let token = mcp_security::token::read_token(Some(&cfg.auth.token_file))
         .context("the master's own token (auth.token_file)")?;
+    warn_if_token_unbound(&cfg, token.expose());
     let bearer =
         mcp_security::token::BearerInterceptor::new(&token).context("the master's own token")?;
-    let agents: Arc<dyn AgentApi> =
-        Arc::new(GrpcAgents::new(Arc::new(client_tls), bearer, cfg.timeouts));
+    let mut grpc_agents = GrpcAgents::new(Arc::new(client_tls), bearer, cfg.timeouts);
+    if cfg.server.agent_server_name == AgentServerName::Node {
+        grpc_agents = grpc_agents.verify_node_names();
+    }
+    let agents: Arc<dyn AgentApi> = Arc::new(grpc_agents);
 
     // The loop and the registry.
     let source = desired_source(&cfg)?;
@@ -176,8 +186,11 @@ pub async fn serve(
         verifier(&cfg)?,
         AuthzTable::standard(cfg.auth.master_identity.clone()),
     )
-    .with_rate_limiter(RateLimiter::new(rate));
-    let layer = AuthLayer::new(authorizer).with_audit_sink(Arc::new(audit_log.sink()));
+    .with_rate_limiter(RateLimiter::new(rate))
+    .with_master_binding(MasterBinding::new(cfg.auth.master_cert_name()));
+    let layer = AuthLayer::new(authorizer)
+        .with_audit_sink(Arc::new(audit_log.sink()))
+        .with_failure_limits(cfg.server.failure_limits());
     let listener = tls::bind(cfg.server.grpc_addr)
         .await
         .context("listening for gRPC")?;
@@ -191,7 +204,11 @@ pub async fn serve(
             .layer(layer)
             .add_service(svc)
             .serve_with_incoming_shutdown(
-                tls::tls_incoming(listener, Arc::new(server_tls)),
+                tls::tls_incoming_with(
+                    listener,
+                    Arc::new(server_tls),
+                    cfg.server.incoming_options(),
+                ),
                 async move {
                     let _ = server_stop.wait_for(|s| *s).await;
                 },
@@ -260,6 +277,36 @@ pub async fn serve(
         Some(Ok(Err(e))) => Err(anyhow::Error::new(e).context("gRPC server failed")),
         Some(Err(e)) => Err(anyhow::Error::new(e).context("gRPC server task failed")),
         _ => Ok(()),
+    }
+}
+
+/// Agents accept the master's calls only with a token bound to the
+/// master's certificate (`cnf` `x5t#S256`): say so at start when the token
+/// is not bound to `[server] tls_cert`, rather than with every call failing.
+fn warn_if_token_unbound(cfg: &Config, token: &str) {
+    let cert = &cfg.server.tls_cert;
+    let want = match mcp_security::jwt::cert_thumbprint_from_pem_file(cert) {
+        Ok(t) => t,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot check the master's token binding");
+            return;
+        }
+    };
+    let hint = format!(
+        "agents refuse it: issue it bound to the certificate, e.g. `mcp token issue {} --type system --bind-cert {}`",
+        cfg.auth.master_identity,
+        cert.display()
+    );
+    match mcp_security::jwt::unverified_cnf_thumbprint(token) {
+        Some(t) if t == want => {}
+        Some(_) => tracing::error!(
+            token_file = %cfg.auth.token_file.display(),
+            "the master's token is bound to another certificate than server.tls_cert; {hint}"
+        ),
+        None => tracing::error!(
+            token_file = %cfg.auth.token_file.display(),
+            "the master's token is not bound to its certificate (no cnf claim); {hint}"
+        ),
     }
 }
 

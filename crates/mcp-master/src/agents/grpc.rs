@@ -152,11 +152,17 @@ type Client = McpAgentServiceClient<InterceptedService<Channel, BearerIntercepto
 /// dropped after a transport failure so the next call dials again. Messages
 /// up to [`MAX_MESSAGE_BYTES`] pass both ways (a file at the agent's file
 /// limit goes through).
+///
+/// An agent's server certificate is verified against the fleet CA and the
+/// host of its address, or, with [`GrpcAgents::verify_node_names`], against
+/// its node name (what the master daemon does by default, `[server]
+/// agent_server_name`).
 pub struct GrpcAgents {
     connector: TlsConnector,
     auth: BearerInterceptor,
     timeouts: Timeouts,
-    channels: Mutex<HashMap<String, Channel>>,
+    node_names: bool,
+    channels: Mutex<HashMap<(String, String), Channel>>,
 }
 
 impl std::fmt::Debug for GrpcAgents {
@@ -179,21 +185,49 @@ impl GrpcAgents {
             connector: TlsConnector::new(tls),
             auth,
             timeouts,
+            node_names: false,
             channels: Mutex::new(HashMap::new()),
         }
     }
 
+    /// Verifies each agent's server certificate against its node name (a
+    /// DNS SAN equal to the name) instead of the host of its address: a
+    /// server at the address that holds another node's certificate, or
+    /// none of the fleet's, gets no call (and no token).
+    pub fn verify_node_names(mut self) -> Self {
+        self.node_names = true;
+        self
+    }
+
+    fn key(&self, t: &AgentTarget) -> (String, String) {
+        let name = if self.node_names { &t.node } else { "" };
+        (t.address.clone(), name.to_string())
+    }
+
     async fn client(&self, t: &AgentTarget) -> Result<Client, AgentError> {
+        let key = self.key(t);
         let cached = self
             .channels
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .get(&t.address)
+            .get(&key)
             .cloned();
         let channel = match cached {
             Some(c) => c,
             None => {
-                let dial = mcp_security::tls::connect_channel(&t.address, self.connector.clone());
+                let connector = if self.node_names {
+                    self.connector
+                        .clone()
+                        .with_server_name(&t.node)
+                        .map_err(|e| AgentError::Unreachable {
+                            node: t.node.clone(),
+                            address: t.address.clone(),
+                            detail: e.to_string(),
+                        })?
+                } else {
+                    self.connector.clone()
+                };
+                let dial = mcp_security::tls::connect_channel(&t.address, connector);
                 let channel = match tokio::time::timeout(self.timeouts.health_check, dial).await {
                     Ok(Ok(c)) => c,
                     Ok(Err(e)) => {
@@ -217,7 +251,7 @@ impl GrpcAgents {
                 self.channels
                     .lock()
                     .unwrap_or_else(PoisonError::into_inner)
-                    .insert(t.address.clone(), channel.clone());
+                    .insert(key, channel.clone());
                 channel
             }
         };
@@ -229,10 +263,11 @@ impl GrpcAgents {
     }
 
     fn forget(&self, t: &AgentTarget) {
+        let key = self.key(t);
         self.channels
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .remove(&t.address);
+            .remove(&key);
     }
 
     /// Runs one call with a deadline, mapping errors.

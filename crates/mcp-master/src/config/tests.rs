@@ -531,3 +531,62 @@ fn audit_retention_defaults_and_checks() {
     let err = parse_err(&format!("{MINIMAL}\n[audit]\nmax_age = \"forever\"\n"));
     assert!(err.contains("invalid duration \"forever\""), "{err}");
 }
+
+#[test]
+fn hardening_keys_default_and_are_checked() {
+    let c = parse(MINIMAL);
+    assert_eq!(c.server.preface_timeout, Duration::from_secs(10));
+    assert_eq!(c.server.max_connections_per_peer, 64);
+    assert_eq!(c.server.max_refusals_per_peer, 20);
+    assert_eq!(c.server.refusal_window, Duration::from_secs(60));
+    assert_eq!(c.server.agent_server_name, AgentServerName::Node);
+    assert_eq!(c.auth.master_cert_name(), "mcp-master");
+    assert_eq!(
+        c.auth.max_token_lifetime,
+        Duration::from_secs(90 * 24 * 3600)
+    );
+    assert_eq!(c.auth.leeway, Duration::from_secs(5));
+    let limits = c.server.failure_limits();
+    assert_eq!(
+        (limits.max_failures, limits.window),
+        (20, Duration::from_secs(60))
+    );
+
+    let text = MINIMAL
+        .replace(
+            "ca_cert = \"/etc/mcp/ca.pem\"",
+            "ca_cert = \"/etc/mcp/ca.pem\"\nagent_server_name = \"address\"\n\
+             preface_timeout = \"0s\"\nmax_connections_per_peer = 0\n\
+             max_refusals_per_peer = 0\nrefusal_window = \"0s\"",
+        )
+        .replace(
+            "token_file = \"/etc/mcp/master.token\"",
+            "token_file = \"/etc/mcp/master.token\"\nmaster_cert_name = \"a b\"\n\
+             max_token_lifetime = \"0s\"\nleeway = \"6m\"",
+        );
+    assert_eq!(
+        parse(&text).server.agent_server_name,
+        AgentServerName::Address
+    );
+    assert_eq!(
+        problems(&text),
+        [
+            "server.preface_timeout: must be more than 0s",
+            "server.max_connections_per_peer: must be at least 1",
+            "server.max_refusals_per_peer: must be at least 1",
+            "server.refusal_window: must be more than 0s",
+            "auth.master_cert_name: \"a b\" is not a DNS name or IP address a certificate can carry",
+            "auth.max_token_lifetime: must be more than 0s",
+            "auth.leeway: 6m is longer than 5m: expired tokens would stay usable",
+        ]
+    );
+    let err = parse_err(&MINIMAL.replace(
+        "ca_cert = \"/etc/mcp/ca.pem\"",
+        "ca_cert = \"/etc/mcp/ca.pem\"\nagent_server_name = \"ip\"",
+    ));
+    assert!(err.contains("line 7, column 21"), "{err}");
+    assert!(
+        err.contains("unknown variant `ip`, expected `node` or `address`"),
+        "{err}"
+    );
+}

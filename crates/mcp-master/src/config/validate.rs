@@ -8,7 +8,9 @@ use std::time::Duration;
 
 use mcp_spec::names::{is_dns_label, is_hostname};
 
-use super::{Config, ConfigProblem, DnsConfig, NodeRole, DEFAULT_OVERLAY_CIDR, TSIG_ALGORITHMS};
+use super::{
+    Config, ConfigProblem, DnsConfig, NodeRole, DEFAULT_OVERLAY_CIDR, MAX_LEEWAY, TSIG_ALGORITHMS,
+};
 
 /// Problems collected in order.
 #[derive(Default)]
@@ -27,6 +29,19 @@ impl Config {
 
         if self.server.grpc_addr.port() == 0 {
             p.push("server.grpc_addr", "port must not be 0");
+        }
+        let sv = &self.server;
+        if sv.preface_timeout.is_zero() {
+            p.push("server.preface_timeout", "must be more than 0s");
+        }
+        if sv.max_connections_per_peer == 0 {
+            p.push("server.max_connections_per_peer", "must be at least 1");
+        }
+        if sv.max_refusals_per_peer == 0 {
+            p.push("server.max_refusals_per_peer", "must be at least 1");
+        }
+        if sv.refusal_window.is_zero() {
+            p.push("server.refusal_window", "must be more than 0s");
         }
         for (key, path) in [
             ("server.tls_cert", &self.server.tls_cert),
@@ -65,6 +80,28 @@ impl Config {
                 format!(
                     "{:?} must not be an agent identity (agent-*)",
                     a.master_identity
+                ),
+            );
+        }
+
+        if let Some(name) = &a.master_cert_name {
+            if rustls::pki_types::ServerName::try_from(name.as_str()).is_err() {
+                p.push(
+                    "auth.master_cert_name",
+                    format!("{name:?} is not a DNS name or IP address a certificate can carry"),
+                );
+            }
+        }
+        if a.max_token_lifetime.is_zero() {
+            p.push("auth.max_token_lifetime", "must be more than 0s");
+        }
+        if a.leeway > MAX_LEEWAY {
+            p.push(
+                "auth.leeway",
+                format!(
+                    "{} is longer than {}: expired tokens would stay usable",
+                    humantime::format_duration(a.leeway),
+                    humantime::format_duration(MAX_LEEWAY)
                 ),
             );
         }
