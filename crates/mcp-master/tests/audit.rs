@@ -54,7 +54,7 @@ async fn operators_list_audited_calls_by_time_and_caller() {
         .await
         .unwrap_err();
     assert_eq!(e.code(), Code::Unimplemented);
-    m.audit.flush().await;
+    wait_for_rows(&m, 4).await;
 
     let rows = alice
         .list_audit(query("", "", 0))
@@ -101,6 +101,10 @@ async fn operators_list_audited_calls_by_time_and_caller() {
             ("bob", "Migrate", "Unimplemented")
         ])
     );
+    // A call's audit row is sent as its response starts, so the client can
+    // see the answer a moment before the row reaches the writer: wait for
+    // alice's two ListAudit rows (6 in all) before asking for the newest.
+    wait_for_rows(&m, 6).await;
     let newest = bob
         .list_audit(query("", "", 2))
         .await
@@ -117,7 +121,8 @@ async fn operators_list_audited_calls_by_time_and_caller() {
     // Since: an hour later only what happened after the bound.
     m.clock.advance(Duration::from_secs(3600));
     bob.list_nodes(pb::ListNodesRequest {}).await.unwrap();
-    m.audit.flush().await;
+    // Bob's ListAudit and this ListNodes: 8 rows.
+    wait_for_rows(&m, 8).await;
     let since = humantime::format_rfc3339_seconds(m.clock.now() - Duration::from_secs(60));
     let recent = alice
         .list_audit(query(&since.to_string(), "", 0))
@@ -213,4 +218,21 @@ async fn the_limit_is_capped_and_the_default_is_a_hundred() {
     let capped = all(u32::MAX).await;
     assert_eq!(capped.len(), max as usize);
     assert_eq!(capped[0].target, "n=5");
+}
+
+/// Waits (up to 30 s) until the audit table holds at least `n` rows.
+async fn wait_for_rows(m: &common::Master, n: u64) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        m.audit.flush().await;
+        let count = m.state.read(|r| r.audit_count()).unwrap();
+        if count >= n {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{count} audit rows, expected {n}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
