@@ -162,21 +162,18 @@ fn default_refusal_window() -> Duration {
 impl ServerConfig {
     /// The connection limits of `[server]`.
     pub fn incoming_options(&self) -> mcp_security::tls::IncomingOptions {
-        mcp_security::tls::IncomingOptions {
-            preface_timeout: Some(self.preface_timeout),
-            max_connections_per_peer: Some(self.max_connections_per_peer),
-            ..Default::default()
-        }
+        mcp_security::tls::IncomingOptions::per_peer(
+            self.preface_timeout,
+            self.max_connections_per_peer,
+        )
     }
 
     /// The per-peer refusal limits of `[server]`.
     pub fn failure_limits(&self) -> mcp_security::abuse::FailureLimits {
-        mcp_security::abuse::FailureLimits {
-            max_failures: self.max_refusals_per_peer,
-            window: self.refusal_window,
-            log_interval: self.refusal_window,
-            ..Default::default()
-        }
+        mcp_security::abuse::FailureLimits::per_window(
+            self.max_refusals_per_peer,
+            self.refusal_window,
+        )
     }
 }
 

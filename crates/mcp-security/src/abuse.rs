@@ -35,6 +35,21 @@ pub struct FailureLimits {
     pub max_peers: usize,
 }
 
+impl FailureLimits {
+    /// `max_failures` refusals per peer per `window`, at most one summary
+    /// line per peer per window, the default number of tracked peers: what
+    /// the daemons' `[server] max_refusals_per_peer` and `refusal_window`
+    /// configure.
+    pub fn per_window(max_failures: u32, window: Duration) -> Self {
+        Self {
+            max_failures,
+            window,
+            log_interval: window,
+            ..Self::default()
+        }
+    }
+}
+
 impl Default for FailureLimits {
     /// 20 refusals per peer per minute, one summary line per minute, 4096
     /// peers tracked.

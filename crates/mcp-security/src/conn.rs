@@ -44,6 +44,19 @@ pub struct IncomingOptions {
 /// Default [`IncomingOptions::preface_timeout`].
 pub const DEFAULT_PREFACE_TIMEOUT: Duration = Duration::from_secs(10);
 
+impl IncomingOptions {
+    /// The default handshake timeout with a preface timeout and a per-peer
+    /// connection cap: what the daemons' `[server] preface_timeout` and
+    /// `max_connections_per_peer` configure.
+    pub fn per_peer(preface_timeout: Duration, max_connections_per_peer: usize) -> Self {
+        Self {
+            preface_timeout: Some(preface_timeout),
+            max_connections_per_peer: Some(max_connections_per_peer),
+            ..Self::default()
+        }
+    }
+}
+
 impl Default for IncomingOptions {
     /// The handshake timeout of [`crate::tls::HANDSHAKE_TIMEOUT`], a 10 s
     /// preface timeout (every gRPC client sends the preface right after the
