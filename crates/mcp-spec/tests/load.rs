@@ -89,6 +89,19 @@ name = "api"
     );
 }
 
+/// Found by fuzzing: toml_edit 0.23 panicked ("all items have spans") on
+/// a dotted key after a keyless value, so one hostile file crashed whatever
+/// loaded it (the master's GitOps loader, `mcp validate`). An error now.
+#[test]
+fn a_file_that_crashed_the_toml_parser_is_a_syntax_error() {
+    check(
+        "==\n.=",
+        expect![[r#"
+            mcq.toml:1:2: invalid toml: extra `=`, expected nothing
+        "#]],
+    );
+}
+
 #[test]
 fn duplicate_key_is_a_syntax_error() {
     check(
