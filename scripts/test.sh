@@ -4,15 +4,20 @@
 #
 #   scripts/test.sh            everything
 #   scripts/test.sh --no-lint  skip fmt/clippy (quicker local runs)
+#   scripts/test.sh --no-fuzz  skip the bounded fuzzing run
+#
+# FUZZ_SECONDS (default 20) is the time each cargo-fuzz target runs for.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
 
 lint=1
+fuzz=1
 for arg in "$@"; do
   case "$arg" in
     --no-lint) lint=0 ;;
-    *) echo "usage: scripts/test.sh [--no-lint]" >&2; exit 2 ;;
+    --no-fuzz) fuzz=0 ;;
+    *) echo "usage: scripts/test.sh [--no-lint] [--no-fuzz]" >&2; exit 2 ;;
   esac
 done
 
@@ -64,3 +69,13 @@ step "cargo test --workspace"
 cargo test --workspace --all-targets
 # Doc tests too (--all-targets skips them).
 cargo test --workspace --doc
+
+# --- fuzzing -------------------------------------------------------------------
+# Every cargo-fuzz target for a short, bounded time (at most 30 s each); the
+# corpora were already replayed on stable by the tests above.
+if ((fuzz)); then
+  fuzz_secs=${FUZZ_SECONDS:-20}
+  if ((fuzz_secs > 30)); then fuzz_secs=30; fi
+  step "fuzzing: every cargo-fuzz target for ${fuzz_secs}s"
+  scripts/fuzz.sh "$fuzz_secs"
+fi

@@ -3,10 +3,13 @@
 //! - [`pb`]: the generated prost messages and tonic clients/servers.
 //! - [`convert`]: conversions between the spec types of `mcp-spec` and their
 //!   messages; protocol → domain re-validates with the loader's rules.
+//! - [`fuzzing`]: the bodies of its cargo-fuzz targets (in the workspace's
+//!   fuzz crate, `crates/mcp-security/fuzz`).
 //!
 //! This is the only crate that knows prost types.
 
 pub mod convert;
+pub mod fuzzing;
 
 #[allow(clippy::all, clippy::pedantic)]
 #[allow(

@@ -10,9 +10,12 @@
 //! - [`volumes`]: the host paths a volume may mount (`/srv/<service>/` and
 //!   configured extras).
 //! - `testing` (feature `testing`): proptest strategies for valid specs.
+//! - [`fuzzing`]: the bodies of its cargo-fuzz targets (in the workspace's
+//!   fuzz crate, `crates/mcp-security/fuzz`).
 
 pub mod canonical;
 pub mod filesize;
+pub mod fuzzing;
 pub mod image;
 pub mod load;
 pub mod model;
