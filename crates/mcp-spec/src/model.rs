@@ -199,7 +199,7 @@ pub fn image_version(image: &str) -> String {
 }
 
 /// How the node's reverse proxy handles a route.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum RouteMode {
     /// TLS passthrough.
