@@ -6,6 +6,8 @@
 //! in this crate's unit tests, every real adapter passes it against its
 //! real server, so the fake cannot drift from the servers.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failure is a panic with its message
+
 mod fake;
 mod suites;
 

@@ -279,11 +279,8 @@ fn new_ca() -> LocalCa {
         rcgen::KeyUsagePurpose::KeyCertSign,
         rcgen::KeyUsagePurpose::CrlSign,
     ];
-    #[allow(clippy::expect_used)]
     let key = rcgen::KeyPair::generate().expect("key generation");
-    #[allow(clippy::expect_used)]
     let cert = params.self_signed(&key).expect("self-signed CA");
-    #[allow(clippy::expect_used)]
     LocalCa::from_pem(&cert.pem(), &key.serialize_pem(), "fake issuer").expect("fake CA")
 }
 
