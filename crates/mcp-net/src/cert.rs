@@ -128,6 +128,7 @@ pub fn csr_public_key(csr_der: &[u8]) -> Result<Vec<u8>> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

@@ -133,6 +133,7 @@ pub fn check_request(zone: &str, name: &str, values: Option<&[RecordData]>) -> R
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
