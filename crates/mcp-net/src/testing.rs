@@ -9,6 +9,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code: a failure is a panic with its message
 
 mod fake;
+pub mod servers;
 mod suites;
 
 pub use fake::{FakeDns, FakeIssuer, FakeProxy};
