@@ -25,6 +25,7 @@ pub mod dns;
 mod error;
 pub mod localca;
 pub mod proxy;
+pub mod rfc2136;
 
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
@@ -34,3 +35,4 @@ pub use dns::{DnsRecords, RecordData, RecordType};
 pub use error::{NetError, Result};
 pub use localca::LocalCa;
 pub use proxy::{ProxyRoute, ProxyRoutes, RouteKey, TlsFiles};
+pub use rfc2136::{Rfc2136, Rfc2136Options};

@@ -3,6 +3,8 @@
 //! directory, and stop them when dropped. Shared by this crate's adapter
 //! tests and by the daemons' tests.
 
+pub mod knot;
+
 use std::net::TcpListener;
 use std::path::PathBuf;
 
