@@ -127,6 +127,66 @@ pub fn csr_public_key(csr_der: &[u8]) -> Result<Vec<u8>> {
     Ok(csr.certification_request_info.subject_pki.raw.to_vec())
 }
 
+/// The certificates of a PEM text, DER, in order.
+fn pem_certs(pem: &str, what: &str) -> Result<Vec<rustls_pki_types::CertificateDer<'static>>> {
+    use rustls_pki_types::pem::PemObject as _;
+    let certs = rustls_pki_types::CertificateDer::pem_slice_iter(pem.as_bytes())
+        .collect::<std::result::Result<Vec<_>, _>>()
+        .map_err(|e| NetError::Invalid(format!("{what}: {e}")))?;
+    if certs.is_empty() {
+        return Err(NetError::Invalid(format!("{what}: no certificate")));
+    }
+    Ok(certs)
+}
+
+/// Checks that the leaf of `chain_pem` (leaf first, then intermediates)
+/// is valid at `now` for TLS server authentication, chains to a root of
+/// `root_pem` through the chain's other certificates, and is valid for
+/// `hostname`. What a client trusting `root_pem` would accept.
+pub fn verify_chain(
+    chain_pem: &str,
+    root_pem: &str,
+    hostname: &str,
+    now: SystemTime,
+) -> Result<()> {
+    let chain = pem_certs(chain_pem, "chain")?;
+    let roots = pem_certs(root_pem, "root")?;
+    let anchors = roots
+        .iter()
+        .map(|r| {
+            webpki::anchor_from_trusted_cert(r)
+                .map(|a| a.to_owned())
+                .map_err(|e| NetError::Invalid(format!("root: {e}")))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let (leaf, intermediates) = chain
+        .split_first()
+        .ok_or_else(|| NetError::Invalid("chain: no certificate".into()))?;
+    let ee = webpki::EndEntityCert::try_from(leaf)
+        .map_err(|e| NetError::Invalid(format!("chain: leaf: {e}")))?;
+    let since_epoch = now
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_err(|e| NetError::Invalid(format!("time before 1970: {e}")))?;
+    let refused = |e: webpki::Error| {
+        NetError::Invalid(format!("the chain for {hostname} does not verify: {e}"))
+    };
+    ee.verify_for_usage(
+        webpki::ALL_VERIFICATION_ALGS,
+        &anchors,
+        intermediates,
+        rustls_pki_types::UnixTime::since_unix_epoch(since_epoch),
+        webpki::KeyUsage::server_auth(),
+        None,
+        None,
+    )
+    .map_err(refused)?;
+    let name = rustls_pki_types::ServerName::try_from(hostname)
+        .map_err(|e| NetError::Invalid(format!("{hostname:?}: {e}")))?;
+    ee.verify_is_valid_for_subject_name(&name)
+        .map_err(refused)?;
+    Ok(())
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
@@ -161,5 +221,68 @@ mod tests {
     #[test]
     fn garbage_is_not_a_certificate() {
         assert!(matches!(cert_info("nope"), Err(NetError::Invalid(_))));
+    }
+
+    fn local_ca(cn: &str) -> crate::LocalCa {
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, cn);
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = params.self_signed(&key).unwrap();
+        crate::LocalCa::from_pem(&cert.pem(), &key.serialize_pem(), "test").unwrap()
+    }
+
+    fn issue(ca: &crate::LocalCa, host: &str) -> String {
+        let names = vec![host.to_string()];
+        let (_, csr_der) = new_key_and_csr(&names).unwrap();
+        ca.sign(&CertRequest {
+            hostnames: names,
+            csr_der,
+        })
+        .unwrap()
+        .chain_pem
+    }
+
+    #[test]
+    fn a_chain_verifies_against_its_root_for_its_name() {
+        let ca = local_ca("test CA");
+        let chain = issue(&ca, "web.mcp.test");
+        let now = SystemTime::now();
+        verify_chain(&chain, ca.ca_pem(), "web.mcp.test", now).unwrap();
+        // The leaf alone (the root is the anchor, no intermediate needed).
+        let leaf = chain
+            .split_inclusive("-----END CERTIFICATE-----\n")
+            .next()
+            .unwrap();
+        verify_chain(leaf, ca.ca_pem(), "web.mcp.test", now).unwrap();
+    }
+
+    #[test]
+    fn a_chain_of_another_ca_does_not_verify() {
+        // Another CA, and one of the same name (a different key: the
+        // signature does not verify).
+        let ca = local_ca("test CA");
+        let chain = issue(&ca, "web.mcp.test");
+        for other in [local_ca("other CA"), local_ca("test CA")] {
+            let err = verify_chain(&chain, other.ca_pem(), "web.mcp.test", SystemTime::now())
+                .unwrap_err();
+            assert!(err.to_string().contains("does not verify"), "{err}");
+        }
+    }
+
+    #[test]
+    fn a_chain_does_not_verify_for_another_name_or_time() {
+        let ca = local_ca("test CA");
+        let chain = issue(&ca, "web.mcp.test");
+        let err = verify_chain(&chain, ca.ca_pem(), "api.mcp.test", SystemTime::now()).unwrap_err();
+        assert!(err.to_string().contains("NotValidForName"), "{err}");
+        let later = SystemTime::now() + Duration::from_secs(100 * 86_400);
+        assert!(verify_chain(&chain, ca.ca_pem(), "web.mcp.test", later).is_err());
+        assert!(matches!(
+            verify_chain("nope", ca.ca_pem(), "web.mcp.test", SystemTime::now()),
+            Err(NetError::Invalid(_))
+        ));
     }
 }
