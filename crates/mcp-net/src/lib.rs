@@ -20,6 +20,7 @@
 //! The fakes and suites (`mcp_net::testing`) exist only with `cfg(test)` or
 //! the `testing` feature.
 
+pub mod acme;
 pub mod cert;
 pub mod dns;
 mod error;
@@ -30,6 +31,7 @@ pub mod rfc2136;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
 
+pub use acme::{Acme, AcmeOptions};
 pub use cert::{CertInfo, CertIssuer, CertRequest, IssuedCert};
 pub use dns::{DnsRecords, RecordData, RecordType};
 pub use error::{NetError, Result};

@@ -4,6 +4,7 @@
 //! tests and by the daemons' tests.
 
 pub mod knot;
+pub mod pebble;
 
 use std::net::TcpListener;
 use std::path::PathBuf;
