@@ -38,7 +38,14 @@
 //! the timeout), finalizes it with the request's CSR (the node's key is the
 //! one certified: no key is made here), downloads the chain, and deletes
 //! the TXT records it wrote, on failure too. Authorizations the server
-//! already holds as valid (reused) need no record.
+//! already holds as valid (reused) need no record. Two orders for one
+//! name at the same time would overwrite each other's TXT: callers issue a
+//! name once at a time (the node's certificate loop does).
+//!
+//! The account file is tied to its directory (a file of another
+//! directory is refused). A CA that forgot the account (a restarted
+//! Pebble) answers its orders with `accountDoesNotExist`, `Rejected`:
+//! delete the file to make a new account.
 //!
 //! Errors: a server that cannot be reached (or that does not finish within
 //! the timeout) is `NetError::Unreachable` naming the directory URL; a

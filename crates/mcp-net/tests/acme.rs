@@ -1,17 +1,24 @@
-//! The ACME issuer against a real Pebble with validation on.
+//! The ACME issuer against a real Pebble with validation on, resolving
+//! the challenges through a real Knot (or, for the failure paths, through
+//! a DNS server that does not answer).
 
 #![allow(clippy::unwrap_used)]
 
 use std::net::{SocketAddr, UdpSocket};
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
-use mcp_net::cert::new_key_and_csr;
+use base64::Engine as _;
+use mcp_net::cert::{new_key_and_csr, verify_chain};
 use mcp_net::testing::servers::free_port;
+use mcp_net::testing::servers::knot::KnotServer;
 use mcp_net::testing::servers::pebble::PebbleServer;
-use mcp_net::testing::FakeDns;
-use mcp_net::{Acme, AcmeOptions, CertIssuer, CertRequest, DnsRecords, NetError};
+use mcp_net::testing::{issuer_suite, FakeDns};
+use mcp_net::{
+    Acme, AcmeOptions, CertIssuer, CertRequest, DnsRecords, NetError, RecordType, Rfc2136,
+    Rfc2136Options,
+};
 
 fn options(
     directory: String,
@@ -44,6 +51,94 @@ fn request(host: &str) -> CertRequest {
 fn dead_dns() -> SocketAddr {
     let s = UdpSocket::bind("127.0.0.1:0").unwrap();
     s.local_addr().unwrap()
+}
+
+/// Knot serving `mcp.test`, Pebble resolving through it, and the zone
+/// written with Knot's TXT-only `acme-key` (as an operator would set up
+/// the ACME issuer's DNS access).
+fn knot_and_pebble(dir: &Path) -> Option<(KnotServer, PebbleServer, Arc<Rfc2136>)> {
+    let knot = KnotServer::start(&dir.join("knot"), &["mcp.test"])?;
+    let pebble = PebbleServer::start(&dir.join("pebble"), knot.addr())?;
+    let dns = Rfc2136::new(Rfc2136Options {
+        key_name: knot.acme_key_name().to_string(),
+        secret: base64::engine::general_purpose::STANDARD
+            .decode(knot.acme_secret_b64())
+            .unwrap(),
+        ..knot.options("mcp.test")
+    })
+    .unwrap();
+    Some((knot, pebble, Arc::new(dns)))
+}
+
+#[tokio::test]
+async fn acme_passes_the_issuer_suite_against_pebble_validating_through_knot() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some((knot, mut pebble, dns)) = knot_and_pebble(dir.path()) else {
+        return;
+    };
+    let opts = options(
+        pebble.directory_url(),
+        Some(pebble.listener_ca_pem()),
+        dir.path(),
+        dns.clone(),
+    );
+    let acme = Acme::new(opts.clone());
+    let chain = issuer_suite(&acme, "web.mcp.test").await;
+    verify_chain(&chain, pebble.root_pem(), "web.mcp.test", SystemTime::now())
+        .unwrap_or_else(|e| panic!("the chain verifies against Pebble's root: {e}\n{chain}"));
+    assert!(
+        verify_chain(
+            &chain,
+            pebble.listener_ca_pem(),
+            "web.mcp.test",
+            SystemTime::now()
+        )
+        .is_err(),
+        "and not against another root"
+    );
+    let challenge = "_acme-challenge.web.mcp.test";
+    assert_eq!(
+        knot.kdig(challenge, "TXT"),
+        Vec::<String>::new(),
+        "TXT gone"
+    );
+    assert!(dns
+        .lookup(challenge, RecordType::Txt)
+        .await
+        .unwrap()
+        .is_empty());
+
+    // Two names in one order: one authorization (and TXT) each.
+    let names = vec!["api.mcp.test".to_string(), "www.mcp.test".to_string()];
+    let (_key, csr_der) = new_key_and_csr(&names).unwrap();
+    let issued = acme
+        .issue(&CertRequest {
+            hostnames: names.clone(),
+            csr_der,
+        })
+        .await
+        .unwrap_or_else(|e| panic!("two names: {e}; pebble:\n{}", pebble.log()));
+    assert_eq!(issued.info.dns_names, names);
+    for n in &names {
+        verify_chain(&issued.chain_pem, pebble.root_pem(), n, SystemTime::now()).unwrap();
+        assert!(knot.kdig(&format!("_acme-challenge.{n}"), "TXT").is_empty());
+    }
+
+    // A restarted daemon: a new issuer on the same account file, which
+    // it reads and does not rewrite (no new account).
+    let account = std::fs::read(&opts.account_file).unwrap();
+    let again = Acme::new(opts.clone());
+    issuer_suite(&again, "web.mcp.test").await;
+    assert_eq!(std::fs::read(&opts.account_file).unwrap(), account);
+
+    // Pebble stopped: unreachable, naming the directory.
+    pebble.kill();
+    let err = again.issue(&request("web.mcp.test")).await.unwrap_err();
+    assert!(
+        matches!(&err, NetError::Unreachable { server, .. } if *server == pebble.directory_url()),
+        "{err:?}"
+    );
+    assert!(knot.kdig(challenge, "TXT").is_empty());
 }
 
 #[tokio::test]
