@@ -78,7 +78,7 @@
 //! # tsig_algorithm = "hmac-sha256"
 //! tsig_secret_file = "/etc/mcp/tsig.secret"
 //! # ttl = "60s"
-//! # ...or the platform's DNS server:
+//! # ...or the platform's DNS server (not available in this build: refused):
 //! # adapter = "mcns"
 //! # url = "https://mcns.example:8443"
 //! # token_file = "/etc/mcp/mcns.token"

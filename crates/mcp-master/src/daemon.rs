@@ -38,7 +38,7 @@ use crate::agents::{AgentApi, GrpcAgents};
 use crate::config::{AgentServerName, Config, TokenVerification};
 use crate::fleet::{Fleet, FleetSettings};
 use crate::gitsource::GitSource;
-use crate::reconcile::{DesiredSource, PassOptions, Reconciler, Settings};
+use crate::reconcile::{dns_adapter, DesiredSource, PassOptions, Reconciler, Settings};
 use crate::server::MasterService;
 use crate::state::{audit, AuditLog, Db};
 use crate::watch::{HeadWatcher, WatchOptions};
@@ -155,13 +155,25 @@ pub async fn serve(
 
     // The loop and the registry.
     let source = desired_source(&cfg)?;
-    let rec = Arc::new(Reconciler::new(
-        state.clone(),
-        agents.clone(),
-        clock.clone(),
-        source.clone(),
-        Settings::from_config(&cfg),
-    ));
+    let dns = dns_adapter(&cfg).await.map_err(anyhow::Error::msg)?;
+    if let Some(d) = &dns {
+        tracing::info!(adapter = d.kind(), server = %d.server(), zone = d.zone(), "DNS records through the configured adapter");
+    }
+    let dns_ttl = match &cfg.dns {
+        Some(crate::config::DnsConfig::Rfc2136(c)) => c.ttl,
+        Some(crate::config::DnsConfig::Mcns(c)) => c.ttl,
+        None => Duration::from_secs(60),
+    };
+    let rec = Arc::new(
+        Reconciler::new(
+            state.clone(),
+            agents.clone(),
+            clock.clone(),
+            source.clone(),
+            Settings::from_config(&cfg),
+        )
+        .with_dns(dns, dns_ttl),
+    );
     let abandoned = rec.recover_journal().await?;
     if !abandoned.is_empty() {
         tracing::warn!(

@@ -49,12 +49,14 @@ use crate::config::Config;
 use crate::gitsource::GitSource;
 use crate::state::{self, Db, JournalEntry, JournalStatus, NodeStatus, StateError};
 
+mod dns;
 mod execute;
 mod failed;
 mod locks;
 mod observe;
 mod run;
 
+pub use dns::{dns_adapter, DNS_TIMEOUT};
 pub use failed::held_for;
 pub use locks::ServiceLocks;
 pub use observe::address_host;
@@ -119,16 +121,21 @@ impl Settings {
     }
 }
 
-/// The integrations the master can act through, for the planner. None has
-/// an adapter in this build yet: DNS steps are skipped because `[dns]` is
-/// missing or because its adapter is not built; edge routes, proxy routes
-/// and certificates have no adapter at all.
+/// The integrations the master can act through, for the planner. DNS is
+/// configured with `[dns] adapter = "rfc2136"` (the loop then gets its
+/// adapter, [`Reconciler::with_dns`]); without `[dns]` its steps are
+/// skipped. Edge routes, proxy routes and certificates have no adapter in
+/// this build.
 pub fn integrations(cfg: &Config) -> Integrations {
     Integrations {
-        dns: Integration::not_configured(match &cfg.dns {
-            None => "DNS adapter not configured",
-            Some(_) => "the configured DNS adapter is not available in this build yet",
-        }),
+        dns: match &cfg.dns {
+            None => Integration::not_configured("DNS adapter not configured"),
+            Some(crate::config::DnsConfig::Rfc2136(_)) => Integration::Configured,
+            // Refused by the config's validation; kept skipped if it gets here.
+            Some(crate::config::DnsConfig::Mcns(_)) => {
+                Integration::not_configured("the mcns DNS adapter is not available in this build")
+            }
+        },
         edge: Integration::not_configured("edge route adapter not available in this build yet"),
         proxy: Integration::not_configured("proxy routes not available in this build yet"),
         certificates: Integration::not_configured("certificates not available in this build yet"),
@@ -202,6 +209,9 @@ pub struct Reconciler {
     pass_lock: Mutex<()>,
     locks: ServiceLocks,
     kick: Notify,
+    /// The DNS adapter ([`Reconciler::with_dns`]) and the TTL it writes.
+    dns: Option<Arc<dyn mcp_net::DnsRecords>>,
+    dns_ttl: u32,
 }
 
 impl std::fmt::Debug for Reconciler {
@@ -234,6 +244,8 @@ impl Reconciler {
             pass_lock: Mutex::new(()),
             locks: ServiceLocks::default(),
             kick: Notify::new(),
+            dns: None,
+            dns_ttl: 60,
         }
     }
 

@@ -238,6 +238,12 @@ impl Config {
                 }
             }
             Some(DnsConfig::Mcns(c)) => {
+                // Parsed (the shape is documented) but not implemented: refused
+                // rather than accepted and then skipped.
+                p.push(
+                    "dns.adapter",
+                    "\"mcns\" is not available in this build; use \"rfc2136\"",
+                );
                 if !c.url.starts_with("https://") && !c.url.starts_with("http://") {
                     p.push(
                         "dns.url",

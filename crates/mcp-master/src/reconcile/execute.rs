@@ -301,9 +301,9 @@ impl Reconciler {
             Action::Migrate { service, from, to } => Err(format!(
                 "migrating {service} from {from} to {to} is not available yet; the service stays on {from}"
             )),
-            Action::SetDns { .. }
-            | Action::RemoveDns { .. }
-            | Action::SetEdgeRoute { .. }
+            Action::SetDns { name, address } => self.set_dns(name, address).await,
+            Action::RemoveDns { name } => self.remove_dns(name).await,
+            Action::SetEdgeRoute { .. }
             | Action::RemoveEdgeRoute { .. } => {
                 Err("no adapter is available for this step".to_string())
             }

@@ -1,5 +1,6 @@
-//! Observed state: the registry and records from the database, and every
-//! healthy agent's bulk status, mapped to the planner's [`Observed`].
+//! Observed state: the registry and records from the database, every
+//! healthy agent's bulk status and the live DNS records the master created
+//! (looked up on the DNS server), mapped to the planner's [`Observed`].
 
 use super::*;
 
@@ -80,11 +81,19 @@ impl Reconciler {
                 (t.node, status)
             });
         }
-        while let Some(r) = calls.join_next().await {
-            if let Ok((node, status)) = r {
-                o.agents.insert(node, status);
+        // The DNS lookups run while the agents answer.
+        let agents = async {
+            let mut out = BTreeMap::new();
+            while let Some(r) = calls.join_next().await {
+                if let Ok((node, status)) = r {
+                    out.insert(node, status);
+                }
             }
-        }
+            out
+        };
+        let (agents, dns) = tokio::join!(agents, self.observe_dns(dns));
+        o.agents = agents;
+        o.dns = dns;
         for p in placements {
             o.placements.insert(
                 p.service.clone(),
@@ -97,7 +106,6 @@ impl Reconciler {
                 },
             );
         }
-        o.dns = dns.into_iter().map(|d| (d.name, d.address)).collect();
         o.edge_routes = edges
             .into_iter()
             .map(|r| {

@@ -566,7 +566,7 @@ async fn gitops_commits_drive_the_loop_and_the_commit_is_recorded() {
 }
 
 #[test]
-fn integrations_come_from_the_config_and_none_has_an_adapter_yet() {
+fn integrations_come_from_the_config() {
     let base = r#"
 [server]
 grpc_addr = "100.64.0.1:9443"
@@ -593,13 +593,10 @@ internal_zone = "svc.example.internal"
         Some("DNS adapter not configured")
     );
     let with_dns = parse(&format!(
-        "{base}\n[dns]\nadapter = \"mcns\"\nurl = \"https://mcns.example:8443\"\nzone = \"example.internal\"\ntoken_file = \"/etc/mcp/mcns.token\"\n"
+        "{base}\n[dns]\nadapter = \"rfc2136\"\nserver = \"127.0.0.1:53\"\nzone = \"example.internal\"\ntsig_key_name = \"mcp\"\ntsig_secret_file = \"/etc/mcp/tsig.secret\"\n"
     ));
     let with = Settings::from_config(&with_dns).policy.integrations;
-    assert_eq!(
-        with.dns.skip_reason(),
-        Some("the configured DNS adapter is not available in this build yet")
-    );
+    assert_eq!(with.dns, Integration::Configured, "rfc2136 has an adapter");
     for i in [&with.edge, &with.proxy, &with.certificates] {
         assert!(
             i.skip_reason()
