@@ -14,9 +14,11 @@
 //! | container name taken by another service | `AlreadyExists` |
 //! | no free host port, file too large | `ResourceExhausted` |
 //! | podman timed out | `DeadlineExceeded` |
-//! | podman not runnable | `Unavailable` |
+//! | podman not runnable, a proxy or certificate issuer failing | `Unavailable` |
 //! | fleet RPCs this agent cannot do yet | `Unimplemented` |
 //! | anything else | `Internal` |
+
+mod proxy;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -286,6 +288,7 @@ pub fn status(e: &AgentError) -> Status {
             FileError::TooLarge { .. } => Status::resource_exhausted(msg),
             FileError::Io { .. } => Status::internal(msg),
         },
+        AgentError::Integration { .. } => Status::unavailable(msg),
         AgentError::Internal { .. } => Status::internal(msg),
     }
 }
@@ -337,6 +340,7 @@ fn component_info(c: &ComponentStatus) -> pb::ComponentInfo {
             .iter()
             .map(|(k, v)| (k.clone(), u32::from(*v)))
             .collect(),
+        routes: c.routes.iter().map(proxy::route_info).collect(),
     }
 }
 
@@ -607,31 +611,60 @@ impl<Rt: ContainerRuntime + 'static> McpAgentService for AgentService<Rt> {
 
     async fn add_proxy_route(
         &self,
-        _req: Request<pb::AddProxyRouteRequest>,
+        req: Request<pb::AddProxyRouteRequest>,
     ) -> R<pb::AddProxyRouteResponse> {
-        Err(not_yet(
-            "AddProxyRoute",
-            "a reverse-proxy adapter (Caddy or mc-proxy admin API)",
-        ))
+        let net = self.agent.networking();
+        let route = proxy::route_from_pb(req.into_inner().route, net.fleet_ca.as_deref())
+            .map_err(|e| status(&e))?;
+        let out = self
+            .agent
+            .add_proxy_route(route)
+            .await
+            .map_err(|e| status(&e))?;
+        Ok(Response::new(pb::AddProxyRouteResponse {
+            success: true,
+            error: String::new(),
+            results: steps(&out),
+        }))
     }
 
     async fn remove_proxy_route(
         &self,
-        _req: Request<pb::RemoveProxyRouteRequest>,
+        req: Request<pb::RemoveProxyRouteRequest>,
     ) -> R<pb::RemoveProxyRouteResponse> {
-        Err(not_yet(
-            "RemoveProxyRoute",
-            "a reverse-proxy adapter (Caddy or mc-proxy admin API)",
-        ))
+        let key = proxy::key_from_pb(req.get_ref()).map_err(|e| status(&e))?;
+        let out = self
+            .agent
+            .remove_proxy_route(key)
+            .await
+            .map_err(|e| status(&e))?;
+        Ok(Response::new(pb::RemoveProxyRouteResponse {
+            success: true,
+            error: String::new(),
+            results: steps(&out),
+        }))
     }
 
     async fn list_proxy_routes(
         &self,
         _req: Request<pb::ListProxyRoutesRequest>,
     ) -> R<pb::ListProxyRoutesResponse> {
-        Err(not_yet(
-            "ListProxyRoutes",
-            "a reverse-proxy adapter (Caddy or mc-proxy admin API)",
-        ))
+        let (routes, certs) = self
+            .agent
+            .routes_and_certificates()
+            .await
+            .map_err(|e| status(&e))?;
+        Ok(Response::new(pb::ListProxyRoutesResponse {
+            routes: routes
+                .iter()
+                .map(|r| {
+                    let cert = r
+                        .cert_hostname
+                        .as_ref()
+                        .and_then(|h| certs.iter().find(|c| &c.hostname == h));
+                    proxy::route_to_pb(r, cert)
+                })
+                .collect(),
+        }))
     }
 }

@@ -272,6 +272,10 @@ impl<R: ContainerRuntime + 'static> Agent<R> {
             }
         }
 
+        // Routes: conflicts refused before anything changes.
+        let planned = self.planned_routes(&spec, only)?;
+        self.check_route_conflicts(&svc, &planned).await?;
+
         let in_scope: Vec<&ComponentSpec> = spec
             .components
             .iter()
@@ -296,6 +300,10 @@ impl<R: ContainerRuntime + 'static> Agent<R> {
                 steps.push(self.pull(&svc, &c.image).await?);
             }
         }
+
+        // Certificates of L7 routes, before any container is touched: a
+        // failure fails the deploy and changes nothing.
+        steps.extend(self.ensure_certificates(&svc, &planned).await?);
 
         // Record the spec and allocate ports.
         let range = self.settings.port_range;
@@ -414,6 +422,7 @@ impl<R: ContainerRuntime + 'static> Agent<R> {
             }
             replaced.push(c.name.clone());
         }
+        steps.extend(self.register_routes(&svc, &planned, &ports, only).await?);
         self.record_events(events).await?;
         let observed = self.record_observed(&svc).await?;
         let status = self.status_from(&svc, &observed).await?;

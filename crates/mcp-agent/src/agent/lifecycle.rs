@@ -25,7 +25,8 @@ impl<R: ContainerRuntime + 'static> Agent<R> {
             .map(|c| c.container_name.clone())
             .collect();
         let containers = self.service_containers(service, &names).await?;
-        let mut steps = Vec::new();
+        // Routes first: the name stops answering before its backend goes.
+        let mut steps = self.remove_service_routes(service).await?;
         for name in containers.keys() {
             if self.remove_container(&ctx, name).await? {
                 steps.push(Step::done(format!("remove {name}"), ""));

@@ -58,6 +58,7 @@ mod file_ops;
 mod lifecycle;
 mod locks;
 mod monitor_loop;
+mod net;
 mod status;
 mod types;
 
@@ -76,6 +77,7 @@ use crate::registry::{
 
 pub use deploy::config_hash;
 use locks::ServiceLocks;
+pub use net::{Networking, ProxyCheck, RouteStatus, DEFAULT_RENEW_BEFORE};
 pub use types::*;
 
 // ---------------------------------------------------------------------------
@@ -91,6 +93,8 @@ pub struct Agent<R> {
     clock: Clock,
     locks: ServiceLocks,
     last_monitor: Mutex<Option<MonitorReport>>,
+    net: Networking,
+    renew_backoff: Mutex<net::RenewBackoff>,
 }
 
 impl<R> std::fmt::Debug for Agent<R> {
@@ -117,6 +121,8 @@ impl<R: ContainerRuntime + 'static> Agent<R> {
             clock: Arc::new(Timestamp::now),
             locks: ServiceLocks::default(),
             last_monitor: Mutex::new(None),
+            net: Networking::default(),
+            renew_backoff: Mutex::default(),
         }
     }
 
@@ -358,11 +364,14 @@ impl<R: ContainerRuntime + 'static> Agent<R> {
             service: service.to_string(),
             node: self.settings.node.clone(),
         })?;
-        Ok(service_status(
+        let mut status = [service_status(
             &record,
             containers,
             &ports_by_component(&ports),
-        ))
+        )];
+        self.attach_routes(&mut status).await?;
+        let [status] = status;
+        Ok(status)
     }
     async fn status_of(&self, service: &str) -> Result<ServiceStatus> {
         let name = service.to_string();
@@ -375,7 +384,10 @@ impl<R: ContainerRuntime + 'static> Agent<R> {
         })?;
         let containers = self.observe_containers(&record.components).await?;
         let port_map = ports_by_component(&ports);
-        Ok(service_status(&record, &containers, &port_map))
+        let mut status = [service_status(&record, &containers, &port_map)];
+        self.attach_routes(&mut status).await?;
+        let [status] = status;
+        Ok(status)
     }
 }
 
@@ -448,6 +460,7 @@ fn service_status(
                     .cloned()
                     .unwrap_or_default(),
                 container_id: info.map(|i| i.id.clone()),
+                routes: Vec::new(),
             }
         })
         .collect();

@@ -25,10 +25,11 @@ impl<R: ContainerRuntime + 'static> Agent<R> {
             .collect();
         let containers = self.observe_containers(&all).await?;
         let port_map = ports_by_component(&ports);
-        let services: Vec<ServiceStatus> = records
+        let mut services: Vec<ServiceStatus> = records
             .iter()
             .map(|r| service_status(r, &containers, &port_map))
             .collect();
+        self.attach_routes(&mut services).await?;
         let known: BTreeSet<(&str, &str)> = all
             .iter()
             .map(|c| (c.service.as_str(), c.name.as_str()))

@@ -739,4 +739,5 @@ async fn container_of_a_forgotten_service_is_replaced() {
 mod events;
 mod logs;
 mod monitor;
+mod routes;
 mod volumes;

@@ -127,6 +127,9 @@ pub enum AgentError {
     },
     #[error(transparent)]
     Files(#[from] FileError),
+    /// An integration (proxy, certificate issuer) failed: worth retrying.
+    #[error("{message}")]
+    Integration { message: String },
     #[error("{message}")]
     Internal { message: String },
 }
@@ -221,6 +224,8 @@ pub struct ComponentStatus {
     pub ports: BTreeMap<String, u16>,
     /// The container's id, if it exists.
     pub container_id: Option<String>,
+    /// Its routes on the node's proxy (filled from the registry).
+    pub routes: Vec<super::RouteStatus>,
 }
 
 /// A service as the agent reports it.

@@ -20,7 +20,7 @@
 //!   failed upgrade leaves the previous schema untouched, and refuses a
 //!   database written by a newer agent.
 //!
-//! # Schema (version 1)
+//! # Schema (version 2)
 //!
 //! See [`MIGRATIONS`]. In short: `services` (the deployed spec as JSON, its
 //! hash, snapshot config, active, tier), `components` (image, version,
@@ -29,7 +29,9 @@
 //! deleted with their component), `events` (append-only history, indexed on
 //! service, component, time; kept after a service is removed), `alerts_sent`
 //! (cooldown memory), `meta` (small key/values such as the port cursor), and
-//! `edge_routes` / `certificates`, created now and filled by later work.
+//! `certificates` (the node's own certificates: serial, expiry, files),
+//! `edge_routes` (filled by the edge-route work) and, since version 2,
+//! `proxy_routes` (every route the agent registered on its proxy).
 //!
 //! The connection is not `Sync`: the daemon wraps a [`Registry`] in a mutex
 //! and calls it from blocking tasks.
@@ -37,9 +39,11 @@
 //! # Files
 //!
 //! `schema` (migrations), `records` (the stored values and their rows),
-//! `reads` (queries), `writes` (changes, each multi-row one a transaction);
+//! `reads` (queries), `writes` (changes, each multi-row one a transaction),
+//! `net` (proxy routes and certificates);
 //! this module opens the database and holds the error type.
 
+mod net;
 mod reads;
 mod records;
 mod schema;
@@ -54,6 +58,7 @@ use rusqlite::{Connection, OpenFlags};
 
 use crate::clock::Timestamp;
 
+pub use net::{CertRecord, RouteRecord};
 pub use records::*;
 pub(crate) use schema::migrate;
 pub use schema::{schema_version, MIGRATIONS};

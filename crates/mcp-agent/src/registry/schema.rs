@@ -90,6 +90,24 @@ CREATE TABLE certificates (
     issued_at   INTEGER NOT NULL
 ) STRICT;
 "#,
+    // 2: routes on the node's reverse proxy (what the agent registered, so
+    // a proxy restarted empty gets them back)
+    r#"
+CREATE TABLE proxy_routes (
+    listen_port   INTEGER NOT NULL CHECK (listen_port BETWEEN 1 AND 65535),
+    hostname      TEXT NOT NULL,
+    service       TEXT NOT NULL,               -- '' for routes added by AddProxyRoute
+    component     TEXT NOT NULL,
+    route         TEXT NOT NULL,               -- route name; '' = the unnamed route
+    mode          TEXT NOT NULL CHECK (mode IN ('l4', 'l7')),
+    backend       TEXT NOT NULL,               -- host:port
+    backend_tls   TEXT,                        -- JSON of mcp_net BackendTls; NULL = plain
+    cert_hostname TEXT,                        -- certificates.hostname (l7)
+    created_at    INTEGER NOT NULL,
+    PRIMARY KEY (listen_port, hostname)
+) STRICT;
+CREATE INDEX proxy_routes_by_service ON proxy_routes (service);
+"#,
 ];
 
 /// Latest schema version this build knows.
