@@ -170,16 +170,23 @@ impl<R: ContainerRuntime + 'static> Agent<R> {
             .filter(|c| only.is_none_or(|o| o == c.name))
         {
             for r in &c.routes {
-                let hostname = route_hostname(zone, &spec.name, r).ok_or_else(|| {
-                    AgentError::precondition(format!(
-                        "service {}: route {} of {} has no hostname and node {} has no \
+                let hostname = route_hostname(zone, &spec.name, r);
+                // Without a proxy for its mode the route is only reported
+                // (skipped), so it needs no real name.
+                let hostname = match (hostname, self.net.proxy(r.mode)) {
+                    (Some(h), _) => h,
+                    (None, None) => spec.name.clone(),
+                    (None, Some(_)) => {
+                        return Err(AgentError::precondition(format!(
+                            "service {}: route {} of {} has no hostname and node {} has no \
                          [proxy] internal_zone to name it",
-                        spec.name,
-                        r.port_env(),
-                        c.name,
-                        self.node()
-                    ))
-                })?;
+                            spec.name,
+                            r.port_env(),
+                            c.name,
+                            self.node()
+                        )))
+                    }
+                };
                 out.push(PlannedRoute {
                     component: c.name.clone(),
                     route: r.name.clone().unwrap_or_default(),

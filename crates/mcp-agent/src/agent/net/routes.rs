@@ -54,7 +54,7 @@ impl<R: ContainerRuntime + 'static> Agent<R> {
         planned: &[PlannedRoute],
     ) -> Result<()> {
         let existing = self.db(|r| r.routes(None)).await?;
-        for p in planned {
+        for p in planned.iter().filter(|p| self.net.proxy(p.mode).is_some()) {
             for e in &existing {
                 if e.service == service {
                     continue;

@@ -295,7 +295,13 @@ async fn without_a_proxy_or_issuer_route_steps_are_skipped_not_done() {
     );
     assert!(n.proxy.list().await.unwrap().is_empty());
 
-    let h = Harness::new();
+    // A proxy but no internal zone: a route without a hostname cannot be named.
+    let mut h = Harness::new();
+    let proxy: Arc<dyn mcp_net::ProxyRoutes> = Arc::new(FakeProxy::new());
+    h.agent = h.agent.with_networking(Networking {
+        l4: Some(proxy),
+        ..Networking::default()
+    });
     let out = h.agent.deploy(app(V1, true), None).await.unwrap_err();
     assert!(
         out.to_string().contains("no [proxy] internal_zone"),
