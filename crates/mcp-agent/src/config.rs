@@ -76,6 +76,9 @@
 //! dir  = "/var/lib/mcp/snapshots"     # default: "snapshots" beside the database
 //! keep = 7
 //! ```
+//!
+//! `[proxy]` and `[certs]` (routes and their certificates) are described in
+//! `config/net.rs`.
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -113,6 +116,12 @@ pub struct Config {
     pub files: FilesConfig,
     #[serde(default)]
     pub snapshot: SnapshotSettings,
+    /// The node's reverse proxies (routes); `None`: routes are skipped.
+    #[serde(default)]
+    pub proxy: Option<ProxyConfig>,
+    /// Where certificates come from; `None`: L7 routes are skipped.
+    #[serde(default)]
+    pub certs: Option<CertsConfig>,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -537,6 +546,33 @@ impl Config {
         Ok(self)
     }
 
+    /// Where the node's certificates and keys live: `certs.dir`, or
+    /// `certs/` beside the database.
+    pub fn cert_dir(&self) -> PathBuf {
+        match self.certs.as_ref().and_then(|c| c.dir.clone()) {
+            Some(d) => d,
+            None => self.state_dir().join("certs"),
+        }
+    }
+
+    /// The database's directory.
+    pub fn state_dir(&self) -> PathBuf {
+        self.database
+            .path
+            .parent()
+            .unwrap_or_else(|| Path::new("/"))
+            .to_path_buf()
+    }
+
+    /// Where the proxies listen: `proxy.address`, else the host of
+    /// `node.address` when it is an IP address.
+    pub fn proxy_address(&self) -> Option<IpAddr> {
+        self.proxy
+            .as_ref()
+            .and_then(|p| p.address)
+            .or_else(|| self.node.address.parse::<SocketAddr>().ok().map(|a| a.ip()))
+    }
+
     /// Where snapshots of the agent database go: `snapshot.dir`, or
     /// `snapshots/` in the database's directory.
     pub fn snapshot_dir(&self) -> PathBuf {
@@ -552,7 +588,13 @@ impl Config {
     }
 }
 
+mod net;
 mod validate;
+
+pub use net::{
+    AcmeConfig, AcmeDnsConfig, CertsConfig, IssuerKind, L4Adapter, L4Config, L7Adapter, L7Config,
+    ProxyConfig, TSIG_ALGORITHMS,
+};
 
 #[cfg(test)]
 pub(crate) mod tests;

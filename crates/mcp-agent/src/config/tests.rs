@@ -455,3 +455,77 @@ fn hardening_keys_default_and_are_checked() {
         ]
     );
 }
+
+#[test]
+fn net_module_doc_example_parses() {
+    let doc = include_str!("net.rs");
+    let example: String = doc
+        .lines()
+        .skip_while(|l| !l.starts_with("//! ```toml"))
+        .skip(1)
+        .take_while(|l| !l.starts_with("//! ```"))
+        .map(|l| l.trim_start_matches("//!").trim_start().to_string() + "\n")
+        .collect();
+    let c = parse(&format!("{MINIMAL}\n{example}")).expect("net example");
+    let p = c.proxy.as_ref().unwrap();
+    assert_eq!(p.internal_zone, "svc.example.internal");
+    assert_eq!(p.check_interval, Duration::from_secs(5));
+    assert_eq!(
+        p.l7.as_ref().unwrap().admin,
+        "127.0.0.1:2019".parse().unwrap()
+    );
+    assert_eq!(p.l4.as_ref().unwrap().adapter, L4Adapter::Haproxy);
+    let certs = c.certs.as_ref().unwrap();
+    assert_eq!(certs.issuer, IssuerKind::LocalCa);
+    assert_eq!(certs.acme.as_ref().unwrap().dns.tsig_key_name, "acme");
+    assert_eq!(c.cert_dir(), PathBuf::from("/var/lib/mcp/certs"));
+    assert_eq!(c.proxy_address(), Some("100.64.0.12".parse().unwrap()));
+}
+
+#[test]
+fn net_sections_are_checked() {
+    let text = format!(
+        "{MINIMAL}\n[proxy]\ninternal_zone = \"not a zone\"\ncheck_interval = \"0s\"\n\
+         l7 = {{ adapter = \"caddy\", admin = \"127.0.0.1:2019\" }}\n\
+         l4 = {{ adapter = \"haproxy\", config = \"rel.cfg\", master_socket = \"/run/h.sock\" }}\n"
+    );
+    assert_eq!(
+        problems(&text),
+        [
+            "proxy.internal_zone: \"not a zone\" is not a DNS name",
+            "proxy.check_interval: must be greater than zero",
+            "proxy.l4.config: rel.cfg is not an absolute path",
+            "certs: an L7 proxy terminates TLS: configure where certificates come from ([certs])",
+        ]
+    );
+    let text = format!("{MINIMAL}\n[certs]\nissuer = \"local-ca\"\n");
+    assert_eq!(
+        problems(&text),
+        [
+            "certs.ca_cert: required with issuer = \"local-ca\"",
+            "certs.ca_key: required with issuer = \"local-ca\"",
+        ]
+    );
+    let text = format!("{MINIMAL}\n[certs]\nissuer = \"acme\"\n");
+    assert_eq!(
+        problems(&text),
+        ["certs.acme: required with issuer = \"acme\""]
+    );
+    let text = format!(
+        "{MINIMAL}\n[certs]\nissuer = \"acme\"\n[certs.acme]\ndirectory = \"http://x/dir\"\n\
+         [certs.acme.dns]\nserver = \"127.0.0.1:53\"\nzone = \"mcp.test\"\ntsig_key_name = \"k\"\n\
+         tsig_algorithm = \"hmac-md5\"\ntsig_secret_file = \"/s\"\n"
+    );
+    assert_eq!(
+        problems(&text),
+        [
+            "certs.acme.directory: \"http://x/dir\" is not an https:// URL",
+            "certs.acme.dns.tsig_algorithm: must be one of hmac-sha256, hmac-sha384, hmac-sha512, found \"hmac-md5\"",
+        ]
+    );
+    let text = format!("{MINIMAL}\n[proxy]\ninternal_zone = \"mcp.test\"\nl7 = {{ adapter = \"nginx\", admin = \"127.0.0.1:1\" }}\n");
+    assert!(
+        parse(&text).unwrap_err().to_string().contains("nginx"),
+        "unknown adapters are refused"
+    );
+}

@@ -159,10 +159,114 @@ impl Config {
             p.push("snapshot.keep", "must be at least 1");
         }
 
+        self.validate_net(&mut p);
+
         if p.0.is_empty() {
             Ok(())
         } else {
             Err(p.0)
+        }
+    }
+
+    /// `[proxy]` and `[certs]`.
+    fn validate_net(&self, p: &mut Problems) {
+        use super::IssuerKind;
+        if let Some(x) = &self.proxy {
+            if !mcp_spec::names::is_hostname(&x.internal_zone) {
+                p.push(
+                    "proxy.internal_zone",
+                    format!("{:?} is not a DNS name", x.internal_zone),
+                );
+            }
+            if x.check_interval.is_zero() {
+                p.push("proxy.check_interval", "must be greater than zero");
+            }
+            if x.l7.is_none() && x.l4.is_none() {
+                p.push(
+                    "proxy",
+                    "names no proxy: set l7, l4 or both (or drop the section)",
+                );
+            }
+            if self.proxy_address().is_none() {
+                p.push(
+                    "proxy.address",
+                    "required when node.address is not an IP address",
+                );
+            }
+            if let Some(l4) = &x.l4 {
+                p.absolute("proxy.l4.config", &l4.config);
+                p.absolute("proxy.l4.master_socket", &l4.master_socket);
+                p.absolute("proxy.l4.binary", &l4.binary);
+            }
+            if x.l7.is_some() && self.certs.is_none() {
+                p.push(
+                    "certs",
+                    "an L7 proxy terminates TLS: configure where certificates come from ([certs])",
+                );
+            }
+        }
+        let Some(c) = &self.certs else {
+            return;
+        };
+        if let Some(d) = &c.dir {
+            p.absolute("certs.dir", d);
+        }
+        if c.renew_before.is_zero() {
+            p.push("certs.renew_before", "must be greater than zero");
+        }
+        match c.issuer {
+            IssuerKind::LocalCa => {
+                match &c.ca_cert {
+                    Some(f) => p.absolute("certs.ca_cert", f),
+                    None => p.push("certs.ca_cert", "required with issuer = \"local-ca\""),
+                }
+                match &c.ca_key {
+                    Some(f) => p.absolute("certs.ca_key", f),
+                    None => p.push("certs.ca_key", "required with issuer = \"local-ca\""),
+                }
+                if c.validity <= c.renew_before {
+                    p.push(
+                        "certs.validity",
+                        "must be longer than certs.renew_before (or every certificate is due at once)",
+                    );
+                }
+            }
+            IssuerKind::Acme => {
+                let Some(a) = &c.acme else {
+                    p.push("certs.acme", "required with issuer = \"acme\"");
+                    return;
+                };
+                if !a.directory.starts_with("https://") {
+                    p.push(
+                        "certs.acme.directory",
+                        format!("{:?} is not an https:// URL", a.directory),
+                    );
+                }
+                if let Some(f) = &a.root_ca {
+                    p.absolute("certs.acme.root_ca", f);
+                }
+                if let Some(f) = &a.account_file {
+                    p.absolute("certs.acme.account_file", f);
+                }
+                if !mcp_spec::names::is_hostname(&a.dns.zone) {
+                    p.push(
+                        "certs.acme.dns.zone",
+                        format!("{:?} is not a DNS name", a.dns.zone),
+                    );
+                }
+                p.non_empty("certs.acme.dns.tsig_key_name", &a.dns.tsig_key_name);
+                if !super::TSIG_ALGORITHMS.contains(&a.dns.tsig_algorithm.as_str()) {
+                    p.push(
+                        "certs.acme.dns.tsig_algorithm",
+                        format!(
+                            "must be one of {}, found {:?}",
+                            super::TSIG_ALGORITHMS.join(", "),
+                            a.dns.tsig_algorithm
+                        ),
+                    );
+                }
+                p.absolute("certs.acme.dns.tsig_secret_file", &a.dns.tsig_secret_file);
+            }
         }
     }
 
