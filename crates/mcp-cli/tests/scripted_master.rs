@@ -87,6 +87,17 @@ impl McpMasterService for Script {
                     image: "r/mcq:v1".to_string(),
                     version: "v1".to_string(),
                     observed_state: "running".to_string(),
+                    routes: vec![pb::RouteInfo {
+                        hostname: "mcq.mcp.test".to_string(),
+                        listen_port: 8443,
+                        mode: "l7".to_string(),
+                        url: "https://mcq.mcp.test:8443".to_string(),
+                        proxy_address: "127.0.0.12".to_string(),
+                        backend: "127.0.0.1:10001".to_string(),
+                        cert_serial: "0a1b".to_string(),
+                        cert_expires: "2027-03-01T00:00:00Z".to_string(),
+                        ..Default::default()
+                    }],
                     ..Default::default()
                 }],
                 ..Default::default()
@@ -482,10 +493,20 @@ fn deploy_status_ps_nodes_logs_restart() {
         text.contains("web   w1    worker  degraded  web: exited"),
         "{text}"
     );
+    assert!(
+        text.contains("ROUTE                      COMPONENT  NODE  ADDRESS     HOST PORT  MODE  CERT EXPIRES\n")
+            && text.contains("https://mcq.mcp.test:8443  mcq/api    w1    127.0.0.12  10001      l7    2027-03-01T00:00:00Z"),
+        "routes as URLs with node, host port and certificate expiry: {text}"
+    );
 
     let o = f.mcp(&["--output", "json", "status", "mcq"]);
     let v: serde_json::Value = serde_json::from_str(&out(&o)).unwrap();
     assert_eq!(v["services"][0]["status"], "running");
+    let route = &v["services"][0]["components"][0]["routes"][0];
+    assert_eq!(route["url"], "https://mcq.mcp.test:8443");
+    assert_eq!(route["proxy_address"], "127.0.0.12");
+    assert_eq!(route["host_port"], 10001);
+    assert_eq!(route["cert_expires"], "2027-03-01T00:00:00Z");
     assert_eq!(f.mcp(&["status", "nope"]).status.code(), Some(1));
 
     let o = f.mcp(&["ps"]);

@@ -87,7 +87,7 @@ pub mod sim;
 pub use model::{
     AgentStatus, ComponentReport, ContainerState, Desired, EdgeRoute, HealRecord, Held,
     Integration, Integrations, Node, NodeHealth, NodeRole, Observed, Placement, Policy,
-    ServiceReport, Timestamp,
+    RouteReport, ServiceReport, Timestamp,
 };
 pub use plan::{
     plan, Action, Counts, Entry, HealMethod, Kind, Note, Plan, SpecChange, Step, StepState,

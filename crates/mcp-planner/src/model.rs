@@ -246,6 +246,35 @@ pub struct ComponentReport {
     pub state: ContainerState,
     #[serde(default)]
     pub restarts: u32,
+    /// Host ports of its routes: route name (`""` for the unnamed one) →
+    /// port. Reported for people (status); the planner does not read it.
+    #[serde(default)]
+    pub ports: BTreeMap<String, u16>,
+    /// Its routes on the node's proxy, as the agent registered them.
+    /// Reported for people (status); the planner does not read it.
+    #[serde(default)]
+    pub routes: Vec<RouteReport>,
+}
+
+/// A route an agent registered on its proxy (see [`ComponentReport`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RouteReport {
+    /// Route name; `""` for the unnamed route.
+    pub route: String,
+    pub hostname: String,
+    pub listen_port: u16,
+    /// `l4` or `l7`.
+    pub mode: String,
+    /// `https://<hostname>:<listen_port>`.
+    pub url: String,
+    /// Where the proxy listens; `""` when unknown.
+    pub proxy_address: String,
+    /// `host:port` the proxy forwards to.
+    pub backend: String,
+    /// L7: the certificate's serial; `""` for L4.
+    pub cert_serial: String,
+    /// L7: RFC 3339; `""` for L4.
+    pub cert_expires: String,
 }
 
 /// Container state as podman reports it, reduced to what the planner needs.

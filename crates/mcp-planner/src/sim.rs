@@ -221,6 +221,8 @@ pub fn report_for(spec: &ServiceSpec, hash: String) -> ServiceReport {
                         version: c.version(),
                         state,
                         restarts: 0,
+                        ports: BTreeMap::new(),
+                        routes: Vec::new(),
                     },
                 )
             })

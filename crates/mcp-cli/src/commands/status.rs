@@ -41,6 +41,55 @@ fn component_json(c: &pb::ComponentInfo) -> serde_json::Value {
         "name": c.name, "image": c.image, "version": c.version,
         "desired_state": c.desired_state, "observed_state": c.observed_state,
         "restart_count": c.restart_count, "started": c.started, "ports": c.ports,
+        "routes": c.routes.iter().map(|r| json!({
+            "route": r.route, "url": r.url, "hostname": r.hostname,
+            "listen_port": r.listen_port, "mode": r.mode,
+            "proxy_address": r.proxy_address, "backend": r.backend,
+            "host_port": host_port(&r.backend),
+            "cert_serial": r.cert_serial, "cert_expires": r.cert_expires,
+        })).collect::<Vec<_>>(),
+    })
+}
+
+/// The port of a `host:port` backend.
+fn host_port(backend: &str) -> Option<u16> {
+    backend.rsplit_once(':').and_then(|(_, p)| p.parse().ok())
+}
+
+/// ROUTE → NODE ADDRESS HOST PORT MODE CERT EXPIRES, one row per route of
+/// every component of `rows`; `None` when there is none.
+fn routes_table(rows: &[StatusRow]) -> Option<String> {
+    let table: Vec<Vec<String>> = rows
+        .iter()
+        .flat_map(|r| {
+            r.components.iter().flat_map(move |c| {
+                c.routes.iter().map(move |x| {
+                    vec![
+                        x.url.clone(),
+                        format!("{}/{}", r.name, c.name),
+                        cell(&r.node),
+                        cell(&x.proxy_address),
+                        host_port(&x.backend).map_or("-".to_string(), |p| p.to_string()),
+                        x.mode.clone(),
+                        cell(&x.cert_expires),
+                    ]
+                })
+            })
+        })
+        .collect();
+    (!table.is_empty()).then(|| {
+        report::table(
+            &[
+                "ROUTE",
+                "COMPONENT",
+                "NODE",
+                "ADDRESS",
+                "HOST PORT",
+                "MODE",
+                "CERT EXPIRES",
+            ],
+            &table,
+        )
     })
 }
 
@@ -102,6 +151,10 @@ pub fn status(ctx: &Ctx<'_>, service: Option<&str>, direct: &Direct) -> Result<E
             })
         })
         .collect();
+    if let Some(t) = routes_table(&rows) {
+        println!();
+        print(&t)?;
+    }
     if !edges.is_empty() {
         println!();
         print(&report::table(
@@ -248,6 +301,10 @@ pub fn ps(ctx: &Ctx<'_>, direct: &Direct) -> Result<ExitCode> {
         println!("no containers");
     } else {
         print(&report::table(PS_HEADER, &table))?;
+    }
+    if let Some(t) = routes_table(&rows) {
+        println!();
+        print(&t)?;
     }
     for o in &orphans {
         println!("orphan: {o} (not managed; left alone)");

@@ -48,6 +48,12 @@ pub fn report_from_pb(resp: pb::ListServicesResponse) -> AgentReport {
                             version: c.version,
                             state,
                             restarts: c.restart_count,
+                            ports: c
+                                .ports
+                                .into_iter()
+                                .filter_map(|(k, v)| u16::try_from(v).ok().map(|v| (k, v)))
+                                .collect(),
+                            routes: c.routes.into_iter().map(route_report).collect(),
                         },
                     )
                 })
@@ -65,6 +71,20 @@ pub fn report_from_pb(resp: pb::ListServicesResponse) -> AgentReport {
     AgentReport {
         services,
         orphans: resp.orphans,
+    }
+}
+
+fn route_report(r: pb::RouteInfo) -> mcp_planner::RouteReport {
+    mcp_planner::RouteReport {
+        route: r.route,
+        hostname: r.hostname,
+        listen_port: u16::try_from(r.listen_port).unwrap_or_default(),
+        mode: r.mode,
+        url: r.url,
+        proxy_address: r.proxy_address,
+        backend: r.backend,
+        cert_serial: r.cert_serial,
+        cert_expires: r.cert_expires,
     }
 }
 

@@ -199,6 +199,8 @@ impl Inner {
                     version: c.version(),
                     state,
                     restarts: 0,
+                    ports: Default::default(),
+                    routes: Vec::new(),
                 },
             );
             svc.built.insert(c.name.clone(), Some(c.clone()));

@@ -278,6 +278,12 @@ fn service_status(name: &str, desired: &Desired, o: &Observed, max: u32) -> pb::
                                     .to_string(),
                                 observed_state: cr.state.as_str().to_string(),
                                 restart_count: cr.restarts,
+                                ports: cr
+                                    .ports
+                                    .iter()
+                                    .map(|(k, v)| (k.clone(), u32::from(*v)))
+                                    .collect(),
+                                routes: cr.routes.iter().map(route_info).collect(),
                                 ..Default::default()
                             })
                             .collect();
@@ -326,4 +332,18 @@ fn service_status(name: &str, desired: &Desired, o: &Observed, max: u32) -> pb::
     }
     s.detail = detail.join("; ");
     s
+}
+
+fn route_info(r: &mcp_planner::RouteReport) -> pb::RouteInfo {
+    pb::RouteInfo {
+        route: r.route.clone(),
+        hostname: r.hostname.clone(),
+        listen_port: u32::from(r.listen_port),
+        mode: r.mode.clone(),
+        url: r.url.clone(),
+        proxy_address: r.proxy_address.clone(),
+        backend: r.backend.clone(),
+        cert_serial: r.cert_serial.clone(),
+        cert_expires: r.cert_expires.clone(),
+    }
 }
