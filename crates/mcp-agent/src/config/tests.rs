@@ -1,4 +1,5 @@
 //! Tests of `config`.
+#![allow(clippy::unwrap_used)]
 
 use super::*;
 

@@ -1,3 +1,4 @@
+#![allow(clippy::unwrap_used)]
 //! Routes and certificates on deploy, undeploy, proxy repair and renewal,
 //! against the recording fakes of `mcp_net`.
 
