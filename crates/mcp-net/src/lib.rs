@@ -21,9 +21,11 @@
 //! the `testing` feature.
 
 pub mod acme;
+pub mod caddy;
 pub mod cert;
 pub mod dns;
 mod error;
+pub mod haproxy;
 pub mod localca;
 pub mod proxy;
 pub mod rfc2136;
@@ -32,9 +34,11 @@ pub mod rfc2136;
 pub mod testing;
 
 pub use acme::{Acme, AcmeOptions};
+pub use caddy::Caddy;
 pub use cert::{CertInfo, CertIssuer, CertRequest, IssuedCert};
 pub use dns::{DnsRecords, RecordData, RecordType};
 pub use error::{NetError, Result};
+pub use haproxy::{Haproxy, HaproxyOptions};
 pub use localca::LocalCa;
 pub use proxy::{ProxyRoute, ProxyRoutes, RouteKey, TlsFiles};
 pub use rfc2136::{Rfc2136, Rfc2136Options};
