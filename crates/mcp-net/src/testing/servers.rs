@@ -3,6 +3,8 @@
 //! directory, and stop them when dropped. Shared by this crate's adapter
 //! tests and by the daemons' tests.
 
+pub mod caddy;
+pub mod haproxy;
 pub mod knot;
 pub mod pebble;
 
