@@ -127,11 +127,7 @@ impl Haproxy {
         let previous = tokio::fs::read_to_string(config).await.ok();
         rename(&tmp, config).await?;
         let expected = render::backend_names(routes);
-        if let Err(e) = self
-            .master
-            .reload(&expected, render::BACKEND_PREFIX)
-            .await
-        {
+        if let Err(e) = self.master.reload(&expected, render::BACKEND_PREFIX).await {
             if let Some(previous) = previous {
                 let back = sibling(config, ".mcp-previous");
                 if write(&back, &previous).await.is_ok() {

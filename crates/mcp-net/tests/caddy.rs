@@ -106,7 +106,12 @@ async fn a_config_caddy_refuses_changes_nothing() {
     let ca = new_ca(dir.path(), "routes");
     let one = issue(&ca, "one.mcp.test", dir.path(), "one");
     let port = free_port();
-    let r1 = l7(port, "one.mcp.test", http_backend("service one").await, &one.files);
+    let r1 = l7(
+        port,
+        "one.mcp.test",
+        http_backend("service one").await,
+        &one.files,
+    );
     caddy.add(&r1).await.unwrap();
     let missing = TlsFiles {
         cert: dir.path().join("missing.crt"),
@@ -120,7 +125,11 @@ async fn a_config_caddy_refuses_changes_nothing() {
         }
         other => panic!("a certificate file that does not exist: {other:?}"),
     }
-    assert_eq!(caddy.list().await.unwrap(), vec![r1], "the old config stays");
+    assert_eq!(
+        caddy.list().await.unwrap(),
+        vec![r1],
+        "the old config stays"
+    );
     expect_served(port, "one.mcp.test", &ca.pem, "service one").await;
 }
 
@@ -158,7 +167,12 @@ async fn a_caddy_restarted_empty_lists_nothing_and_a_dead_one_is_unreachable() {
     let ca = new_ca(dir.path(), "routes");
     let one = issue(&ca, "one.mcp.test", dir.path(), "one");
     let port = free_port();
-    let r1 = l7(port, "one.mcp.test", http_backend("service one").await, &one.files);
+    let r1 = l7(
+        port,
+        "one.mcp.test",
+        http_backend("service one").await,
+        &one.files,
+    );
     caddy.add(&r1).await.unwrap();
     expect_served(port, "one.mcp.test", &ca.pem, "service one").await;
 

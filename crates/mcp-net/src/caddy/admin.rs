@@ -34,9 +34,8 @@ impl Admin {
     /// `GET /config/`: the running configuration (`null` when empty).
     pub(crate) async fn config(&self) -> Result<serde_json::Value> {
         let body = self.request(Method::GET, "/config/", None, false).await?;
-        serde_json::from_slice(&body).map_err(|e| {
-            NetError::protocol(self.server(), format!("GET /config/: not JSON: {e}"))
-        })
+        serde_json::from_slice(&body)
+            .map_err(|e| NetError::protocol(self.server(), format!("GET /config/: not JSON: {e}")))
     }
 
     /// `POST /load` of a whole configuration. Caddy applies it atomically
@@ -44,7 +43,11 @@ impl Admin {
     /// `must_revalidate` makes Caddy load a configuration identical to the
     /// running one (it skips it otherwise), which re-reads certificate
     /// files.
-    pub(crate) async fn load(&self, config: &serde_json::Value, must_revalidate: bool) -> Result<()> {
+    pub(crate) async fn load(
+        &self,
+        config: &serde_json::Value,
+        must_revalidate: bool,
+    ) -> Result<()> {
         let body = serde_json::to_vec(config)
             .map_err(|e| NetError::protocol(self.server(), format!("encode config: {e}")))?;
         self.request(Method::POST, "/load", Some(body), must_revalidate)
@@ -116,7 +119,10 @@ impl Admin {
             .body(Full::new(Bytes::from(body.unwrap_or_default())))
             .map_err(|e| NetError::protocol(self.server(), format!("{what}: request: {e}")))?;
         let result = async {
-            let resp = sender.send_request(req).await.map_err(|e| unreachable(&e))?;
+            let resp = sender
+                .send_request(req)
+                .await
+                .map_err(|e| unreachable(&e))?;
             let status = resp.status();
             let body = resp
                 .into_body()

@@ -122,9 +122,8 @@ pub(crate) fn render(admin: SocketAddr, listen: IpAddr, routes: &[ProxyRoute]) -
 /// The routes MCP rendered into `config` (a running Caddy's), sorted by
 /// key. `server` names the Caddy in errors.
 pub(crate) fn parse(config: &Value, server: &str) -> Result<Vec<ProxyRoute>> {
-    let bad = |what: &str, id: &str| {
-        NetError::protocol(server, format!("config object {id:?}: {what}"))
-    };
+    let bad =
+        |what: &str, id: &str| NetError::protocol(server, format!("config object {id:?}: {what}"));
     let mut files: BTreeMap<&str, TlsFiles> = BTreeMap::new();
     if let Some(list) = config
         .pointer("/apps/tls/certificates/load_files")
@@ -265,7 +264,11 @@ mod tests {
             "routes": [{"match": [{"host": ["x.test"]}], "handle": [{"handler": "static_response"}]}],
         }}}}});
         assert_eq!(parse(&foreign, "caddy").unwrap(), vec![]);
-        let empty = render("127.0.0.1:2019".parse().unwrap(), "127.0.0.1".parse().unwrap(), &[]);
+        let empty = render(
+            "127.0.0.1:2019".parse().unwrap(),
+            "127.0.0.1".parse().unwrap(),
+            &[],
+        );
         assert!(empty.get("apps").is_none());
         assert_eq!(parse(&empty, "caddy").unwrap(), vec![]);
     }

@@ -69,7 +69,10 @@ impl Master {
             )),
             Err(_) => Err(NetError::unreachable(
                 self.server(),
-                format!("{command}: connect: no answer within {} s", TIMEOUT.as_secs()),
+                format!(
+                    "{command}: connect: no answer within {} s",
+                    TIMEOUT.as_secs()
+                ),
             )),
         }
     }
@@ -206,7 +209,8 @@ mod tests {
 
     #[test]
     fn show_proc_of_haproxy_2_6() {
-        let text = "#<PID>          <type>          <reloads>       <uptime>        <version>      \n\
+        let text =
+            "#<PID>          <type>          <reloads>       <uptime>        <version>      \n\
             13139           master          2 [failed: 1]   0d00h10m40s     2.6.12-1+deb12u3\n\
             # workers\n\
             14917           worker          1               0d00h00m10s     2.6.12-1+deb12u3\n\

@@ -200,7 +200,10 @@ mod tests {
         for backend in ["evil host:80", "a\nbackend x:80", "a{b}:80"] {
             let r = route(8443, "a.mcp.test", backend);
             assert!(
-                matches!(render("127.0.0.1".parse().unwrap(), &[r]), Err(NetError::Invalid(_))),
+                matches!(
+                    render("127.0.0.1".parse().unwrap(), &[r]),
+                    Err(NetError::Invalid(_))
+                ),
                 "{backend:?}"
             );
         }

@@ -242,7 +242,11 @@ pub async fn expect_served(port: u16, sni: &str, ca_pem: &str, body: &str) -> St
         .unwrap_or_else(|e| panic!("{sni} should be served: {e}"));
     assert_eq!(seen.status, 200, "{sni}: status ({seen:?})");
     assert_eq!(seen.body, body, "{sni}: the body of its own backend");
-    assert_eq!(seen.dns_names, vec![sni.to_string()], "{sni}: the certificate's SAN");
+    assert_eq!(
+        seen.dns_names,
+        vec![sni.to_string()],
+        "{sni}: the certificate's SAN"
+    );
     seen.serial
 }
 

@@ -62,17 +62,26 @@ impl HaproxyServer {
         }
     }
 
-    /// Kills HAProxy (the master, SIGKILL; its workers exit when it is
-    /// gone) and waits until the workers are gone too, so their ports are
-    /// free.
+    /// Stops HAProxy: SIGTERM to the master, which stops its workers, reaps
+    /// them and exits (SIGKILL after 10 s), so the proxy ports are free
+    /// when this returns.
     pub fn kill(&mut self) {
         let Some(mut child) = self.child.take() else {
             return;
         };
         let workers = self.worker_pids();
+        let term = i32::try_from(child.id())
+            .ok()
+            .and_then(rustix::process::Pid::from_raw)
+            .map(|pid| rustix::process::kill_process(pid, rustix::process::Signal::TERM));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        if matches!(term, Some(Ok(()))) {
+            while child.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
         let _ = child.kill();
         let _ = child.wait();
-        let deadline = Instant::now() + Duration::from_secs(10);
         while workers.iter().any(|pid| alive(*pid)) && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(20));
         }
