@@ -7,12 +7,13 @@ mod proxy_common;
 use std::net::IpAddr;
 use std::sync::Arc;
 
+use mcp_net::proxy::BackendTls;
 use mcp_net::proxy::RouteMode;
 use mcp_net::testing::servers::caddy::CaddyServer;
 use mcp_net::testing::servers::free_port;
 use mcp_net::testing::{proxy_suite, ProxySuiteEnv};
 use mcp_net::{Caddy, NetError, ProxyRoute, ProxyRoutes, TlsFiles};
-use proxy_common::{expect_not_served, expect_served, http_backend, issue, new_ca};
+use proxy_common::{expect_not_served, expect_served, http_backend, issue, new_ca, tls_backend};
 
 const LOOPBACK: IpAddr = IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
 
@@ -94,6 +95,42 @@ async fn caddy_terminates_tls_per_hostname_forwards_by_host_and_reloads_renewed_
     expect_not_served(port, "two.mcp.test", &ca.pem).await;
     expect_served(port, "one.mcp.test", &ca.pem, "service one").await;
     assert_eq!(caddy.list().await.unwrap(), vec![r1]);
+}
+
+#[tokio::test]
+async fn caddy_speaks_tls_to_the_backend_when_asked() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(server) = CaddyServer::start(&dir.path().join("caddy")) else {
+        return;
+    };
+    let caddy = Caddy::new(server.admin(), LOOPBACK);
+    let ca = new_ca(dir.path(), "routes");
+    let edge = issue(&ca, "edge.mcp.test", dir.path(), "edge");
+    let wrong = issue(&ca, "wrong.mcp.test", dir.path(), "wrong");
+    // The backend (an edge route's worker) has a certificate of its own CA.
+    let workers = new_ca(dir.path(), "workers");
+    let worker = issue(&workers, "worker.mcp.test", dir.path(), "worker");
+    let backend = tls_backend(&worker.chain_pem, &worker.key_pem, "edge worker").await;
+    let port = free_port();
+    let mut route = l7(port, "edge.mcp.test", backend, &edge.files);
+    route.backend_tls = Some(BackendTls {
+        server_name: "worker.mcp.test".into(),
+        ca: workers.pem_path.clone(),
+    });
+    caddy.add(&route).await.unwrap();
+    assert_eq!(caddy.list().await.unwrap(), vec![route.clone()]);
+    expect_served(port, "edge.mcp.test", &ca.pem, "edge worker").await;
+
+    // A server name the backend's certificate does not carry: Caddy
+    // refuses the backend (502), it does not forward unverified.
+    let mut bad = l7(port, "wrong.mcp.test", backend, &wrong.files);
+    bad.backend_tls = Some(BackendTls {
+        server_name: "other.mcp.test".into(),
+        ca: workers.pem_path.clone(),
+    });
+    caddy.add(&bad).await.unwrap();
+    expect_not_served(port, "wrong.mcp.test", &ca.pem).await;
+    expect_served(port, "edge.mcp.test", &ca.pem, "edge worker").await;
 }
 
 #[tokio::test]
