@@ -27,9 +27,13 @@ step() { printf '\n==> %s\n' "$*"; }
 # podman + runc (crun fails on some cgroup layouts; tests select runc through
 # tests/podman/containers.conf) and busybox-static for the locally built test
 # images (no registry is reachable); git for the GitOps tests; procps for
-# kill(1), which the daemon tests use to send SIGTERM.
+# kill(1), which the daemon tests use to send SIGTERM. The routing tests run
+# real servers, each started by the test on loopback with its own
+# configuration: caddy (L7 proxy, admin API), haproxy (L4 passthrough),
+# knot + knot-dnsutils (RFC 2136 updates; kdig, knsupdate), pebble (an ACME
+# CA validating for real), curl (the clients' view of a route).
 need=()
-for pkg in podman runc busybox-static git procps; do
+for pkg in podman runc busybox-static git procps caddy haproxy knot knot-dnsutils pebble curl; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need+=("$pkg")
 done
 if ((${#need[@]})); then
@@ -46,6 +50,15 @@ export CONTAINERS_CONF="$root/tests/podman/containers.conf"
 # build their images (scripts/build-test-images.sh) into their own isolated
 # storage under target/, so they never touch the operator's containers.
 export MCP_REQUIRE_PODMAN=1
+# Debian starts the servers' own system services on install: the tests run
+# their own instances on their own ports, so stop the packaged ones (no-op
+# when not running; no systemd needed).
+for daemon in caddy haproxy knotd pebble; do
+  pkill -x "$daemon" 2>/dev/null || true
+done
+# A missing server fails its tests (MCP_SKIP_MISSING_SERVERS=1 skips them
+# loudly instead; never set here).
+unset MCP_SKIP_MISSING_SERVERS
 
 # --- static checks ---------------------------------------------------------
 if ((lint)); then

@@ -33,6 +33,7 @@ pub mod clock;
 pub mod config;
 pub mod files;
 pub mod monitor;
+pub mod netsetup;
 pub mod ports;
 pub mod register;
 pub mod registry;

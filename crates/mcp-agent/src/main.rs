@@ -137,7 +137,8 @@ fn podman(config: &Config) -> Podman {
 async fn daemon(config: &Config) -> anyhow::Result<()> {
     let security = ServerSecurity::from_config(config)?;
     let registry = Registry::open(&config.database.path)?;
-    let agent = Arc::new(Agent::from_config(config, podman(config), registry)?);
+    let net = mcp_agent::netsetup::networking(config)?;
+    let agent = Arc::new(Agent::from_config(config, podman(config), registry)?.with_networking(net));
     agent
         .prune_events()
         .await
@@ -176,11 +177,26 @@ async fn daemon(config: &Config) -> anyhow::Result<()> {
         })
     };
 
+    // Proxy repair and certificate renewal on their own short interval.
+    let net_checks = {
+        let agent = agent.clone();
+        let interval = config
+            .proxy
+            .as_ref()
+            .map_or(std::time::Duration::from_secs(5), |p| p.check_interval);
+        let rx = stop_rx.clone();
+        tokio::spawn(async move { agent.run_net_checks(interval, stopped(rx)).await })
+    };
+
     let registration = registration(config, agent.clone(), stopped(stop_rx.clone()))?;
 
     let result = server::serve(agent, listener, security, shutdown_signal()).await;
     let _ = stop_tx.send(true);
-    for (what, task) in [("background", background), ("registration", registration)] {
+    for (what, task) in [
+        ("background", background),
+        ("net checks", net_checks),
+        ("registration", registration),
+    ] {
         if let Err(e) = task.await {
             tracing::error!(error = %e, "{what} task failed");
         }

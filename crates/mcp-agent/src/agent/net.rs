@@ -406,6 +406,38 @@ impl<R: ContainerRuntime + 'static> Agent<R> {
         Ok(out)
     }
 
+    /// Every `interval` until `shutdown`: repair the proxies from the
+    /// registry, then renew what is due. Does nothing without a proxy or an
+    /// issuer.
+    pub async fn run_net_checks(
+        &self,
+        interval: Duration,
+        shutdown: impl std::future::Future<Output = ()>,
+    ) {
+        if self.net.l7.is_none() && self.net.l4.is_none() && self.net.issuer.is_none() {
+            return;
+        }
+        let mut ticker = tokio::time::interval(interval);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tokio::pin!(shutdown);
+        loop {
+            tokio::select! {
+                () = &mut shutdown => return,
+                _ = ticker.tick() => {
+                    if let Err(e) = self.check_proxies().await {
+                        tracing::error!(error = %e, "proxy check failed");
+                    }
+                    match self.renew_certificates().await {
+                        Ok(out) => for line in out {
+                            tracing::info!("certificate renewal: {line}");
+                        },
+                        Err(e) => tracing::error!(error = %e, "certificate renewal failed"),
+                    }
+                }
+            }
+        }
+    }
+
     /// Deletes the certificates of `service` that no recorded route uses.
     pub(super) async fn prune_certificates(&self, service: &str) -> Result<Vec<Step>> {
         let svc = service.to_string();
