@@ -50,12 +50,8 @@ export CONTAINERS_CONF="$root/tests/podman/containers.conf"
 # build their images (scripts/build-test-images.sh) into their own isolated
 # storage under target/, so they never touch the operator's containers.
 export MCP_REQUIRE_PODMAN=1
-# Debian starts the servers' own system services on install: the tests run
-# their own instances on their own ports, so stop the packaged ones (no-op
-# when not running; no systemd needed).
-for daemon in caddy haproxy knotd pebble; do
-  pkill -x "$daemon" 2>/dev/null || true
-done
+# The tests start their own instances of those servers on free loopback
+# ports, so a packaged instance that may be running does not disturb them.
 # A missing server fails its tests (MCP_SKIP_MISSING_SERVERS=1 skips them
 # loudly instead; never set here).
 unset MCP_SKIP_MISSING_SERVERS
