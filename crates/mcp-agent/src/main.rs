@@ -138,7 +138,8 @@ async fn daemon(config: &Config) -> anyhow::Result<()> {
     let security = ServerSecurity::from_config(config)?;
     let registry = Registry::open(&config.database.path)?;
     let net = mcp_agent::netsetup::networking(config)?;
-    let agent = Arc::new(Agent::from_config(config, podman(config), registry)?.with_networking(net));
+    let agent =
+        Arc::new(Agent::from_config(config, podman(config), registry)?.with_networking(net));
     agent
         .prune_events()
         .await

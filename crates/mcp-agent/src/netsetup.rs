@@ -31,12 +31,12 @@ pub fn networking(config: &Config) -> anyhow::Result<Networking> {
             .proxy_address()
             .context("proxy.address: required when node.address is not an IP address")?;
         if let Some(l7) = &p.l7 {
-            let caddy: Arc<dyn ProxyRoutes> = Arc::new(mcp_net::caddy::Caddy::new(l7.admin, listen));
+            let caddy: Arc<dyn ProxyRoutes> = Arc::new(mcp_net::Caddy::new(l7.admin, listen));
             net.l7 = Some(caddy);
         }
         if let Some(l4) = &p.l4 {
             let haproxy: Arc<dyn ProxyRoutes> =
-                Arc::new(mcp_net::haproxy::Haproxy::new(mcp_net::haproxy::HaproxyOptions {
+                Arc::new(mcp_net::Haproxy::new(mcp_net::HaproxyOptions {
                     config: l4.config.clone(),
                     master_socket: l4.master_socket.clone(),
                     binary: l4.binary.clone(),
