@@ -44,7 +44,8 @@ pub mod testing;
 
 pub use agent::{
     Agent, AgentError, AgentSettings, ComponentStatus, DeployOutcome, Health, HealthStatus,
-    Inventory, MonitorReport, ServiceStatus, Step, StepOutcome, LABEL_CONFIG_HASH,
+    Inventory, MonitorReport, Networking, ProxyCheck, RouteStatus, ServiceStatus, Step,
+    StepOutcome, DEFAULT_RENEW_BEFORE, LABEL_CONFIG_HASH,
 };
 pub use alert::{AlertError, Alerter};
 pub use clock::Timestamp;
@@ -55,8 +56,9 @@ pub use monitor::{
 };
 pub use ports::{BindProbe, PortAllocation, PortAssignment, PortProbe, PortRange};
 pub use registry::{
-    ComponentRecord, DesiredState, Event, EventKind, EventQuery, NewEvent, ObservedState,
-    PrunedEvents, Registry, RegistryError, ServiceRecord, UpsertOutcome,
+    CertRecord, ComponentRecord, DesiredState, Event, EventKind, EventQuery, NewEvent,
+    ObservedState, PrunedEvents, Registry, RegistryError, RouteRecord, ServiceRecord,
+    UpsertOutcome,
 };
 pub use server::{serve, AgentService, SecurityOptions, ServeError, ServerSecurity};
 pub use snapshot::{snapshot_database, SnapshotError, SnapshotFile, SnapshotOutcome};
