@@ -99,6 +99,11 @@ impl ProxyRoutes for Caddy {
         }
         let _held = self.lock.lock().await;
         let mut routes = self.routes().await?;
+        if routes.contains(route) {
+            // Served exactly so already: nothing to load (a redeploy of an
+            // unchanged route costs one read of the live configuration).
+            return Ok(());
+        }
         routes.retain(|r| r.key() != route.key());
         routes.push(route.clone());
         routes.sort();
