@@ -499,6 +499,14 @@ fn net_sections_are_checked() {
             "certs: an L7 proxy terminates TLS: configure where certificates come from ([certs])",
         ]
     );
+    let text = format!(
+        "{MINIMAL}\n[ports]\nbind_address = \"100.64.0.12\"\n[proxy]\ninternal_zone = \"mcp.test\"\n\
+         l4 = {{ adapter = \"haproxy\", config = \"/h.cfg\", master_socket = \"/run/h.sock\" }}\n"
+    );
+    assert_eq!(
+        problems(&text),
+        ["ports.bind_address: 100.64.0.12 is not a loopback address: with [proxy], containers publish on loopback and only the proxy listens on the node's address"]
+    );
     let text = format!("{MINIMAL}\n[certs]\nissuer = \"local-ca\"\n");
     assert_eq!(
         problems(&text),

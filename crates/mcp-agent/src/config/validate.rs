@@ -181,6 +181,16 @@ impl Config {
             if x.check_interval.is_zero() {
                 p.push("proxy.check_interval", "must be greater than zero");
             }
+            if !self.ports.bind_address.is_loopback() {
+                p.push(
+                    "ports.bind_address",
+                    format!(
+                        "{} is not a loopback address: with [proxy], containers publish on loopback \
+                         and only the proxy listens on the node's address",
+                        self.ports.bind_address
+                    ),
+                );
+            }
             if x.l7.is_none() && x.l4.is_none() {
                 p.push(
                     "proxy",
