@@ -161,8 +161,15 @@ impl<'a> Planner<'a> {
         d.node = Some(node.to_string());
 
         if let Some(pin) = spec.node.as_deref().filter(|pin| *pin != node) {
-            self.migrate(d, spec, p, pin);
+            let why = format!("node pin changed from {node} to {pin}");
+            self.migrate(d, spec, p, pin, &why);
             return;
+        }
+        if spec.node.is_none() {
+            if let Some((to, why)) = self.wrong_kind_of_node(spec, node) {
+                self.migrate(d, spec, p, &to, &why);
+                return;
+            }
         }
 
         let hash = match (&p.spec, &p.spec_hash) {
@@ -423,7 +430,45 @@ impl<'a> Planner<'a> {
         }
     }
 
-    fn migrate(&mut self, d: &mut Draft, spec: &'a ServiceSpec, p: &'a Placement, pin: &str) {
+    /// A service running on a node of the wrong kind for its tier (a
+    /// worker-tier service on the master node, a core one on a worker —
+    /// e.g. its tier changed while it ran): where it belongs and why. An
+    /// unknown node, or nowhere to go, is left to the other rules.
+    fn wrong_kind_of_node(&self, spec: &ServiceSpec, node: &str) -> Option<(String, String)> {
+        let role = self.observed.nodes.get(node)?.role;
+        let fits = match spec.tier {
+            Tier::Core => role == NodeRole::Master,
+            Tier::Worker => role == NodeRole::Worker,
+        };
+        if fits || role == NodeRole::Edge {
+            return None;
+        }
+        let to = match spec.tier {
+            Tier::Core => self.master?.to_string(),
+            Tier::Worker => self.workers.first()?.1.to_string(),
+        };
+        let kind = match spec.tier {
+            Tier::Core => "core services run on the master node",
+            Tier::Worker => "worker services run on worker nodes",
+        };
+        Some((
+            to,
+            format!(
+                "tier is {} but it runs on {} node {node} ({kind})",
+                spec.tier.as_str(),
+                role.as_str()
+            ),
+        ))
+    }
+
+    fn migrate(
+        &mut self,
+        d: &mut Draft,
+        spec: &'a ServiceSpec,
+        p: &'a Placement,
+        pin: &str,
+        why: &str,
+    ) {
         let name = spec.name.as_str();
         let from = p.node.as_str();
         let action = Action::Migrate {
@@ -440,20 +485,15 @@ impl<'a> Planner<'a> {
         };
         let hint = format!("run `mcp migrate {name} --to {pin}`");
         match target {
-            Err(why) => {
-                d.set(
-                    Kind::Blocked,
-                    format!("node pin changed from {from} to {pin}, but {pin} is {why}"),
-                );
+            Err(not) => {
+                d.set(Kind::Blocked, format!("{why}, but {pin} is {not}"));
                 d.steps
-                    .push(Step::blocked(action, format!("{pin} is {why}")));
+                    .push(Step::blocked(action, format!("{pin} is {not}")));
             }
             Ok(()) if !self.policy.allow_auto_migrate => {
                 d.set(
                     Kind::Blocked,
-                    format!(
-                        "node pin changed from {from} to {pin}: automatic migration is disabled"
-                    ),
+                    format!("{why}: automatic migration is disabled"),
                 );
                 d.details.push(format!("to move it, {hint}"));
                 d.steps.push(Step::blocked(
@@ -462,10 +502,7 @@ impl<'a> Planner<'a> {
                 ));
             }
             Ok(()) => {
-                d.set(
-                    Kind::Migrate,
-                    format!("node pin changed from {from} to {pin}"),
-                );
+                d.set(Kind::Migrate, why.to_string());
                 self.add_load(pin, spec);
                 d.steps.push(Step::ready(action));
                 d.node = Some(pin.to_string());

@@ -519,6 +519,35 @@ fn pin_change_to_an_edge_node_is_blocked_even_when_allowed() {
 }
 
 #[test]
+fn a_tier_change_onto_the_wrong_kind_of_node_is_a_blocked_migration() {
+    let mut f = Fleet::new().want(svc("a")).converged();
+    f.spec_mut("a").tier = mcp_spec::Tier::Core;
+    check(
+        &f,
+        expect![[r#"
+            Plan (source 4f2a9c1): 1 blocked
+
+            ! a on w1
+                tier is core but it runs on worker node w1 (core services run on the master node): automatic migration is disabled
+                  to move it, run `mcp migrate a --to m1`
+                1. migrate a from w1 to m1 [not run: automatic migration disabled: run `mcp migrate a --to m1`]
+        "#]],
+    );
+    f.policy.allow_auto_migrate = true;
+    check(
+        &f,
+        expect![[r#"
+            Plan (source 4f2a9c1): 1 to migrate
+
+            > a on m1
+                tier is core but it runs on worker node w1 (core services run on the master node)
+                1. migrate a from w1 to m1
+                2. dns set a.mcp.internal -> 100.64.0.1
+        "#]],
+    );
+}
+
+#[test]
 fn removed_service_is_pruned_backend_then_edge_then_dns() {
     let mut f = Fleet::new()
         .want(public_svc("old"))
