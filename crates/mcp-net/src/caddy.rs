@@ -44,7 +44,7 @@ use std::net::{IpAddr, SocketAddr};
 use async_trait::async_trait;
 
 use crate::proxy::{ProxyRoute, ProxyRoutes, RouteKey, RouteMode};
-use crate::{NetError, Result};
+use crate::Result;
 
 /// The node's Caddy, driven through its admin API.
 #[derive(Debug)]
@@ -90,36 +90,24 @@ impl ProxyRoutes for Caddy {
     }
 
     async fn add(&self, route: &ProxyRoute) -> Result<()> {
-        route.check()?;
-        if route.mode != RouteMode::L7 {
-            return Err(NetError::Invalid(format!(
-                "route {}:{}: caddy serves L7 routes only; L4 passthrough is HAProxy's",
-                route.hostname, route.listen_port
-            )));
-        }
+        crate::proxy::check_for(
+            route,
+            RouteMode::L7,
+            "caddy serves L7 routes only; L4 passthrough is HAProxy's",
+        )?;
         let _held = self.lock.lock().await;
-        let mut routes = self.routes().await?;
-        if routes.contains(route) {
-            // Served exactly so already: nothing to load (a redeploy of an
-            // unchanged route costs one read of the live configuration).
-            return Ok(());
+        match crate::proxy::with_route(self.routes().await?, route) {
+            Some(routes) => self.load(&routes, false).await,
+            None => Ok(()),
         }
-        routes.retain(|r| r.key() != route.key());
-        routes.push(route.clone());
-        routes.sort();
-        self.load(&routes, false).await
     }
 
     async fn remove(&self, key: &RouteKey) -> Result<bool> {
         let _held = self.lock.lock().await;
-        let mut routes = self.routes().await?;
-        let before = routes.len();
-        routes.retain(|r| &r.key() != key);
-        if routes.len() == before {
-            return Ok(false);
+        match crate::proxy::without_route(self.routes().await?, key) {
+            Some(routes) => self.load(&routes, false).await.map(|()| true),
+            None => Ok(false),
         }
-        self.load(&routes, false).await?;
-        Ok(true)
     }
 
     async fn list(&self) -> Result<Vec<ProxyRoute>> {

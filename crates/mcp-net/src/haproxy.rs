@@ -207,36 +207,24 @@ impl ProxyRoutes for Haproxy {
     }
 
     async fn add(&self, route: &ProxyRoute) -> Result<()> {
-        route.check()?;
-        if route.mode != RouteMode::L4 {
-            return Err(NetError::Invalid(format!(
-                "route {}:{}: haproxy serves L4 (passthrough) routes only; L7 is Caddy's",
-                route.hostname, route.listen_port
-            )));
-        }
+        crate::proxy::check_for(
+            route,
+            RouteMode::L4,
+            "haproxy serves L4 (passthrough) routes only; L7 is Caddy's",
+        )?;
         let _held = self.lock.lock().await;
-        let mut routes = self.routes().await?;
-        if routes.contains(route) {
-            // Served exactly so already: nothing to load (a redeploy of an
-            // unchanged route costs one read of the live configuration).
-            return Ok(());
+        match crate::proxy::with_route(self.routes().await?, route) {
+            Some(routes) => self.apply(&routes).await,
+            None => Ok(()),
         }
-        routes.retain(|r| r.key() != route.key());
-        routes.push(route.clone());
-        routes.sort();
-        self.apply(&routes).await
     }
 
     async fn remove(&self, key: &RouteKey) -> Result<bool> {
         let _held = self.lock.lock().await;
-        let mut routes = self.routes().await?;
-        let before = routes.len();
-        routes.retain(|r| &r.key() != key);
-        if routes.len() == before {
-            return Ok(false);
+        match crate::proxy::without_route(self.routes().await?, key) {
+            Some(routes) => self.apply(&routes).await.map(|()| true),
+            None => Ok(false),
         }
-        self.apply(&routes).await?;
-        Ok(true)
     }
 
     async fn list(&self) -> Result<Vec<ProxyRoute>> {

@@ -115,6 +115,46 @@ impl ProxyRoute {
     }
 }
 
+/// The checks an adapter serving only `mode` makes before anything else:
+/// [`ProxyRoute::check`], then the mode (`serves` says what the adapter is
+/// for, e.g. "caddy serves L7 routes only").
+pub(crate) fn check_for(route: &ProxyRoute, mode: RouteMode, serves: &str) -> Result<()> {
+    route.check()?;
+    if route.mode != mode {
+        return Err(crate::NetError::Invalid(format!(
+            "route {}:{}: {serves}",
+            route.hostname, route.listen_port
+        )));
+    }
+    Ok(())
+}
+
+/// `routes` with `route` added (replacing the route of its key), sorted;
+/// `None` when `routes` already holds it exactly (nothing to load: a
+/// redeploy of an unchanged route costs one read of the live config).
+pub(crate) fn with_route(
+    mut routes: Vec<ProxyRoute>,
+    route: &ProxyRoute,
+) -> Option<Vec<ProxyRoute>> {
+    if routes.contains(route) {
+        return None;
+    }
+    routes.retain(|r| r.key() != route.key());
+    routes.push(route.clone());
+    routes.sort();
+    Some(routes)
+}
+
+/// `routes` without the route of `key`; `None` when there was none.
+pub(crate) fn without_route(
+    mut routes: Vec<ProxyRoute>,
+    key: &RouteKey,
+) -> Option<Vec<ProxyRoute>> {
+    let before = routes.len();
+    routes.retain(|r| &r.key() != key);
+    (routes.len() != before).then_some(routes)
+}
+
 /// A node's reverse proxy.
 ///
 /// Semantics every implementation shares (checked by
