@@ -167,18 +167,32 @@ impl<R: ContainerRuntime + 'static> Agent<R> {
         interval: Duration,
         shutdown: impl std::future::Future<Output = ()>,
     ) {
-        let mut ticker = tokio::time::interval(interval);
-        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        tokio::pin!(shutdown);
-        loop {
-            tokio::select! {
-                () = &mut shutdown => return,
-                _ = ticker.tick() => {
-                    if let Err(e) = self.monitor_once().await {
-                        tracing::error!(error = %e, "monitor round failed");
-                    }
-                }
+        every(interval, shutdown, || async {
+            if let Err(e) = self.monitor_once().await {
+                tracing::error!(error = %e, "monitor round failed");
             }
+        })
+        .await;
+    }
+}
+
+/// Runs `round` at once and then every `interval` (a late round delays
+/// the next, rounds never overlap) until `shutdown` completes.
+pub(super) async fn every<F, Fut>(
+    interval: Duration,
+    shutdown: impl std::future::Future<Output = ()>,
+    mut round: F,
+) where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let mut ticker = tokio::time::interval(interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            () = &mut shutdown => return,
+            _ = ticker.tick() => round().await,
         }
     }
 }

@@ -417,25 +417,20 @@ impl<R: ContainerRuntime + 'static> Agent<R> {
         if self.net.l7.is_none() && self.net.l4.is_none() && self.net.issuer.is_none() {
             return;
         }
-        let mut ticker = tokio::time::interval(interval);
-        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        tokio::pin!(shutdown);
-        loop {
-            tokio::select! {
-                () = &mut shutdown => return,
-                _ = ticker.tick() => {
-                    if let Err(e) = self.check_proxies().await {
-                        tracing::error!(error = %e, "proxy check failed");
-                    }
-                    match self.renew_certificates().await {
-                        Ok(out) => for line in out {
-                            tracing::info!("certificate renewal: {line}");
-                        },
-                        Err(e) => tracing::error!(error = %e, "certificate renewal failed"),
+        super::monitor_loop::every(interval, shutdown, || async {
+            if let Err(e) = self.check_proxies().await {
+                tracing::error!(error = %e, "proxy check failed");
+            }
+            match self.renew_certificates().await {
+                Ok(out) => {
+                    for line in out {
+                        tracing::info!("certificate renewal: {line}");
                     }
                 }
+                Err(e) => tracing::error!(error = %e, "certificate renewal failed"),
             }
-        }
+        })
+        .await;
     }
 
     /// Deletes the certificates of `service` that no recorded route uses.
