@@ -266,6 +266,15 @@ pub enum NodeCommand {
     Add { name: String, address: String },
     /// Remove a node from the CLI config's [[nodes]].
     Remove { name: String },
+    /// Remove a node from the master's registry (frees its registration
+    /// slot); refused while it holds placements.
+    Forget {
+        name: String,
+        /// Restore its services elsewhere from their snapshots (not
+        /// available yet: refused).
+        #[arg(long)]
+        force: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]

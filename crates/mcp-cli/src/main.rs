@@ -81,6 +81,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 NodeCommand::Add { name, address } => nodes::add(&path, name, address)?,
                 NodeCommand::Remove { name } => nodes::remove(&path, name)?,
                 NodeCommand::List => return commands::node_list(&ctx),
+                NodeCommand::Forget { name, force } => {
+                    return commands::node_forget(&ctx, name, *force)
+                }
             }
             Ok(ExitCode::SUCCESS)
         }

@@ -74,6 +74,9 @@ impl McpMasterService for Script {
     ) -> R<pb::MasterUndeployResponse> {
         no()
     }
+    async fn forget_node(&self, _: Request<pb::ForgetNodeRequest>) -> R<pb::ForgetNodeResponse> {
+        no()
+    }
     async fn status(&self, req: Request<pb::StatusRequest>) -> R<pb::StatusResponse> {
         check_token(&req)?;
         let all = vec![

@@ -6,7 +6,8 @@
 //! Files by RPC family: `deploy` (`Deploy`, `Undeploy`, `Sync`),
 //! `status` (`Status`, `ListNodes`, `ServiceLogs`, `ServiceEvents`),
 //! `forward` (stop / start / restart, files and adopt: calls forwarded to
-//! the service's agent), `audit` (`ListAudit`). This file holds the
+//! the service's agent), `audit` (`ListAudit`), `nodes` (`ForgetNode`).
+//! This file holds the
 //! service, the helpers they share, the fleet RPCs (`Register`,
 //! `Heartbeat`) and the trait impl, which hands every other RPC to its
 //! family.
@@ -38,6 +39,7 @@ use crate::state;
 mod audit;
 mod deploy;
 mod forward;
+mod nodes;
 mod status;
 
 pub use audit::{DEFAULT_AUDIT_LIMIT, MAX_AUDIT_LIMIT};
@@ -328,6 +330,10 @@ impl McpMasterService for MasterService {
 
     async fn list_audit(&self, req: Request<pb::ListAuditRequest>) -> R<pb::ListAuditResponse> {
         self.list_audit_rpc(req).await
+    }
+
+    async fn forget_node(&self, req: Request<pb::ForgetNodeRequest>) -> R<pb::ForgetNodeResponse> {
+        self.forget_node_rpc(req).await
     }
 
     async fn register(&self, req: Request<pb::RegisterRequest>) -> R<pb::RegisterResponse> {

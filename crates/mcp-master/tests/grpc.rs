@@ -573,3 +573,97 @@ fn resource_parsers() {
     let r = register::read_resources(std::path::Path::new("/"));
     assert!(r.disk_bytes > 0);
 }
+
+#[tokio::test]
+async fn forget_node_frees_the_slot_and_is_refused_while_the_node_holds_placements() {
+    // One registration slot: a second node cannot join until one is forgotten.
+    let m = start(&["agent-vega", "agent-rigel"], 1, RateLimits::new()).await;
+    let mut vega = m.agent_client("vega", &["10.0.0.2"]).await;
+    vega.register(reg("vega", "https://10.0.0.2:9444"))
+        .await
+        .unwrap();
+    let mut rigel = m.agent_client("rigel", &["10.0.0.3"]).await;
+    let full = rigel
+        .register(reg("rigel", "https://10.0.0.3:9444"))
+        .await
+        .unwrap_err();
+    assert_eq!(full.code(), Code::ResourceExhausted, "{full:?}");
+
+    let mut alice = m.client("alice", AccountType::Human).await;
+    alice
+        .sync(pb::SyncRequest {
+            services: vec![spec_pb("mcq", "v1")],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let held = alice
+        .forget_node(pb::ForgetNodeRequest {
+            node: "vega".into(),
+            force: false,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(held.code(), Code::FailedPrecondition);
+    assert!(
+        held.message().contains("holds a placement: mcq"),
+        "{held:?}"
+    );
+    let forced = alice
+        .forget_node(pb::ForgetNodeRequest {
+            node: "vega".into(),
+            force: true,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(
+        forced.code(),
+        Code::Unimplemented,
+        "--force says it is not there yet"
+    );
+    assert!(
+        forced.message().contains("nothing was changed"),
+        "{forced:?}"
+    );
+
+    // Undeploy everything (the mass-deletion guard needs the permission).
+    alice
+        .sync(pb::SyncRequest {
+            allow_mass_prune: true,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let done = alice
+        .forget_node(pb::ForgetNodeRequest {
+            node: "vega".into(),
+            force: false,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(done.results[0].success, "{done:?}");
+    let nodes = m.state.read(|r| r.nodes()).unwrap();
+    assert!(nodes.iter().all(|n| n.name != "vega"));
+    rigel
+        .register(reg("rigel", "https://10.0.0.3:9444"))
+        .await
+        .expect("the freed slot takes a new node");
+    let gone = alice
+        .forget_node(pb::ForgetNodeRequest {
+            node: "vega".into(),
+            force: false,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(gone.code(), Code::NotFound);
+
+    // Operators only: an agent may not forget nodes.
+    let denied = rigel
+        .forget_node(pb::ForgetNodeRequest {
+            node: "rigel".into(),
+            force: false,
+        })
+        .await;
+    assert!(denied.is_err());
+}

@@ -195,6 +195,7 @@ pub const RPC_TABLE: &[RpcRule] = &[
     ),
     // CLI → master, operators only
     rule("/mcp.v1.McpMasterService/ListAudit", A::OPERATORS_ONLY),
+    rule("/mcp.v1.McpMasterService/ForgetNode", A::OPERATORS_ONLY),
     // agent → master
     rule("/mcp.v1.McpMasterService/Register", A::AGENTS_ONLY),
     rule("/mcp.v1.McpMasterService/Heartbeat", A::AGENTS_ONLY),

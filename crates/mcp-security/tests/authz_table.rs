@@ -332,7 +332,7 @@ fn table_matches_the_design() {
         let p = format!("/mcp.v1.McpMasterService/{m}");
         assert_eq!(t.lookup(&p), Some(Allowed::OPERATORS_AND_MASTER), "{p}");
     }
-    let operators_only = ["ListAudit"];
+    let operators_only = ["ListAudit", "ForgetNode"];
     for m in operators_only {
         let p = format!("/mcp.v1.McpMasterService/{m}");
         assert_eq!(t.lookup(&p), Some(Allowed::OPERATORS_ONLY), "{p}");

@@ -22,7 +22,7 @@ pub use deploy::{deploy, sync, undeploy};
 pub use files::{adopt, pull, push};
 pub use lifecycle::{restart, set_active};
 pub use logs::{events, logs};
-pub use nodes::node_list;
+pub use nodes::{node_forget, node_list};
 pub use status::{ps, status};
 
 use std::future::Future;

@@ -1,4 +1,5 @@
-//! `mcp node list`: the master's registry, or the CLI config's nodes.
+//! `mcp node list`: the master's registry, or the CLI config's nodes;
+//! `mcp node forget`: the master forgets a node.
 
 use std::process::ExitCode;
 
@@ -6,7 +7,7 @@ use anyhow::Result;
 use mcp_proto::pb;
 use serde_json::json;
 
-use super::{block_on, master_client, print, print_json, Ctx};
+use super::{block_on, finish, master_client, print, print_json, Ctx};
 use crate::report::{self, cell};
 
 /// `mcp node list`: the master's registry when `[master]` is configured;
@@ -85,4 +86,27 @@ pub fn node_list(ctx: &Ctx<'_>) -> Result<ExitCode> {
         &rows,
     ))?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// `mcp node forget <node> [--force]`: the master's `ForgetNode`.
+pub fn node_forget(ctx: &Ctx<'_>, node: &str, force: bool) -> Result<ExitCode> {
+    let t = ctx.master()?;
+    let results = block_on(async {
+        master_client(&t)
+            .await?
+            .forget_node(pb::ForgetNodeRequest {
+                node: node.to_string(),
+                force,
+            })
+            .await
+            .map(|r| r.into_inner().results)
+            .map_err(|s| t.rpc_error("ForgetNode", &s))
+    })?;
+    finish(
+        ctx,
+        &format!("forget node {node}"),
+        &report::steps(&results),
+        "",
+        None,
+    )
 }

@@ -123,6 +123,9 @@ impl McpMasterService for FakeMaster {
     async fn list_audit(&self, _: Request<pb::ListAuditRequest>) -> R<pb::ListAuditResponse> {
         no()
     }
+    async fn forget_node(&self, _: Request<pb::ForgetNodeRequest>) -> R<pb::ForgetNodeResponse> {
+        no()
+    }
     async fn register(&self, req: Request<pb::RegisterRequest>) -> R<pb::RegisterResponse> {
         let caller = require_caller(&req)?.clone();
         set_audit_target(&req, target(None, Some(&req.get_ref().name)));
