@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The README's "try it" command: installs what MCP needs, builds it and the
 # demo images, and starts a demo fleet (a master and three agents over
-# loopback, real podman) with `mcp dev`. State lives in .mcp-dev/ (kept
+# loopback, real podman, each node with its own Caddy and HAProxy, one Knot
+# for the fleet's DNS) with `mcp dev`. State lives in .mcp-dev/ (kept
 # between runs); Ctrl-C stops the daemons.
 #   target/release/mcp dev --down --state-dir .mcp-dev    stops the fleet and
 #                                                        removes its containers
@@ -12,7 +13,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need=()
-for pkg in podman runc busybox-static git; do
+# caddy, haproxy, knot: each node's L7 and L4 proxies and the fleet's DNS
+# (`mcp dev` starts its own, on loopback); knot-dnsutils: kdig, curl: the
+# banner's lines.
+for pkg in podman runc busybox-static git caddy haproxy knot knot-dnsutils curl; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need+=("$pkg")
 done
 if ((${#need[@]})); then

@@ -250,6 +250,10 @@ pub enum Command {
         /// Like --down, then delete the state directory (keys, databases, logs, demo services).
         #[arg(long)]
         purge: bool,
+        /// Routes' certificates from a Pebble ACME server (dns-01 through the dev Knot)
+        /// instead of the dev CA. Not available yet: exits 1.
+        #[arg(long, conflicts_with_all = ["down", "purge"])]
+        acme: bool,
     },
     /// Print shell completions.
     Completions {

@@ -26,13 +26,23 @@ pub struct DevOptions {
     pub purge: bool,
     /// `--output json`.
     pub json: bool,
+    /// Certificates from a Pebble ACME server instead of the dev CA.
+    pub acme: bool,
 }
 
 pub fn run(opts: &DevOptions) -> Result<ExitCode> {
     if opts.down || opts.purge {
         return down(opts);
     }
+    if opts.acme {
+        eprintln!(
+            "mcp: error: --acme (certificates from a Pebble ACME server) is not available yet; \
+             without it the routes' certificates come from the dev CA"
+        );
+        return Ok(ExitCode::FAILURE);
+    }
     mcp_dev::check_podman()?;
+    mcp_dev::check_servers()?;
     let state = match &opts.state_dir {
         Some(d) => d.clone(),
         None => mcp_dev::default_state_dir()?,
@@ -58,12 +68,13 @@ pub fn run(opts: &DevOptions) -> Result<ExitCode> {
     let fleet = mcp_dev::prepare(&prep)?;
     let mut daemons = fleet.daemons(&bin_dir);
     daemons.start_all()?;
-    if let Err(e) = daemons.wait_listening(&fleet, Duration::from_secs(60)) {
+    if let Err(e) = daemons.wait_listening(Duration::from_secs(60)) {
         daemons.stop_every();
         return Err(e.into());
     }
-    print_banner(&fleet);
-    let died = wait_for_interrupt(&mut daemons)?;
+    let demo = demo_route(&fleet);
+    print_banner(&fleet, &state, demo.as_ref());
+    let died = wait_for_interrupt(&mut daemons, &fleet, &state, demo)?;
     eprintln!("stopping the fleet...");
     daemons.stop_every();
     match died {
@@ -156,15 +167,66 @@ fn binaries_dir() -> Result<PathBuf> {
     Ok(dir)
 }
 
-fn print_banner(f: &Fleet) {
+/// The route the banner's `curl` line reaches: `hello`'s first L7 route
+/// when there is a `hello`, else the first active service's.
+#[derive(Debug, Clone)]
+struct DemoRoute {
+    service: String,
+    /// The route's hostname (`<service>.<zone>` unless it names its own).
+    hostname: String,
+    port: u16,
+}
+
+impl DemoRoute {
+    /// The name the master writes in DNS: `<service>.<zone>`.
+    fn dns_name(&self, f: &Fleet) -> String {
+        format!("{}.{}", self.service, f.zone)
+    }
+}
+
+fn demo_route(f: &Fleet) -> Option<DemoRoute> {
+    let loaded = mcp_spec::load_dir(&f.services, &Default::default()).ok()?;
+    let l7 = |s: &mcp_spec::ServiceSpec| {
+        s.components
+            .iter()
+            .flat_map(|c| &c.routes)
+            .find(|r| r.mode == mcp_spec::RouteMode::L7)
+            .map(|r| DemoRoute {
+                service: s.name.clone(),
+                hostname: r
+                    .hostname
+                    .clone()
+                    .unwrap_or_else(|| format!("{}.{}", s.name, f.zone)),
+                port: r.port,
+            })
+    };
+    let hello = loaded.services.get("hello").filter(|s| s.active);
+    hello
+        .into_iter()
+        .chain(loaded.services.values().filter(|s| s.active))
+        .find_map(l7)
+}
+
+/// The CA file as the state directory was given (relative stays relative,
+/// so the line works from where `mcp dev` was started).
+fn ca_shown(state: &Path) -> PathBuf {
+    state.join("pki/ca.pem")
+}
+
+fn print_banner(f: &Fleet, state: &Path, demo: Option<&DemoRoute>) {
     let nodes: Vec<String> = f
         .nodes
         .iter()
-        .map(|n| format!("{} ({}, 127.0.0.1:{})", n.name, n.role, n.port))
+        .map(|n| format!("{} ({}, {}:{})", n.name, n.role, n.address, n.port))
         .collect();
+    let dns_port = f.dns_addr().map(|a| a.port()).unwrap_or_default();
+    let probe = demo.map_or_else(|| format!("<service>.{}", f.zone), |d| d.dns_name(f));
     println!("MCP dev fleet is up.");
     println!("  master   {}", f.master_address());
     println!("  nodes    {}", nodes.join(", "));
+    println!("  dns      {} (zone {})", f.dns, f.zone);
+    println!("           kdig @127.0.0.1 -p {dns_port} {probe}");
+    println!("  ca       {} (the routes' certificates)", ca_shown(state).display());
     if f.gitops {
         println!(
             "  services {} (GitOps: the master follows its commits)",
@@ -195,6 +257,32 @@ fn print_banner(f: &Fleet) {
          `mcp dev --down` also removes the containers (`--purge`: and {}).",
         f.state.display()
     );
+    if let Some(d) = demo {
+        println!();
+        println!(
+            "Waiting for {} to be placed; its curl line follows once {} resolves.",
+            d.service,
+            d.dns_name(f)
+        );
+    }
+}
+
+/// Once the demo service's name resolves: the `curl` line that reaches it
+/// through its node's proxy, as printed.
+fn print_curl(f: &Fleet, state: &Path, d: &DemoRoute, ip: std::net::Ipv4Addr) {
+    let node = f
+        .nodes
+        .iter()
+        .find(|n| n.address == ip.to_string())
+        .map_or_else(|| "?".to_string(), |n| n.name.clone());
+    println!();
+    println!("{} is on {node} ({ip}):", d.service);
+    println!(
+        "  curl --cacert {} --resolve {host}:{port}:{ip} https://{host}:{port}/",
+        ca_shown(state).display(),
+        host = d.hostname,
+        port = d.port,
+    );
 }
 
 /// Whether `dir` is one of `$PATH`'s directories.
@@ -202,8 +290,15 @@ fn on_path(dir: &Path) -> bool {
     std::env::var_os("PATH").is_some_and(|p| std::env::split_paths(&p).any(|d| d == dir))
 }
 
-/// Runs until SIGINT/SIGTERM (`None`), or until a daemon dies (`Some(why)`).
-fn wait_for_interrupt(daemons: &mut mcp_dev::Daemons) -> Result<Option<String>> {
+/// Runs until SIGINT/SIGTERM (`None`), or until a daemon dies (`Some(why)`);
+/// prints the demo's curl line once its name resolves.
+fn wait_for_interrupt(
+    daemons: &mut mcp_dev::Daemons,
+    f: &Fleet,
+    state: &Path,
+    mut demo: Option<DemoRoute>,
+) -> Result<Option<String>> {
+    let dns = f.dns_addr();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -218,6 +313,12 @@ fn wait_for_interrupt(daemons: &mut mcp_dev::Daemons) -> Result<Option<String>> 
                 _ = tick.tick() => {
                     if let Some(why) = daemons.first_exited() {
                         return Ok(Some(why));
+                    }
+                    if let (Some(d), Some(dns)) = (&demo, dns) {
+                        if let Some(ip) = mcp_dev::dns::lookup_a(dns, &d.dns_name(f)).first() {
+                            print_curl(f, state, d, *ip);
+                            demo = None;
+                        }
                     }
                 }
             }

@@ -48,6 +48,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         prepare_only,
         down,
         purge,
+        acme,
     } = &cli.command
     {
         return dev::run(&dev::DevOptions {
@@ -59,6 +60,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             down: *down,
             purge: *purge,
             json: cli.output == Output::Json,
+            acme: *acme,
         });
     }
     let cfg = config::load(cli.config.as_deref())?;

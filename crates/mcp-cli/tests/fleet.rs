@@ -16,9 +16,13 @@
 //! - Images `localhost/mcp-test/web:v1` and `:v2` are built into the
 //!   operator's podman storage by `scripts/build-test-images.sh` (idempotent);
 //!   the agents read that image store read-only.
-//! - On drop every daemon is killed and every container of the fleet removed
-//!   (`mcp_dev::remove_containers`, what `mcp dev --down` does).
-//!   When a test fails, the daemons' logs are printed.
+//! - Every fleet runs the real servers `mcp dev` runs (one Knot, per node a
+//!   Caddy and an HAProxy on the node's own loopback address); caddy,
+//!   haproxy, knotd, kdig and curl missing: failure naming the packages.
+//! - On drop every daemon is killed, the servers stopped and every
+//!   container of the fleet removed (`mcp_dev::remove_containers`, what
+//!   `mcp dev --down` does). When a test fails, the daemons' logs are
+//!   printed.
 
 #![allow(clippy::unwrap_used)]
 
@@ -210,6 +214,8 @@ struct Fleet {
     cli_config: PathBuf,
     master: Daemon,
     agents: BTreeMap<String, Daemon>,
+    /// Knot, each node's Caddy and HAProxy (started first).
+    servers: Vec<Daemon>,
     podman_args: BTreeMap<String, Vec<String>>,
     started: Instant,
 }
@@ -278,12 +284,16 @@ impl Fleet {
                 d["ports"]["range"] = toml_edit::value(range);
             });
         }
-        let daemons = dev.daemons(&bin_dir);
+        let mut daemons = dev.daemons(&bin_dir);
+        if let Err(e) = daemons.start_servers() {
+            panic!("starting the fleet's servers: {e}");
+        }
         let mut fleet = Fleet {
             repo,
             cli_config: dev.cli_config(),
             master: daemons.master,
             agents: daemons.agents,
+            servers: daemons.servers,
             podman_args: dev
                 .nodes
                 .iter()
@@ -506,6 +516,10 @@ impl Drop for Fleet {
         for a in self.agents.values_mut() {
             a.kill();
         }
+        // SIGTERM: HAProxy's master stops its workers, freeing the ports.
+        for s in &mut self.servers {
+            s.stop();
+        }
         let (_, problems) = mcp_dev::remove_containers(&self.dev);
         for p in problems {
             eprintln!("fleet clean-up: {p}");
@@ -671,14 +685,14 @@ fn gitops_changes_follow_commits() {
     );
     let out = f.mcp(&["sync", "--dry-run"]);
     assert_eq!(out.status.code(), Some(2), "changes pending: {out:?}");
-    let text = normalize(&String::from_utf8_lossy(&out.stdout), &f.repo);
+    let text = normalize(&String::from_utf8_lossy(&out.stdout), &f.repo, &f.dev);
     expect_test::expect![[r#"
         Plan (source <repo> @ <hex> (dirty)): 1 to deploy, 1 to update, 1 to undeploy, 1 to stop, 1 held
 
         ~ alpha on w1
             spec changed (<hex> -> <hex>): redeploy on the same node
             1. deploy alpha on w1 (spec <hex>)
-            2. dns set alpha.mcp.test -> 127.0.0.1 [skipped: DNS adapter not configured]
+            2. dns set alpha.mcp.test -> <ip w1>
             --- alpha (deployed <hex>)
             +++ alpha (desired <hex>)
             @@ -4,7 +4,7 @@
@@ -694,7 +708,7 @@ fn gitops_changes_follow_commits() {
         v beta on w2
             desired stopped, beta running
             1. stop beta on w2
-            2. dns set beta.mcp.test -> 127.0.0.1 [skipped: DNS adapter not configured]
+            2. dns set beta.mcp.test -> <ip w2>
 
         - delta on w1
             no longer desired: prune
@@ -707,9 +721,9 @@ fn gitops_changes_follow_commits() {
         + gamma on w1
             new service, least containers among healthy workers (w1 has 2)
             1. deploy gamma on w1 (spec <hex>)
-            2. dns set gamma.mcp.test -> 127.0.0.1 [skipped: DNS adapter not configured]
+            2. dns set gamma.mcp.test -> <ip w1>
     "#]].assert_eq(&text);
-    let err = normalize(&String::from_utf8_lossy(&out.stderr), &f.repo);
+    let err = normalize(&String::from_utf8_lossy(&out.stderr), &f.repo, &f.dev);
     expect_test::expect![[r#"
         <repo>/epsilon.toml:5:9: image must be a string, found integer
         mcp: warning: <repo>/epsilon.toml is invalid; service epsilon is held (left as it is)
@@ -786,9 +800,14 @@ fn gitops_changes_follow_commits() {
 }
 
 /// Volatile parts of CLI output: hex ids (commits, spec hashes) of 7 or more
-/// digits and the services directory.
-fn normalize(text: &str, repo: &Path) -> String {
-    let text = text.replace(&repo.display().to_string(), "<repo>");
+/// digits, the services directory, and the nodes' addresses (`<ip w1>`).
+fn normalize(text: &str, repo: &Path, dev: &mcp_dev::Fleet) -> String {
+    let mut text = text.replace(&repo.display().to_string(), "<repo>");
+    let mut nodes: Vec<&mcp_dev::Node> = dev.nodes.iter().collect();
+    nodes.sort_by_key(|n| std::cmp::Reverse(n.address.len()));
+    for n in nodes {
+        text = text.replace(&n.address, &format!("<ip {}>", n.name));
+    }
     let mut out = String::new();
     let mut run = String::new();
     let flush = |run: &mut String, out: &mut String| {
@@ -1132,8 +1151,255 @@ fn push_mode_files_components_and_down() {
         .unwrap();
     assert_eq!(out.status.code(), Some(0), "{out:?}");
     assert!(f.master.exited().is_some(), "the master was stopped");
-    for a in f.agents.values_mut() {
+    for a in f.agents.values_mut().chain(f.servers.iter_mut()) {
         assert!(a.exited().is_some(), "{} was stopped", a.name);
     }
     assert_eq!(f.containers(), vec![], "no container is left");
+}
+
+/// A running `mcp dev` (its own process, reaped and purged on drop).
+struct DevRun {
+    child: std::process::Child,
+    state: PathBuf,
+    out: std::sync::Arc<std::sync::Mutex<String>>,
+}
+
+impl DevRun {
+    fn output(&self) -> String {
+        self.out.lock().unwrap().clone()
+    }
+
+    /// Waits until `mcp dev` printed a line starting with `prefix`.
+    fn line(&mut self, prefix: &str, timeout: Duration) -> String {
+        let start = Instant::now();
+        loop {
+            if let Some(l) = self.output().lines().find(|l| l.starts_with(prefix)) {
+                return l.to_string();
+            }
+            if let Some(st) = self.child.try_wait().unwrap() {
+                panic!("mcp dev exited ({st}):\n{}", self.output());
+            }
+            assert!(
+                start.elapsed() < timeout,
+                "mcp dev printed no {prefix:?} line within {timeout:?}:\n{}",
+                self.output()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+}
+
+impl Drop for DevRun {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("mcp dev printed:\n{}", self.output());
+            for log in ["master", "m1", "w1", "knot", "caddy-w1", "haproxy-w1"] {
+                let p = self.state.join("logs").join(format!("{log}.log"));
+                let text = std::fs::read_to_string(&p).unwrap_or_default();
+                let lines: Vec<&str> = text.lines().filter(|l| !l.contains("mcp::audit")).collect();
+                eprintln!(
+                    "===== {} =====\n{}",
+                    p.display(),
+                    lines[lines.len().saturating_sub(40)..].join("\n")
+                );
+            }
+        }
+        let _ = Command::new(mcp_bin())
+            .args(["dev", "--purge", "--state-dir"])
+            .arg(&self.state)
+            .env("CONTAINERS_CONF", containers_conf())
+            .output();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `kdig @<dns> +short <name> A`: the addresses the dev DNS has for it.
+fn kdig(dns: &str, name: &str) -> Vec<String> {
+    let (host, port) = dns.rsplit_once(':').unwrap();
+    let out = Command::new("kdig")
+        .arg(format!("@{host}"))
+        .args(["-p", port, "+short", "+norecurse", name, "A"])
+        .output()
+        .unwrap_or_else(|e| panic!("kdig (Debian package knot-dnsutils): {e}"));
+    assert!(out.status.success(), "kdig {name}: {out:?}");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| l.trim().to_string())
+        .filter(|l| !l.is_empty())
+        .collect()
+}
+
+/// `curl -sS <args>` in `dir`: (exit code, body).
+fn curl(dir: &Path, args: &[&str]) -> (Option<i32>, String) {
+    let out = Command::new("curl")
+        .args(["-sS", "--max-time", "10"])
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .unwrap_or_else(|e| panic!("curl (Debian package curl): {e}"));
+    (
+        out.status.code(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+/// `mcp dev` for real, as a user runs it (relative state directory, the
+/// demo services): the banner names the DNS server; the curl line it
+/// prints once hello is placed works as printed (TLS by name through the
+/// node's Caddy, verified against the dev CA); every active demo route
+/// answers by the name the dev DNS resolves to its node's address;
+/// fleet.json carries dns, zone, ca_cert and each node's bare address;
+/// `mcp dev --down` stops everything.
+#[test]
+fn mcp_dev_demo_routes_answer_by_name() {
+    daemon_bin("mcp-master");
+    daemon_bin("mcp-agent");
+    if !podman_ready() {
+        return;
+    }
+    let tmp = tempfile::Builder::new()
+        .prefix("mcp-dev-")
+        .tempdir()
+        .unwrap();
+    let cwd = tmp.path().to_path_buf();
+    let mut child = Command::new(mcp_bin())
+        .args(["dev", "--agents", "2", "--state-dir", "state"])
+        .current_dir(&cwd)
+        .env("CONTAINERS_CONF", containers_conf())
+        .env("NO_COLOR", "1")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let out = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    for stream in [
+        Box::new(child.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>,
+        Box::new(child.stderr.take().unwrap()),
+    ] {
+        let out = out.clone();
+        std::thread::spawn(move || {
+            use std::io::BufRead as _;
+            for line in std::io::BufReader::new(stream).lines() {
+                let Ok(line) = line else { break };
+                let mut o = out.lock().unwrap();
+                o.push_str(&line);
+                o.push('\n');
+            }
+        });
+    }
+    let mut dev = DevRun {
+        child,
+        state: cwd.join("state"),
+        out,
+    };
+
+    // The banner: the DNS server and how to ask it.
+    let dns_line = dev.line("  dns      ", CONVERGE);
+    let record: Value =
+        serde_json::from_str(&std::fs::read_to_string(cwd.join("state/fleet.json")).unwrap())
+            .unwrap();
+    let dns = record["dns"].as_str().unwrap().to_string();
+    let port = dns.strip_prefix("127.0.0.1:").expect("Knot on 127.0.0.1");
+    assert_eq!(dns_line, format!("  dns      {dns} (zone mcp.test)"));
+    assert!(
+        dev.output()
+            .contains(&format!("kdig @127.0.0.1 -p {port} hello.mcp.test\n")),
+        "{}",
+        dev.output()
+    );
+    assert_eq!(record["zone"], "mcp.test");
+    let state = cwd.join("state").canonicalize().unwrap();
+    assert_eq!(record["ca_cert"], state.join("pki/ca.pem").to_str().unwrap());
+    let nodes: BTreeMap<String, String> = record["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| {
+            let addr = n["address"].as_str().unwrap();
+            let ip: std::net::Ipv4Addr = addr.parse().expect("a bare IP address");
+            assert!(ip.is_loopback() && ip.octets()[1] != 0, "{ip}");
+            assert!(n["role"].is_string());
+            (n["name"].as_str().unwrap().to_string(), addr.to_string())
+        })
+        .collect();
+    assert_eq!(nodes.keys().collect::<Vec<_>>(), ["m1", "w1"]);
+
+    // The curl line, run as printed (from where `mcp dev` was started).
+    let line = dev.line("  curl ", Duration::from_secs(180));
+    let argv: Vec<&str> = line.split_whitespace().collect();
+    assert_eq!(argv[..2], ["curl", "--cacert"]);
+    assert_eq!(argv[2], "state/pki/ca.pem", "the CA as the state dir was given");
+    let ip = kdig(&dns, "hello.mcp.test");
+    assert_eq!(ip.len(), 1, "{ip:?}");
+    assert_eq!(argv[4], format!("hello.mcp.test:8443:{}", ip[0]));
+    assert_eq!(argv[5], "https://hello.mcp.test:8443/");
+    assert!(nodes.values().any(|a| *a == ip[0]), "{ip:?} is a node's");
+    let mut answer = (None, String::new());
+    wait_until(Duration::from_secs(30), "the printed curl line answers", || {
+        answer = curl(&cwd, &argv[1..]);
+        answer.0 == Some(0)
+    });
+    assert_eq!(answer.1, "mcp-test web v1\n");
+
+    // Every active demo route, by the name the dev DNS gives its node.
+    wait_until(CONVERGE, "shop.mcp.test resolves", || {
+        !kdig(&dns, "shop.mcp.test").is_empty()
+    });
+    let shop = kdig(&dns, "shop.mcp.test").remove(0);
+    for (port, body) in [(8443, "mcp-test web v1\n"), (8444, "mcp-test web v2\n")] {
+        let resolve = format!("shop.mcp.test:{port}:{shop}");
+        let url = format!("https://shop.mcp.test:{port}/");
+        let mut answer = (None, String::new());
+        wait_until(Duration::from_secs(30), &format!("{url} answers"), || {
+            answer = curl(
+                &cwd,
+                &["--cacert", "state/pki/ca.pem", "--resolve", &resolve, &url],
+            );
+            answer.0 == Some(0)
+        });
+        assert_eq!(answer.1, body, "{url}");
+    }
+    // Not through another name: the proxy matches SNI and Host.
+    let resolve = format!("nope.mcp.test:8443:{shop}");
+    let (code, _) = curl(
+        &cwd,
+        &[
+            "--cacert",
+            "state/pki/ca.pem",
+            "--resolve",
+            &resolve,
+            "https://nope.mcp.test:8443/",
+        ],
+    );
+    assert_ne!(code, Some(0), "an unknown name is not served");
+
+    // `mcp dev --down`: `mcp dev` and its servers stop.
+    let out = Command::new(mcp_bin())
+        .args(["dev", "--down", "--state-dir", "state"])
+        .current_dir(&cwd)
+        .env("CONTAINERS_CONF", containers_conf())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    wait_until(Duration::from_secs(20), "mcp dev exits", || {
+        dev.child.try_wait().unwrap().is_some()
+    });
+    assert!(kdig_fails(&dns), "Knot was stopped");
+}
+
+/// kdig gets no answer (the server is gone).
+fn kdig_fails(dns: &str) -> bool {
+    let (host, port) = dns.rsplit_once(':').unwrap();
+    Command::new("kdig")
+        .arg(format!("@{host}"))
+        .args(["-p", port, "+short", "+retry=0", "+time=1", "mcp.test", "SOA"])
+        .output()
+        .map(|o| !o.status.success() || o.stdout.is_empty())
+        .unwrap_or(true)
 }

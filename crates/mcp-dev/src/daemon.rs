@@ -1,29 +1,42 @@
-//! The fleet's processes: starting, killing and stopping `mcp-master` and
-//! `mcp-agent`, with their process ids recorded under `<state>/run/` so that
-//! [`down`] can stop a fleet another process started.
+//! The fleet's processes: starting, killing and stopping `mcp-master`,
+//! `mcp-agent` and the servers (Knot; per node Caddy and HAProxy), with
+//! their process ids recorded under `<state>/run/` so that [`down`] can
+//! stop a fleet another process started.
+//!
+//! Pid files: `master`, `<node>` (agents), `knot`, `caddy-<node>`,
+//! `haproxy-<node>`, and `dev` for `mcp dev` itself.
 
 use std::collections::BTreeMap;
+use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::prepare::{Fleet, RECORD};
+use crate::servers::{Probe, CADDY_ADMIN_PORT};
 use crate::{failed, io, podman, DevError};
 
 /// How long a daemon gets to exit after SIGTERM before SIGKILL.
 const STOP_GRACE: Duration = Duration::from_secs(10);
 
-/// One daemon of the fleet: `<bin> --config <config> serve`, its output
-/// appended to `log`.
+/// One process of the fleet: a daemon (`<bin> --config <config> serve`)
+/// or a server (Knot, Caddy, HAProxy, each with its own arguments), its
+/// output appended to `log`.
 #[derive(Debug)]
 pub struct Daemon {
-    /// `master` or the node's name.
+    /// `master`, the node's name, `knot`, `caddy-<node>`, `haproxy-<node>`.
     pub name: String,
     pub bin: PathBuf,
+    /// Its configuration file (among its arguments: what tells a recorded
+    /// pid is still this process).
     pub config: PathBuf,
     pub log: PathBuf,
+    args: Vec<OsString>,
+    env: Vec<(OsString, OsString)>,
+    /// Removed before each start (HAProxy's master socket).
+    stale: Option<PathBuf>,
+    probe: Probe,
     pid_file: PathBuf,
-    containers_conf: Option<PathBuf>,
     child: Option<Child>,
 }
 
@@ -41,16 +54,15 @@ impl Daemon {
         let err = out
             .try_clone()
             .map_err(io(format!("opening {}", self.log.display())))?;
+        if let Some(p) = &self.stale {
+            let _ = std::fs::remove_file(p);
+        }
         let mut cmd = Command::new(&self.bin);
-        cmd.arg("--config")
-            .arg(&self.config)
-            .arg("serve")
+        cmd.args(&self.args)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(out)
             .stderr(err);
-        if let Some(c) = &self.containers_conf {
-            cmd.env("CONTAINERS_CONF", c);
-        }
         let child = cmd
             .spawn()
             .map_err(io(format!("starting {}", self.bin.display())))?;
@@ -75,6 +87,11 @@ impl Daemon {
 
     pub fn is_started(&self) -> bool {
         self.child.is_some()
+    }
+
+    /// It answers (listens, serves its zone, has a worker...).
+    pub fn is_ready(&self) -> bool {
+        self.probe.ready()
     }
 
     /// `Some(status)` when it was started and has exited since.
@@ -111,45 +128,148 @@ fn signal(pid: u32, sig: rustix::process::Signal) {
     }
 }
 
-/// The master and every agent of a fleet.
+/// The master, every agent and the servers of a fleet.
 #[derive(Debug)]
 pub struct Daemons {
     pub master: Daemon,
     pub agents: BTreeMap<String, Daemon>,
+    /// Knot, then each node's Caddy and HAProxy.
+    pub servers: Vec<Daemon>,
 }
 
+/// How long the servers get to answer after their start.
+const SERVERS_READY: Duration = Duration::from_secs(30);
+
 impl Fleet {
-    /// The fleet's daemons (not started); `bin_dir` holds `mcp-master` and
-    /// `mcp-agent`.
+    /// The fleet's daemons and servers (not started); `bin_dir` holds
+    /// `mcp-master` and `mcp-agent`.
     pub fn daemons(&self, bin_dir: &Path) -> Daemons {
-        let daemon = |name: &str, bin: &str, config: PathBuf| Daemon {
+        let process = |name: &str, bin: PathBuf, config: PathBuf, probe: Probe| Daemon {
             name: name.to_string(),
-            bin: bin_dir.join(bin),
+            bin,
             config,
             log: self.log(name),
+            args: Vec::new(),
+            env: Vec::new(),
+            stale: None,
+            probe,
             pid_file: self.state.join("run").join(format!("{name}.pid")),
-            containers_conf: self.containers_conf.clone(),
             child: None,
         };
+        let daemon = |name: &str, bin: &str, config: PathBuf, probe: Probe| {
+            let mut d = process(name, bin_dir.join(bin), config.clone(), probe);
+            d.args = vec!["--config".into(), config.into(), "serve".into()];
+            if let Some(c) = &self.containers_conf {
+                d.env.push(("CONTAINERS_CONF".into(), c.into()));
+            }
+            d
+        };
+        let tcp = |ip: &str, port: u16| {
+            Probe::Tcp(
+                format!("{ip}:{port}")
+                    .parse()
+                    .unwrap_or_else(|_| ([127, 0, 0, 1], port).into()),
+            )
+        };
+        let mut servers = Vec::new();
+        if let Some(dns) = self.dns_addr() {
+            let mut knot = process(
+                "knot",
+                self.servers.knotd.clone(),
+                self.knot_config(),
+                Probe::Soa(dns, self.zone.clone()),
+            );
+            knot.args = vec!["-c".into(), self.knot_config().into()];
+            servers.push(knot);
+        }
+        for n in &self.nodes {
+            let dir = self.caddy_dir(&n.name);
+            let admin = format!("{}:{CADDY_ADMIN_PORT}", n.address)
+                .parse()
+                .unwrap_or_else(|_| ([127, 0, 0, 1], CADDY_ADMIN_PORT).into());
+            let config = self.caddy_config(&n.name);
+            let mut caddy = process(
+                &format!("caddy-{}", n.name),
+                self.servers.caddy.clone(),
+                config.clone(),
+                Probe::CaddyAdmin(admin),
+            );
+            caddy.args = vec!["run".into(), "--config".into(), config.into()];
+            // Caddy's storage and autosave stay in the node's directory.
+            caddy.env = vec![
+                ("HOME".into(), dir.clone().into()),
+                ("XDG_DATA_HOME".into(), dir.join("data").into()),
+                ("XDG_CONFIG_HOME".into(), dir.join("config").into()),
+            ];
+            servers.push(caddy);
+            let (cfg, sock) = (self.haproxy_config(&n.name), self.haproxy_socket(&n.name));
+            let mut haproxy = process(
+                &format!("haproxy-{}", n.name),
+                self.servers.haproxy.clone(),
+                cfg.clone(),
+                Probe::HaproxyWorker(sock.clone()),
+            );
+            haproxy.args = vec![
+                "-W".into(),
+                "-S".into(),
+                sock.clone().into(),
+                "-f".into(),
+                cfg.into(),
+            ];
+            haproxy.stale = Some(sock);
+            servers.push(haproxy);
+        }
         Daemons {
-            master: daemon("master", "mcp-master", self.master_config()),
+            master: daemon(
+                "master",
+                "mcp-master",
+                self.master_config(),
+                tcp("127.0.0.1", self.master_port),
+            ),
             agents: self
                 .nodes
                 .iter()
                 .map(|n| {
-                    let d = daemon(&n.name, "mcp-agent", self.agent_config(&n.name));
+                    let d = daemon(
+                        &n.name,
+                        "mcp-agent",
+                        self.agent_config(&n.name),
+                        tcp(&n.address, n.port),
+                    );
                     (n.name.clone(), d)
                 })
                 .collect(),
+            servers,
         }
     }
 }
 
 impl Daemons {
-    /// Agents first (they keep running their containers without a master
-    /// and register, with back-off, once it is up), then the master. On an
-    /// error, what was started is stopped.
+    /// Starts the servers (Knot, every Caddy and HAProxy) and waits until
+    /// each answers; on an error, the started ones are stopped.
+    pub fn start_servers(&mut self) -> Result<(), DevError> {
+        let mut result = Ok(());
+        for s in &mut self.servers {
+            result = s.start();
+            if result.is_err() {
+                break;
+            }
+        }
+        if result.is_ok() {
+            result = wait_ready(self.servers.iter_mut().collect(), SERVERS_READY);
+        }
+        if result.is_err() {
+            stop_many(self.servers.iter_mut().collect());
+        }
+        result
+    }
+
+    /// The servers first (and answering: the agents configure the proxies
+    /// from their start), then the agents (they keep running their
+    /// containers without a master and register, with back-off, once it is
+    /// up), then the master. On an error, what was started is stopped.
     pub fn start_all(&mut self) -> Result<(), DevError> {
+        self.start_servers()?;
         let mut result = Ok(());
         for a in self.agents.values_mut() {
             result = a.start();
@@ -166,11 +286,12 @@ impl Daemons {
         result
     }
 
-    /// Every daemon, agents first.
+    /// Every process, agents first, then the master, then the servers.
     pub fn iter_mut(&mut self) -> impl Iterator<Item = &mut Daemon> {
         self.agents
             .values_mut()
             .chain(std::iter::once(&mut self.master))
+            .chain(self.servers.iter_mut())
     }
 
     /// A started daemon that exited, if any: "<name> exited (<status>); its
@@ -188,38 +309,50 @@ impl Daemons {
         })
     }
 
-    /// Waits until every daemon listens on its port; an error when one
-    /// exits or `timeout` passes.
-    pub fn wait_listening(&mut self, f: &Fleet, timeout: Duration) -> Result<(), DevError> {
-        let mut ports: Vec<(String, u16)> =
-            f.nodes.iter().map(|n| (n.name.clone(), n.port)).collect();
-        ports.push(("master".into(), f.master_port));
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(why) = self.first_exited() {
-                return failed(format!("while starting: {why}"));
-            }
-            ports.retain(|(_, port)| std::net::TcpStream::connect(("127.0.0.1", *port)).is_err());
-            if ports.is_empty() {
-                return Ok(());
-            }
-            if Instant::now() > deadline {
-                let names: Vec<&str> = ports.iter().map(|(n, _)| n.as_str()).collect();
-                return failed(format!(
-                    "{} did not start listening within {}s (logs in {})",
-                    names.join(", "),
-                    timeout.as_secs(),
-                    f.state.join("logs").display()
-                ));
-            }
-            std::thread::sleep(Duration::from_millis(200));
-        }
+    /// Waits until every started process answers (daemons listen on
+    /// their ports); an error when one exits or `timeout` passes.
+    pub fn wait_listening(&mut self, timeout: Duration) -> Result<(), DevError> {
+        wait_ready(self.iter_mut().collect(), timeout)
     }
 
     /// SIGTERM to every started daemon, SIGKILL to those still running
     /// after the grace period.
     pub fn stop_every(&mut self) {
         stop_many(self.iter_mut().collect());
+    }
+}
+
+/// Waits until every started process of `all` is ready.
+fn wait_ready(mut all: Vec<&mut Daemon>, timeout: Duration) -> Result<(), DevError> {
+    all.retain(|d| d.is_started());
+    let deadline = Instant::now() + timeout;
+    loop {
+        for d in &mut all {
+            if let Some(st) = d.exited() {
+                return failed(format!(
+                    "while starting: {} exited ({st}); its log is {}:\n{}",
+                    d.name,
+                    d.log.display(),
+                    d.log_tail(15)
+                ));
+            }
+        }
+        all.retain(|d| !d.is_ready());
+        if all.is_empty() {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            let waiting: Vec<String> = all
+                .iter()
+                .map(|d| format!("{} ({}; log {})", d.name, d.probe.describe(), d.log.display()))
+                .collect();
+            return failed(format!(
+                "not ready within {}s: {}",
+                timeout.as_secs(),
+                waiting.join(", ")
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(100));
     }
 }
 
@@ -321,6 +454,12 @@ fn expected_arg(state: &Path, name: &str) -> String {
     }
     let config = if name == "master" {
         state.join("master/master.toml")
+    } else if name == "knot" {
+        state.join("dns/knot.conf")
+    } else if let Some(node) = name.strip_prefix("caddy-") {
+        state.join("nodes").join(node).join("caddy/caddy.json")
+    } else if let Some(node) = name.strip_prefix("haproxy-") {
+        state.join("nodes").join(node).join("haproxy/haproxy.cfg")
     } else {
         state.join("nodes").join(name).join("agent.toml")
     };

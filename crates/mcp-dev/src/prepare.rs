@@ -1,8 +1,23 @@
-//! Choosing a fleet (ports, node names) and writing its state directory:
-//! PKI, signing key, tokens, configs, the demo services repository, and
-//! `fleet.json`.
+//! Choosing a fleet (addresses, ports, node names) and writing its state
+//! directory: PKI, signing key, tokens, configs, the servers' files, the
+//! demo services repository, and `fleet.json`.
+//!
+//! # Addresses
+//!
+//! Every fleet gets its own loopback block `127.<a>.<b>.0/24`, `a` in
+//! 1..=254 and `b` from a hash (FNV-1a) of the canonical state directory
+//! path, so the same directory gets the same block every run and two
+//! directories (two dev fleets, fleet tests in parallel) practically never
+//! share one; a fresh state directory whose block is in use (something
+//! answers on its first node's Caddy admin port) takes the next block, and
+//! the block is recorded in `fleet.json` and kept. `127.0.0.0/16` is left
+//! alone (127.0.0.1 is everybody's, 127.0.1.1 Debian's host name). Node
+//! `i` (0-based, in the order m1, w1, w2, ..., e1) is `127.<a>.<b>.<11+i>`:
+//! its agent's gRPC port, its Caddy (admin on port 2019, routes on their
+//! ports) and its HAProxy listen there. The master stays on
+//! `127.0.0.1:<free port>`, Knot on `127.0.0.1:<free port>` (TCP and UDP).
 
-use std::net::TcpListener;
+use std::net::{IpAddr, Ipv4Addr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -13,6 +28,7 @@ use mcp_security::pki::{Ca, Validity};
 use serde::{Deserialize, Serialize};
 
 use crate::git::{self, Identity};
+use crate::servers::{self, ServerBins, ZONE};
 use crate::{configs, failed, io, podman, DevError};
 
 /// The demo services (`examples/dev/`), written into a new services
@@ -60,7 +76,11 @@ pub struct Node {
     pub name: String,
     /// `master`, `worker` or `edge`.
     pub role: String,
-    /// The agent's gRPC port on 127.0.0.1.
+    /// The node's own loopback address, bare (`127.<a>.<b>.<11+i>`): its
+    /// agent, its Caddy and its HAProxy listen there.
+    #[serde(default)]
+    pub address: String,
+    /// The agent's gRPC port on `address`.
     pub port: u16,
     /// The agent's host port range.
     pub range: (u16, u16),
@@ -83,6 +103,21 @@ pub struct Fleet {
     /// pulled later are seen too. `None`: images are copied at prepare.
     pub image_store: Option<String>,
     pub containers_conf: Option<PathBuf>,
+    /// Knot's `127.0.0.1:<port>`, serving [`Fleet::zone`].
+    #[serde(default)]
+    pub dns: String,
+    /// The internal zone (`mcp.test`): routes are `<service>.<zone>`.
+    #[serde(default)]
+    pub zone: String,
+    /// The CA the routes' certificates chain to (`pki/ca.pem`).
+    #[serde(default)]
+    pub ca_cert: PathBuf,
+    /// The fleet's loopback block, `127.<a>.<b>.0/24`.
+    #[serde(default)]
+    pub subnet: String,
+    /// The Caddy, HAProxy and Knot binaries.
+    #[serde(default)]
+    pub servers: ServerBins,
 }
 
 impl Fleet {
@@ -139,7 +174,7 @@ impl Fleet {
                     "name": n.name,
                     "role": n.role,
                     "config": self.agent_config(&n.name),
-                    "address": format!("127.0.0.1:{}", n.port),
+                    "address": format!("{}:{}", n.address, n.port),
                     "log": self.log(&n.name),
                     "podman_args": n.podman_args,
                     "command": ["mcp-agent", "--config", self.agent_config(&n.name), "serve"],
@@ -153,6 +188,9 @@ impl Fleet {
             "gitops": self.gitops,
             "master": master,
             "nodes": nodes,
+            "dns": self.dns,
+            "zone": self.zone,
+            "ca_cert": self.ca_cert,
         })
     }
 }
@@ -190,6 +228,12 @@ pub fn prepare(opts: &DevOptions) -> Result<Fleet, DevError> {
         None => demo_services(&state)?,
     };
     let gitops = git::in_work_tree(&services);
+    let bins = servers::check_servers()?;
+    let previous = Fleet::load(&state).ok();
+    let block = previous
+        .as_ref()
+        .and_then(|p| parse_subnet(&p.subnet))
+        .unwrap_or_else(|| choose_block(&state));
 
     let mut names = Vec::new();
     for i in 0..opts.agents {
@@ -207,16 +251,24 @@ pub fn prepare(opts: &DevOptions) -> Result<Fleet, DevError> {
     for (i, (name, role)) in names.into_iter().enumerate() {
         let base = 20000 + u16::try_from(i).unwrap_or(0) * 1000;
         let podman_args = podman::podman_args(&state, &name, image_store.as_deref());
+        let ip = node_ip(block, i);
         nodes.push(Node {
             name,
             role: role.to_string(),
-            port: free_port()?,
+            address: ip.to_string(),
+            port: free_port_on(IpAddr::V4(ip))?,
             range: (base, base + 999),
             podman_args,
         });
     }
+    let localhost = IpAddr::V4(Ipv4Addr::LOCALHOST);
     let fleet = Fleet {
-        master_port: free_port()?,
+        master_port: free_port_on(localhost)?,
+        dns: format!("127.0.0.1:{}", servers::free_tcp_udp_port(localhost)?),
+        zone: ZONE.to_string(),
+        ca_cert: state.join("pki/ca.pem"),
+        subnet: format!("127.{}.{}.0/24", block.0, block.1),
+        servers: bins,
         nodes,
         state,
         services,
@@ -231,11 +283,58 @@ pub fn prepare(opts: &DevOptions) -> Result<Fleet, DevError> {
     Ok(fleet)
 }
 
-fn free_port() -> Result<u16, DevError> {
-    let l = TcpListener::bind("127.0.0.1:0").map_err(io("finding a free loopback port"))?;
-    Ok(l.local_addr()
-        .map_err(io("finding a free loopback port"))?
-        .port())
+/// A free TCP port on `ip` (bound, read, released).
+pub(crate) fn free_port_on(ip: IpAddr) -> Result<u16, DevError> {
+    let what = || format!("finding a free port on {ip}");
+    let l = TcpListener::bind((ip, 0)).map_err(io(what()))?;
+    Ok(l.local_addr().map_err(io(what()))?.port())
+}
+
+/// FNV-1a, 64 bits: a hash that stays the same across Rust versions.
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
+}
+
+/// The block `(a, b)` of `127.<a>.<b>.0/24` a state directory hashes to,
+/// `a` in 1..=254.
+pub(crate) fn block_of(state: &Path) -> (u8, u8) {
+    use std::os::unix::ffi::OsStrExt as _;
+    let h = fnv1a(state.as_os_str().as_bytes());
+    let n = (h % (254 * 256)) as u16;
+    block_at(n)
+}
+
+/// The `n`th block (0-based) of the 254 * 256 usable ones.
+fn block_at(n: u16) -> (u8, u8) {
+    let n = n % (254 * 256);
+    ((n / 256 + 1) as u8, (n % 256) as u8)
+}
+
+/// A fresh state directory's block: its hash's, or the next one not in
+/// use (nothing answers on its first node's Caddy admin port).
+fn choose_block(state: &Path) -> (u8, u8) {
+    let (a, b) = block_of(state);
+    let first = (u16::from(a) - 1) * 256 + u16::from(b);
+    (0..64)
+        .map(|k| block_at(first.wrapping_add(k)))
+        .find(|blk| {
+            let admin = std::net::SocketAddr::from((node_ip(*blk, 0), servers::CADDY_ADMIN_PORT));
+            std::net::TcpStream::connect_timeout(&admin, Duration::from_millis(200)).is_err()
+        })
+        .unwrap_or((a, b))
+}
+
+fn parse_subnet(s: &str) -> Option<(u8, u8)> {
+    let ip: Ipv4Addr = s.strip_suffix(".0/24").map(|p| format!("{p}.0"))?.parse().ok()?;
+    let [x, a, b, _] = ip.octets();
+    (x == 127 && a != 0).then_some((a, b))
+}
+
+/// Node `i`'s address in `block`: `127.<a>.<b>.<11+i>`.
+fn node_ip(block: (u8, u8), i: usize) -> Ipv4Addr {
+    Ipv4Addr::new(127, block.0, block.1, 11 + u8::try_from(i).unwrap_or(0))
 }
 
 /// A services repository with the demo services, created once.
@@ -267,7 +366,7 @@ fn mkdir(p: &Path) -> Result<(), DevError> {
     std::fs::create_dir_all(p).map_err(io(format!("creating {}", p.display())))
 }
 
-fn write(p: &Path, text: &str) -> Result<(), DevError> {
+pub(crate) fn write(p: &Path, text: &str) -> Result<(), DevError> {
     std::fs::write(p, text).map_err(io(format!("writing {}", p.display())))
 }
 
@@ -283,11 +382,10 @@ pub fn master_sans() -> [&'static str; 3] {
 }
 
 /// The subject alternative names of a node's certificate: its node name
-/// (the master verifies the agent by it) and its loopback address. Every
-/// node of a dev fleet shares 127.0.0.1, so only the name tells one node's
-/// certificate from another's.
-pub fn node_sans(node: &str) -> [&str; 2] {
-    [node, "127.0.0.1"]
+/// (the master verifies the agent by it) and its own loopback address
+/// (the host of the address it registers with, which the master checks).
+pub fn node_sans<'a>(node: &'a Node) -> [&'a str; 2] {
+    [&node.name, &node.address]
 }
 
 /// The PKI is complete and current: the CA, and every certificate with the
@@ -295,7 +393,7 @@ pub fn node_sans(node: &str) -> [&str; 2] {
 /// with other nodes, gets a new PKI).
 fn pki_current(f: &Fleet) -> bool {
     let pki = f.state.join("pki");
-    if !pki.join("ca.pem").exists() {
+    if !pki.join("ca.pem").exists() || !pki.join("ca.key").exists() {
         return false;
     }
     let names = |file: &str, sans: &[&str]| {
@@ -310,14 +408,14 @@ fn pki_current(f: &Fleet) -> bool {
     names("master.crt", &master_sans())
         && f.nodes
             .iter()
-            .all(|n| names(&format!("{}.crt", n.name), &node_sans(&n.name)))
+            .all(|n| names(&format!("{}.crt", n.name), &node_sans(n)))
 }
 
 /// Writes (once) the PKI and signing key; (every time) the tokens, the
 /// configs and the record.
 fn write_state(f: &Fleet) -> Result<(), DevError> {
     let s = &f.state;
-    for d in ["pki", "keys", "tokens", "master", "logs", "run"] {
+    for d in ["pki", "keys", "tokens", "master", "logs", "run", "dns"] {
         mkdir(&s.join(d))?;
     }
     if !pki_current(f) {
@@ -326,8 +424,12 @@ fn write_state(f: &Fleet) -> Result<(), DevError> {
         let pki = s.join("pki");
         ca.write_leaf(&pki, "master", &master_sans(), Validity::Days(365))?;
         for n in &f.nodes {
-            ca.write_leaf(&pki, &n.name, &node_sans(&n.name), Validity::Days(365))?;
+            ca.write_leaf(&pki, &n.name, &node_sans(n), Validity::Days(365))?;
         }
+        // The agents issue their routes' certificates from this CA
+        // (`[certs] issuer = "local-ca"`): every agent of a dev fleet holds
+        // the CA key. Fine on one machine, never in production.
+        ca.write_key(&pki.join("ca.key"))?;
         // Written last: its presence means the whole PKI is there.
         ca.write_cert(&s.join("pki/ca.pem"))?;
     }
@@ -374,11 +476,13 @@ fn write_state(f: &Fleet) -> Result<(), DevError> {
         let token = jwt::issue_token_with(&key, &req, &opts, &SystemClock)?;
         write_private(&s.join(format!("tokens/{file}.token")), token.expose())?;
     }
+    servers::write_dns(f)?;
     write(&f.master_config(), &configs::master(f))?;
     for n in &f.nodes {
         let dir = s.join("nodes").join(&n.name);
         mkdir(&dir.join("srv"))?;
         mkdir(&dir.join("storage"))?;
+        servers::write_proxies(f, n)?;
         write(&f.agent_config(&n.name), &configs::agent(f, n))?;
     }
     write(&f.cli_config(), &configs::cli(f))?;
@@ -389,7 +493,7 @@ fn write_state(f: &Fleet) -> Result<(), DevError> {
     write(&s.join(RECORD), &record)
 }
 
-fn write_private(path: &Path, data: &str) -> Result<(), DevError> {
+pub(crate) fn write_private(path: &Path, data: &str) -> Result<(), DevError> {
     use std::io::Write as _;
     use std::os::unix::fs::OpenOptionsExt as _;
     let _ = std::fs::remove_file(path);
@@ -419,6 +523,19 @@ mod tests {
         }
     }
 
+    /// Blocks are 127.<1..=254>.<0..=255>, the hash's stable.
+    #[test]
+    fn blocks_are_stable_and_outside_127_0() {
+        assert_eq!(block_of(Path::new("/a/b")), block_of(Path::new("/a/b")));
+        assert_ne!(block_of(Path::new("/a/b")), block_of(Path::new("/a/c")));
+        assert_eq!(block_at(0), (1, 0));
+        assert_eq!(block_at(254 * 256 - 1), (254, 255));
+        assert_eq!(block_at(254 * 256), (1, 0), "wraps");
+        assert_eq!(parse_subnet("127.3.4.0/24"), Some((3, 4)));
+        assert_eq!(parse_subnet("127.0.4.0/24"), None);
+        assert_eq!(node_ip((3, 4), 1), Ipv4Addr::new(127, 3, 4, 12));
+    }
+
     /// A prepared fleet is recorded, and the record reads back as the same
     /// fleet (what `down` relies on).
     #[test]
@@ -438,13 +555,55 @@ mod tests {
         assert_eq!(names, ["m1", "w1", "e1"]);
         assert!(!f.gitops, "a plain directory is push mode");
         assert_eq!(Fleet::load(&f.state).unwrap(), f);
+        // The record's contract: dns, zone, ca_cert, nodes' bare addresses.
+        let record: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(f.state.join(RECORD)).unwrap())
+                .unwrap();
+        let (a, b) = block_of(&f.state);
+        assert_ne!(a, 0, "127.0.x.x is left alone");
+        assert!(record["dns"].as_str().unwrap().starts_with("127.0.0.1:"));
+        assert_eq!(record["zone"], "mcp.test");
+        assert_eq!(record["ca_cert"], f.state.join("pki/ca.pem").to_str().unwrap());
+        for (i, n) in record["nodes"].as_array().unwrap().iter().enumerate() {
+            let ip: Ipv4Addr = n["address"].as_str().unwrap().parse().unwrap();
+            assert_eq!(ip.octets()[3], 11 + i as u8);
+            assert_eq!(ip.octets()[0], 127);
+            assert!(n["name"].is_string() && n["role"].is_string());
+            if record["subnet"] == format!("127.{a}.{b}.0/24") {
+                assert_eq!(ip, node_ip((a, b), i));
+            }
+        }
         for n in &f.nodes {
             let cfg = std::fs::read_to_string(f.agent_config(&n.name)).unwrap();
             assert!(cfg.contains(&format!("name = \"{}\"", n.name)), "{cfg}");
+            assert!(
+                cfg.contains(&format!("grpc_addr = \"{}:{}\"", n.address, n.port)),
+                "{cfg}"
+            );
+            assert!(cfg.contains(&format!("admin = \"{}:2019\"", n.address)), "{cfg}");
+            assert!(cfg.contains("issuer = \"local-ca\""), "{cfg}");
         }
+        let master = std::fs::read_to_string(f.master_config()).unwrap();
+        assert!(master.contains(&format!("server = \"{}\"", f.dns)), "{master}");
+        use std::os::unix::fs::PermissionsExt as _;
+        for key in ["pki/ca.key", "dns/mcp-key.tsig", "dns/acme-key.tsig"] {
+            let mode = std::fs::metadata(f.state.join(key)).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600, "{key}");
+        }
+        // The same directory keeps its addresses.
+        let again = prepare(&DevOptions {
+            services: Some(dir.path().join("services")),
+            agents: 2,
+            edge: true,
+            state_dir: Some(dir.path().join("state")),
+            containers_conf: None,
+        })
+        .unwrap();
+        let addrs = |f: &Fleet| f.nodes.iter().map(|n| n.address.clone()).collect::<Vec<_>>();
+        assert_eq!(addrs(&again), addrs(&f));
         let cli = std::fs::read_to_string(f.cli_config()).unwrap();
         assert!(
-            cli.contains(&format!("127.0.0.1:{}", f.master_port)),
+            cli.contains(&format!("127.0.0.1:{}", again.master_port)),
             "{cli}"
         );
     }
@@ -479,7 +638,10 @@ mod tests {
         for (node, other) in [("m1", "w1"), ("w1", "m1")] {
             let c = leaf(node);
             assert!(certificate_names(c.as_ref(), node));
-            assert!(certificate_names(c.as_ref(), "127.0.0.1"));
+            let ip = &f.node(node).unwrap().address;
+            let other_ip = &f.node(other).unwrap().address;
+            assert!(certificate_names(c.as_ref(), ip), "{node} lacks {ip}");
+            assert!(!certificate_names(c.as_ref(), other_ip));
             assert!(
                 !certificate_names(c.as_ref(), other),
                 "{node} names {other}"
@@ -509,7 +671,7 @@ mod tests {
         ca.write_leaf(
             &f.state.join("pki"),
             "w1",
-            &["localhost", "127.0.0.1"],
+            &["w1", "127.0.0.1"],
             Validity::Days(1),
         )
         .unwrap();

@@ -80,6 +80,13 @@ impl Ca {
         write_file(path, self.cert_pem().as_bytes(), 0o644)
     }
 
+    /// Writes the CA's private key (PEM, mode 0600) to `path`: for an
+    /// issuer that signs with this CA elsewhere (a dev fleet's agents
+    /// issue their routes' certificates from it; never in production).
+    pub fn write_key(&self, path: &Path) -> Result<(), PkiError> {
+        write_file(path, self.issuer.key().serialize_pem().as_bytes(), 0o600)
+    }
+
     /// Issues a leaf for `sans` (DNS names or IP addresses; the first is also
     /// the common name), usable for both server and client authentication.
     /// Returns (certificate PEM, private key PEM).
