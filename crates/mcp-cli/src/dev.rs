@@ -226,7 +226,10 @@ fn print_banner(f: &Fleet, state: &Path, demo: Option<&DemoRoute>) {
     println!("  nodes    {}", nodes.join(", "));
     println!("  dns      {} (zone {})", f.dns, f.zone);
     println!("           kdig @127.0.0.1 -p {dns_port} {probe}");
-    println!("  ca       {} (the routes' certificates)", ca_shown(state).display());
+    println!(
+        "  ca       {} (the routes' certificates)",
+        ca_shown(state).display()
+    );
     if f.gitops {
         println!(
             "  services {} (GitOps: the master follows its commits)",
@@ -260,16 +263,43 @@ fn print_banner(f: &Fleet, state: &Path, demo: Option<&DemoRoute>) {
     if let Some(d) = demo {
         println!();
         println!(
-            "Waiting for {} to be placed; its curl line follows once {} resolves.",
+            "Waiting for {} to be placed; its curl line follows once {} resolves and answers.",
             d.service,
             d.dns_name(f)
         );
     }
 }
 
-/// Once the demo service's name resolves: the `curl` line that reaches it
+/// The curl line's arguments (after `curl`).
+fn curl_args(state: &Path, d: &DemoRoute, ip: std::net::Ipv4Addr) -> Vec<String> {
+    vec![
+        "--cacert".into(),
+        ca_shown(state).display().to_string(),
+        "--resolve".into(),
+        format!("{}:{}:{ip}", d.hostname, d.port),
+        format!("https://{}:{}/", d.hostname, d.port),
+    ]
+}
+
+/// Whether the curl line answers now (a success status, the certificate
+/// verified): the name may resolve before the route works (a record kept
+/// from the last run, the container still starting). Without curl: yes.
+fn curl_answers(args: &[String]) -> bool {
+    match std::process::Command::new("curl")
+        .args(["-sf", "-o", "/dev/null", "--max-time", "2"])
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+    {
+        Ok(st) => st.success(),
+        Err(e) => e.kind() == std::io::ErrorKind::NotFound,
+    }
+}
+
+/// Once the demo service's route answers: the `curl` line that reaches it
 /// through its node's proxy, as printed.
-fn print_curl(f: &Fleet, state: &Path, d: &DemoRoute, ip: std::net::Ipv4Addr) {
+fn print_curl(f: &Fleet, d: &DemoRoute, ip: std::net::Ipv4Addr, args: &[String]) {
     let node = f
         .nodes
         .iter()
@@ -277,12 +307,7 @@ fn print_curl(f: &Fleet, state: &Path, d: &DemoRoute, ip: std::net::Ipv4Addr) {
         .map_or_else(|| "?".to_string(), |n| n.name.clone());
     println!();
     println!("{} is on {node} ({ip}):", d.service);
-    println!(
-        "  curl --cacert {} --resolve {host}:{port}:{ip} https://{host}:{port}/",
-        ca_shown(state).display(),
-        host = d.hostname,
-        port = d.port,
-    );
+    println!("  curl {}", args.join(" "));
 }
 
 /// Whether `dir` is one of `$PATH`'s directories.
@@ -316,8 +341,11 @@ fn wait_for_interrupt(
                     }
                     if let (Some(d), Some(dns)) = (&demo, dns) {
                         if let Some(ip) = mcp_dev::dns::lookup_a(dns, &d.dns_name(f)).first() {
-                            print_curl(f, state, d, *ip);
-                            demo = None;
+                            let args = curl_args(state, d, *ip);
+                            if curl_answers(&args) {
+                                print_curl(f, d, *ip, &args);
+                                demo = None;
+                            }
                         }
                     }
                 }

@@ -692,7 +692,6 @@ fn gitops_changes_follow_commits() {
         ~ alpha on w1
             spec changed (<hex> -> <hex>): redeploy on the same node
             1. deploy alpha on w1 (spec <hex>)
-            2. dns set alpha.mcp.test -> <ip w1>
             --- alpha (deployed <hex>)
             +++ alpha (desired <hex>)
             @@ -4,7 +4,7 @@
@@ -708,11 +707,11 @@ fn gitops_changes_follow_commits() {
         v beta on w2
             desired stopped, beta running
             1. stop beta on w2
-            2. dns set beta.mcp.test -> <ip w2>
 
         - delta on w1
             no longer desired: prune
             1. undeploy delta from w1
+            2. dns remove delta.mcp.test
 
         ! epsilon on w2
             file <repo>/epsilon.toml is unreadable: service left as it is
@@ -1315,7 +1314,10 @@ fn mcp_dev_demo_routes_answer_by_name() {
     );
     assert_eq!(record["zone"], "mcp.test");
     let state = cwd.join("state").canonicalize().unwrap();
-    assert_eq!(record["ca_cert"], state.join("pki/ca.pem").to_str().unwrap());
+    assert_eq!(
+        record["ca_cert"],
+        state.join("pki/ca.pem").to_str().unwrap()
+    );
     let nodes: BTreeMap<String, String> = record["nodes"]
         .as_array()
         .unwrap()
@@ -1334,17 +1336,24 @@ fn mcp_dev_demo_routes_answer_by_name() {
     let line = dev.line("  curl ", Duration::from_secs(180));
     let argv: Vec<&str> = line.split_whitespace().collect();
     assert_eq!(argv[..2], ["curl", "--cacert"]);
-    assert_eq!(argv[2], "state/pki/ca.pem", "the CA as the state dir was given");
+    assert_eq!(
+        argv[2], "state/pki/ca.pem",
+        "the CA as the state dir was given"
+    );
     let ip = kdig(&dns, "hello.mcp.test");
     assert_eq!(ip.len(), 1, "{ip:?}");
     assert_eq!(argv[4], format!("hello.mcp.test:8443:{}", ip[0]));
     assert_eq!(argv[5], "https://hello.mcp.test:8443/");
     assert!(nodes.values().any(|a| *a == ip[0]), "{ip:?} is a node's");
     let mut answer = (None, String::new());
-    wait_until(Duration::from_secs(30), "the printed curl line answers", || {
-        answer = curl(&cwd, &argv[1..]);
-        answer.0 == Some(0)
-    });
+    wait_until(
+        Duration::from_secs(30),
+        "the printed curl line answers",
+        || {
+            answer = curl(&cwd, &argv[1..]);
+            answer.0 == Some(0)
+        },
+    );
     assert_eq!(answer.1, "mcp-test web v1\n");
 
     // Every active demo route, by the name the dev DNS gives its node.
@@ -1398,7 +1407,9 @@ fn kdig_fails(dns: &str) -> bool {
     let (host, port) = dns.rsplit_once(':').unwrap();
     Command::new("kdig")
         .arg(format!("@{host}"))
-        .args(["-p", port, "+short", "+retry=0", "+time=1", "mcp.test", "SOA"])
+        .args([
+            "-p", port, "+short", "+retry=0", "+time=1", "mcp.test", "SOA",
+        ])
         .output()
         .map(|o| !o.status.success() || o.stdout.is_empty())
         .unwrap_or(true)

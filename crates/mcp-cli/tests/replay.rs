@@ -161,10 +161,7 @@ async fn the_masters_token_is_useless_without_the_masters_key() {
     let mut daemons = dev.daemons(&bins);
     daemons.start_all().unwrap();
     let mut running = Running(daemons);
-    running
-        .0
-        .wait_listening(&dev, Duration::from_secs(60))
-        .unwrap();
+    running.0.wait_listening(Duration::from_secs(60)).unwrap();
 
     let s = &dev.state;
     let ca = s.join("pki/ca.pem");

@@ -344,7 +344,14 @@ fn wait_ready(mut all: Vec<&mut Daemon>, timeout: Duration) -> Result<(), DevErr
         if Instant::now() > deadline {
             let waiting: Vec<String> = all
                 .iter()
-                .map(|d| format!("{} ({}; log {})", d.name, d.probe.describe(), d.log.display()))
+                .map(|d| {
+                    format!(
+                        "{} ({}; log {})",
+                        d.name,
+                        d.probe.describe(),
+                        d.log.display()
+                    )
+                })
                 .collect();
             return failed(format!(
                 "not ready within {}s: {}",

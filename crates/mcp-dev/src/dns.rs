@@ -15,7 +15,9 @@ pub fn query(server: SocketAddr, name: &str, qtype: u16) -> Option<(u8, Vec<Vec<
     q.extend_from_slice(&id.to_be_bytes());
     q.extend_from_slice(&[0x00, 0x00, 0, 1, 0, 0, 0, 0, 0, 0]); // no RD; 1 question
     for label in name.trim_end_matches('.').split('.') {
-        let len = u8::try_from(label.len()).ok().filter(|l| *l > 0 && *l < 64)?;
+        let len = u8::try_from(label.len())
+            .ok()
+            .filter(|l| *l > 0 && *l < 64)?;
         q.push(len);
         q.extend_from_slice(label.as_bytes());
     }
@@ -28,7 +30,8 @@ pub fn query(server: SocketAddr, name: &str, qtype: u16) -> Option<(u8, Vec<Vec<
         (std::net::Ipv6Addr::LOCALHOST, 0).into()
     };
     let sock = UdpSocket::bind(bind).ok()?;
-    sock.set_read_timeout(Some(Duration::from_millis(500))).ok()?;
+    sock.set_read_timeout(Some(Duration::from_millis(500)))
+        .ok()?;
     sock.send_to(&q, server).ok()?;
     let mut buf = [0u8; 4096];
     let n = sock.recv(&mut buf).ok()?;
@@ -99,7 +102,11 @@ mod tests {
     fn parses_answers() {
         let mut b = vec![0x4d, 0x43, 0x84, 0x00, 0, 1, 0, 3, 0, 0, 0, 0];
         b.extend_from_slice(b"\x05hello\x03mcp\x04test\x00\x00\x01\x00\x01");
-        for (t, data) in [(1u16, &[127u8, 1, 2, 12][..]), (5, &[0xc0, 12]), (1, &[10, 0, 0, 1])] {
+        for (t, data) in [
+            (1u16, &[127u8, 1, 2, 12][..]),
+            (5, &[0xc0, 12]),
+            (1, &[10, 0, 0, 1]),
+        ] {
             b.extend_from_slice(&[0xc0, 12]);
             b.extend_from_slice(&t.to_be_bytes());
             b.extend_from_slice(&[0, 1, 0, 0, 0, 60]);

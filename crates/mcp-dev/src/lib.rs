@@ -60,11 +60,11 @@ pub use daemon::{
     down, ensure_running_none, live_processes, Daemon, Daemons, DevProcess, DownReport,
 };
 pub use podman::{check_podman, remove_containers};
-pub use servers::{check_servers, ServerBins, SERVER_PACKAGES, ZONE};
 pub use prepare::{
     default_state_dir, master_sans, node_sans, prepare, DevOptions, Fleet, Node, DEMO_SERVICES,
     MASTER_IDENTITY, TOKEN_TTL,
 };
+pub use servers::{check_servers, ServerBins, SERVER_PACKAGES, ZONE};
 
 use std::path::PathBuf;
 

@@ -327,7 +327,11 @@ fn choose_block(state: &Path) -> (u8, u8) {
 }
 
 fn parse_subnet(s: &str) -> Option<(u8, u8)> {
-    let ip: Ipv4Addr = s.strip_suffix(".0/24").map(|p| format!("{p}.0"))?.parse().ok()?;
+    let ip: Ipv4Addr = s
+        .strip_suffix(".0/24")
+        .map(|p| format!("{p}.0"))?
+        .parse()
+        .ok()?;
     let [x, a, b, _] = ip.octets();
     (x == 127 && a != 0).then_some((a, b))
 }
@@ -384,7 +388,7 @@ pub fn master_sans() -> [&'static str; 3] {
 /// The subject alternative names of a node's certificate: its node name
 /// (the master verifies the agent by it) and its own loopback address
 /// (the host of the address it registers with, which the master checks).
-pub fn node_sans<'a>(node: &'a Node) -> [&'a str; 2] {
+pub fn node_sans(node: &Node) -> [&str; 2] {
     [&node.name, &node.address]
 }
 
@@ -557,13 +561,15 @@ mod tests {
         assert_eq!(Fleet::load(&f.state).unwrap(), f);
         // The record's contract: dns, zone, ca_cert, nodes' bare addresses.
         let record: serde_json::Value =
-            serde_json::from_str(&std::fs::read_to_string(f.state.join(RECORD)).unwrap())
-                .unwrap();
+            serde_json::from_str(&std::fs::read_to_string(f.state.join(RECORD)).unwrap()).unwrap();
         let (a, b) = block_of(&f.state);
         assert_ne!(a, 0, "127.0.x.x is left alone");
         assert!(record["dns"].as_str().unwrap().starts_with("127.0.0.1:"));
         assert_eq!(record["zone"], "mcp.test");
-        assert_eq!(record["ca_cert"], f.state.join("pki/ca.pem").to_str().unwrap());
+        assert_eq!(
+            record["ca_cert"],
+            f.state.join("pki/ca.pem").to_str().unwrap()
+        );
         for (i, n) in record["nodes"].as_array().unwrap().iter().enumerate() {
             let ip: Ipv4Addr = n["address"].as_str().unwrap().parse().unwrap();
             assert_eq!(ip.octets()[3], 11 + i as u8);
@@ -580,14 +586,23 @@ mod tests {
                 cfg.contains(&format!("grpc_addr = \"{}:{}\"", n.address, n.port)),
                 "{cfg}"
             );
-            assert!(cfg.contains(&format!("admin = \"{}:2019\"", n.address)), "{cfg}");
+            assert!(
+                cfg.contains(&format!("admin = \"{}:2019\"", n.address)),
+                "{cfg}"
+            );
             assert!(cfg.contains("issuer = \"local-ca\""), "{cfg}");
         }
         let master = std::fs::read_to_string(f.master_config()).unwrap();
-        assert!(master.contains(&format!("server = \"{}\"", f.dns)), "{master}");
+        assert!(
+            master.contains(&format!("server = \"{}\"", f.dns)),
+            "{master}"
+        );
         use std::os::unix::fs::PermissionsExt as _;
         for key in ["pki/ca.key", "dns/mcp-key.tsig", "dns/acme-key.tsig"] {
-            let mode = std::fs::metadata(f.state.join(key)).unwrap().permissions().mode();
+            let mode = std::fs::metadata(f.state.join(key))
+                .unwrap()
+                .permissions()
+                .mode();
             assert_eq!(mode & 0o777, 0o600, "{key}");
         }
         // The same directory keeps its addresses.
@@ -599,7 +614,12 @@ mod tests {
             containers_conf: None,
         })
         .unwrap();
-        let addrs = |f: &Fleet| f.nodes.iter().map(|n| n.address.clone()).collect::<Vec<_>>();
+        let addrs = |f: &Fleet| {
+            f.nodes
+                .iter()
+                .map(|n| n.address.clone())
+                .collect::<Vec<_>>()
+        };
         assert_eq!(addrs(&again), addrs(&f));
         let cli = std::fs::read_to_string(f.cli_config()).unwrap();
         assert!(
