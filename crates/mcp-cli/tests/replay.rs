@@ -70,26 +70,28 @@ struct Caller<'a> {
     cert: Option<&'a CertKeyPaths>,
 }
 
-async fn channel(ca: &Path, port: u16, cert: Option<&CertKeyPaths>) -> Channel {
+/// A TLS channel to `host:port` (agents listen on their node's own
+/// loopback address, the master on 127.0.0.1).
+async fn channel(ca: &Path, host: &str, port: u16, cert: Option<&CertKeyPaths>) -> Channel {
     let cfg = tls::client_config(ca, cert).unwrap();
     tls::connect_channel(
-        &format!("https://127.0.0.1:{port}"),
+        &format!("https://{host}:{port}"),
         TlsConnector::new(Arc::new(cfg)),
     )
     .await
     .unwrap()
 }
 
-async fn agent(ca: &Path, port: u16, c: &Caller<'_>) -> Agent {
+async fn agent(ca: &Path, node: &mcp_dev::Node, c: &Caller<'_>) -> Agent {
     McpAgentServiceClient::with_interceptor(
-        channel(ca, port, c.cert).await,
+        channel(ca, &node.address, node.port, c.cert).await,
         BearerInterceptor::new(c.token).unwrap(),
     )
 }
 
 async fn master(ca: &Path, port: u16, c: &Caller<'_>) -> Master {
     McpMasterServiceClient::with_interceptor(
-        channel(ca, port, c.cert).await,
+        channel(ca, "127.0.0.1", port, c.cert).await,
         BearerInterceptor::new(c.token).unwrap(),
     )
 }
@@ -230,7 +232,7 @@ async fn the_masters_token_is_useless_without_the_masters_key() {
         let at = |who: &str, rpc: &str| format!("{rpc} on {} with {who}", n.name);
         // The replay: the master's token without the master's key.
         for (who, caller) in [("no certificate", &no_cert), ("w1's certificate", &w1_cert)] {
-            let mut c = agent(&ca, n.port, caller).await;
+            let mut c = agent(&ca, n, caller).await;
             let r = c.health_check(pb::HealthCheckRequest::default()).await;
             assert_refused(r, Code::Unauthenticated, &at(who, "HealthCheck"));
             let r = c.deploy(host_root_deploy()).await;
@@ -239,7 +241,7 @@ async fn the_masters_token_is_useless_without_the_masters_key() {
             assert_refused(r, Code::Unauthenticated, &at(who, "ListServices"));
         }
         // The master itself.
-        let mut c = agent(&ca, n.port, &the_master).await;
+        let mut c = agent(&ca, n, &the_master).await;
         let r = c.health_check(pb::HealthCheckRequest::default()).await;
         assert_let_through(r, &at("the master's certificate", "HealthCheck"));
         let r = c.events(pb::EventsRequest::default()).await;
@@ -249,7 +251,7 @@ async fn the_masters_token_is_useless_without_the_masters_key() {
             at("the master's certificate", "Events")
         );
         // An operator, --direct: read and lifecycle RPCs, not the fleet ones.
-        let mut c = agent(&ca, n.port, &operator).await;
+        let mut c = agent(&ca, n, &operator).await;
         let r = c.events(pb::EventsRequest::default()).await;
         assert!(r.is_ok(), "{}: {r:?}", at("the operator's token", "Events"));
         let r = c.health_check(pb::HealthCheckRequest::default()).await;
@@ -261,7 +263,7 @@ async fn the_masters_token_is_useless_without_the_masters_key() {
     }
 
     // w1's own token, and a token for another audience, on w2.
-    let w2 = dev.node("w2").unwrap().port;
+    let w2 = dev.node("w2").unwrap();
     let as_w1 = Caller {
         token: &w1_token,
         cert: Some(&w1_pair),
