@@ -71,6 +71,8 @@
 //!
 //! [files]                             # optional section
 //! root = "/srv"                       # PushFile / PullFile, service data; /srv in volumes
+//! max_import_bytes      = 10737418240 # ImportServiceData: file content in all (10 GiB)
+//! max_import_file_bytes = 4294967296  # ImportServiceData: one file (4 GiB)
 //!
 //! [snapshot]                          # optional section
 //! dir  = "/var/lib/mcp/snapshots"     # default: "snapshots" beside the database
@@ -459,6 +461,20 @@ pub struct FilesConfig {
     /// Parent of every `<service>/` data directory.
     #[serde(default = "default_files_root")]
     pub root: PathBuf,
+    /// ImportServiceData: the most file content one import writes.
+    #[serde(default = "default_max_import_bytes")]
+    pub max_import_bytes: u64,
+    /// ImportServiceData: the largest single file.
+    #[serde(default = "default_max_import_file_bytes")]
+    pub max_import_file_bytes: u64,
+}
+
+fn default_max_import_bytes() -> u64 {
+    crate::data::DEFAULT_MAX_IMPORT_BYTES
+}
+
+fn default_max_import_file_bytes() -> u64 {
+    crate::data::DEFAULT_MAX_IMPORT_FILE_BYTES
 }
 
 fn default_files_root() -> PathBuf {
@@ -469,6 +485,8 @@ impl Default for FilesConfig {
     fn default() -> Self {
         FilesConfig {
             root: default_files_root(),
+            max_import_bytes: default_max_import_bytes(),
+            max_import_file_bytes: default_max_import_file_bytes(),
         }
     }
 }

@@ -292,6 +292,39 @@ pub fn prepare_mount(root: &Path, service: &str, rel: &str) -> Result<(), FileEr
     }
 }
 
+/// The lexical check of a path relative to a service directory (see the
+/// module docs): relative, non-empty, at most [`MAX_PATH_LEN`] bytes, no
+/// NUL, every `/`-separated component non-empty, not `.` or `..`, at most
+/// [`MAX_COMPONENT_LEN`] bytes. Returns the components, or why the path
+/// is refused. Shared with the archive import ([`crate::data`]).
+pub(crate) fn split_relative(rel: &str) -> Result<Vec<&str>, String> {
+    if rel.is_empty() {
+        return Err("path is empty".into());
+    }
+    if rel.len() > MAX_PATH_LEN {
+        return Err(format!("longer than {MAX_PATH_LEN} bytes"));
+    }
+    if rel.contains('\0') {
+        return Err("contains a NUL byte".into());
+    }
+    if rel.starts_with('/') {
+        return Err("absolute paths are not allowed".into());
+    }
+    let components: Vec<&str> = rel.split('/').collect();
+    for c in &components {
+        match *c {
+            "" => return Err("empty component (leading, trailing or repeated '/')".into()),
+            "." => return Err("'.' components are not allowed".into()),
+            ".." => return Err("'..' components are not allowed".into()),
+            c if c.len() > MAX_COMPONENT_LEN => {
+                return Err(format!("component longer than {MAX_COMPONENT_LEN} bytes"))
+            }
+            _ => {}
+        }
+    }
+    Ok(components)
+}
+
 /// One validated request: the service and the path as given, and the
 /// path's components.
 struct Request<'a> {
@@ -307,41 +340,11 @@ impl<'a> Request<'a> {
                 service: service.to_owned(),
             });
         }
-        let invalid = |reason: String| FileError::InvalidPath {
+        let components = split_relative(rel).map_err(|reason| FileError::InvalidPath {
             service: service.to_owned(),
             path: rel.to_owned(),
             reason,
-        };
-        if rel.is_empty() {
-            return Err(invalid("path is empty".into()));
-        }
-        if rel.len() > MAX_PATH_LEN {
-            return Err(invalid(format!("longer than {MAX_PATH_LEN} bytes")));
-        }
-        if rel.contains('\0') {
-            return Err(invalid("contains a NUL byte".into()));
-        }
-        if rel.starts_with('/') {
-            return Err(invalid("absolute paths are not allowed".into()));
-        }
-        let components: Vec<&str> = rel.split('/').collect();
-        for c in &components {
-            match *c {
-                "" => {
-                    return Err(invalid(
-                        "empty component (leading, trailing or repeated '/')".into(),
-                    ))
-                }
-                "." => return Err(invalid("'.' components are not allowed".into())),
-                ".." => return Err(invalid("'..' components are not allowed".into())),
-                c if c.len() > MAX_COMPONENT_LEN => {
-                    return Err(invalid(format!(
-                        "component longer than {MAX_COMPONENT_LEN} bytes"
-                    )))
-                }
-                _ => {}
-            }
-        }
+        })?;
         Ok(Self {
             service,
             rel,
@@ -525,11 +528,11 @@ impl<'a> Request<'a> {
     }
 }
 
-fn statat(dir: &OwnedFd, name: &str) -> Result<Stat, Errno> {
+pub(crate) fn statat(dir: &OwnedFd, name: &str) -> Result<Stat, Errno> {
     rustix::fs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW)
 }
 
-fn kind_name(kind: FileType) -> &'static str {
+pub(crate) fn kind_name(kind: FileType) -> &'static str {
     match kind {
         FileType::RegularFile => "regular file",
         FileType::Directory => "directory",

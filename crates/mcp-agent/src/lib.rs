@@ -31,6 +31,7 @@ pub mod agent;
 pub mod alert;
 pub mod clock;
 pub mod config;
+pub mod data;
 pub mod files;
 pub mod monitor;
 pub mod netsetup;

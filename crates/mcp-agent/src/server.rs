@@ -16,8 +16,10 @@
 //! | podman timed out | `DeadlineExceeded` |
 //! | podman not runnable, a proxy or certificate issuer failing | `Unavailable` |
 //! | fleet RPCs this agent cannot do yet | `Unimplemented` |
+//! | ExportServiceData / ImportServiceData | see `server/data.rs` |
 //! | anything else | `Internal` |
 
+mod data;
 mod proxy;
 
 use std::future::Future;
@@ -288,6 +290,7 @@ pub fn status(e: &AgentError) -> Status {
             FileError::TooLarge { .. } => Status::resource_exhausted(msg),
             FileError::Io { .. } => Status::internal(msg),
         },
+        AgentError::Data(d) => data::data_status(d),
         AgentError::Integration { .. } => Status::unavailable(msg),
         AgentError::Internal { .. } => Status::internal(msg),
     }
@@ -591,22 +594,16 @@ impl<Rt: ContainerRuntime + 'static> McpAgentService for AgentService<Rt> {
 
     async fn export_service_data(
         &self,
-        _req: Request<pb::ExportServiceDataRequest>,
+        req: Request<pb::ExportServiceDataRequest>,
     ) -> R<Self::ExportServiceDataStream> {
-        Err(not_yet(
-            "ExportServiceData",
-            "service snapshots (snapshot methods and tar.zst export)",
-        ))
+        data::export(&self.agent, req).await.map(Response::new)
     }
 
     async fn import_service_data(
         &self,
-        _req: Request<Streaming<pb::ImportServiceDataChunk>>,
+        req: Request<Streaming<pb::ImportServiceDataChunk>>,
     ) -> R<pb::ImportServiceDataResponse> {
-        Err(not_yet(
-            "ImportServiceData",
-            "service data import (tar.zst extraction with path checks)",
-        ))
+        data::import(&self.agent, req).await.map(Response::new)
     }
 
     async fn add_proxy_route(

@@ -47,12 +47,14 @@
 //! `locks` (per-service locks), this module (the [`Agent`] value and the
 //! helpers every operation shares), `deploy`, `lifecycle` (undeploy, stop,
 //! start, restart), `status` (inventory, status, health, events, logs),
-//! `adopt`, `file_ops` (PushFile / PullFile), `converge` (start-up
+//! `adopt`, `file_ops` (PushFile / PullFile), `data_ops`
+//! (ExportServiceData / ImportServiceData), `converge` (start-up
 //! convergence) and `monitor_loop` (the monitor round, its loop and event
 //! pruning).
 
 mod adopt;
 mod converge;
+mod data_ops;
 mod deploy;
 mod file_ops;
 mod lifecycle;
@@ -75,6 +77,7 @@ use crate::registry::{
     ComponentRecord, EventKind, NewEvent, ObservedState, Registry, RegistryError, ServiceRecord,
 };
 
+pub use data_ops::{ExportChunk, ImportOutcome, ImportPiece, METHOD_TIMEOUT, SEND_TIMEOUT};
 pub use deploy::config_hash;
 use locks::ServiceLocks;
 pub use net::{Networking, ProxyCheck, RouteStatus, DEFAULT_RENEW_BEFORE};

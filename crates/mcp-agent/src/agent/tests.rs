@@ -737,6 +737,7 @@ async fn container_of_a_forgotten_service_is_replaced() {
     assert_ne!(info.id, old_id, "recreated");
 }
 
+mod data;
 mod events;
 mod logs;
 mod monitor;

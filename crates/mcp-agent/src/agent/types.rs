@@ -48,6 +48,9 @@ pub struct AgentSettings {
     pub monitor: MonitorPolicy,
     /// How much event history to keep (see [`Agent::prune_events`](super::Agent::prune_events)).
     pub events: EventsConfig,
+    /// Size limits of ImportServiceData (`[files] max_import_bytes`,
+    /// `max_import_file_bytes`).
+    pub import_limits: crate::data::ImportLimits,
 }
 
 impl AgentSettings {
@@ -64,6 +67,7 @@ impl AgentSettings {
             stop_timeout: DEFAULT_STOP_TIMEOUT,
             monitor: MonitorPolicy::default(),
             events: EventsConfig::default(),
+            import_limits: crate::data::ImportLimits::default(),
         }
     }
 
@@ -88,6 +92,11 @@ impl AgentSettings {
             stop_timeout: DEFAULT_STOP_TIMEOUT,
             monitor: MonitorPolicy::from_config(c),
             events: c.events,
+            import_limits: crate::data::ImportLimits {
+                max_bytes: c.files.max_import_bytes,
+                max_file_bytes: c.files.max_import_file_bytes,
+                ..crate::data::ImportLimits::default()
+            },
         })
     }
 }
@@ -127,6 +136,9 @@ pub enum AgentError {
     },
     #[error(transparent)]
     Files(#[from] FileError),
+    /// ExportServiceData / ImportServiceData ([`crate::data`]).
+    #[error(transparent)]
+    Data(#[from] crate::data::DataError),
     /// An integration (proxy, certificate issuer) failed: worth retrying.
     #[error("{message}")]
     Integration { message: String },

@@ -152,6 +152,12 @@ impl Config {
                 "must not contain ':' or ',' (it becomes the host side of volumes)",
             );
         }
+        if self.files.max_import_bytes == 0 {
+            p.push("files.max_import_bytes", "must be at least 1");
+        }
+        if self.files.max_import_file_bytes == 0 {
+            p.push("files.max_import_file_bytes", "must be at least 1");
+        }
         if let Some(dir) = &self.snapshot.dir {
             p.absolute("snapshot.dir", dir);
         }
