@@ -20,8 +20,8 @@ pub mod types;
 
 pub use grpc::GrpcAgents;
 pub use types::{
-    failed_steps, AgentStep, EventRow, EventsQuery, FileContent, Health, HealthStatus, LogLine,
-    LogSource, LogStream, LogsQuery, StepState,
+    failed_steps, AgentStep, DataChunk, DataStream, EventRow, EventsQuery, FileContent, Health,
+    HealthStatus, ImportData, ImportOutcome, LogLine, LogSource, LogStream, LogsQuery, StepState,
 };
 
 /// Which agent to call: the node's name (for messages, and the name its
@@ -186,6 +186,24 @@ pub trait AgentApi: Send + Sync + 'static {
     /// Records the node's unmanaged containers `<service>-*` (or
     /// `<service>`) as the service.
     async fn adopt(&self, t: &AgentTarget, service: &str) -> Result<Vec<AgentStep>, AgentError>;
+    /// Streams a tar.zst archive of `/srv/<service>/` (taken live; the
+    /// service keeps running), ending with [`DataChunk::End`]. `NotFound`
+    /// for a service the node does not run.
+    async fn export_service_data(
+        &self,
+        t: &AgentTarget,
+        service: &str,
+    ) -> Result<DataStream, AgentError>;
+    /// Replaces `/srv/<service>/` with the archive `data` carries.
+    /// `FailedPrecondition` when the directory holds data and `!force`;
+    /// refused (nothing written) when the bytes received differ from the
+    /// announced SHA-256 or size.
+    async fn import_service_data(
+        &self,
+        t: &AgentTarget,
+        service: &str,
+        data: ImportData,
+    ) -> Result<ImportOutcome, AgentError>;
 }
 
 /// `observed_state` ("running", "stopped", "exited", "created", "paused",

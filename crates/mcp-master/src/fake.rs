@@ -20,6 +20,7 @@ use mcp_spec::{spec_hash, ComponentSpec, ServiceSpec};
 use crate::agents::{AgentError, AgentTarget, EventRow, FileContent, LogSource};
 
 mod behaviour;
+mod data;
 
 /// One recorded call.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -78,6 +79,15 @@ pub enum Call {
         node: String,
         service: String,
     },
+    ExportServiceData {
+        node: String,
+        service: String,
+    },
+    ImportServiceData {
+        node: String,
+        service: String,
+        force: bool,
+    },
 }
 
 impl Call {
@@ -90,6 +100,7 @@ impl Call {
                 | Call::Events { .. }
                 | Call::Logs { .. }
                 | Call::PullFile { .. }
+                | Call::ExportServiceData { .. }
         )
     }
 }
@@ -134,6 +145,8 @@ struct Inner {
     /// return.
     hang_after: Option<usize>,
     mutations_since_hang_set: usize,
+    /// Archives imports accepted: (node, service, bytes).
+    imports: Vec<(String, String, Vec<u8>)>,
 }
 
 /// The fake fleet; share it with `Arc`.

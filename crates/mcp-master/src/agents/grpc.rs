@@ -21,8 +21,8 @@ use tonic::transport::Channel;
 
 use super::{
     check_steps, container_state, AgentApi, AgentError, AgentReport, AgentStep, AgentTarget,
-    EventRow, EventsQuery, FileContent, Health, HealthStatus, LogLine, LogSource, LogStream,
-    LogsQuery, StepState,
+    DataStream, EventRow, EventsQuery, FileContent, Health, HealthStatus, ImportData,
+    ImportOutcome, LogLine, LogSource, LogStream, LogsQuery, StepState,
 };
 use crate::config::Timeouts;
 
@@ -558,7 +558,25 @@ impl AgentApi for GrpcAgents {
             .await?;
         check_steps(t, "Adopt", steps_from_pb(r.results))
     }
+
+    async fn export_service_data(
+        &self,
+        t: &AgentTarget,
+        service: &str,
+    ) -> Result<DataStream, AgentError> {
+        self.export_data(t, service).await
+    }
+
+    async fn import_service_data(
+        &self,
+        t: &AgentTarget,
+        service: &str,
+        data: ImportData,
+    ) -> Result<ImportOutcome, AgentError> {
+        self.import_data(t, service, data).await
+    }
 }
 
+mod data;
 #[cfg(test)]
 mod tests;

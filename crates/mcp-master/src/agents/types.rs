@@ -203,3 +203,57 @@ impl fmt::Debug for FileContent {
             .finish()
     }
 }
+
+/// One message of a service-data export (`ExportServiceData`): a piece of
+/// the tar.zst archive of `/srv/<service>/`, or the end, announcing the
+/// SHA-256 (hex) and size of every piece before it.
+#[derive(Clone, PartialEq, Eq)]
+pub enum DataChunk {
+    Data(Vec<u8>),
+    End { sha256: String, size: u64 },
+}
+
+impl fmt::Debug for DataChunk {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DataChunk::Data(d) => write!(f, "Data({} bytes)", d.len()),
+            DataChunk::End { sha256, size } => write!(f, "End({size} bytes, sha256 {sha256})"),
+        }
+    }
+}
+
+/// An agent's export stream. A stream that stops before
+/// [`DataChunk::End`] is incomplete.
+pub type DataStream = Pin<Box<dyn Stream<Item = Result<DataChunk, AgentError>> + Send>>;
+
+/// What an import sends: the archive's pieces, then its expected SHA-256
+/// (hex) and size, which the agent checks before extracting anything. A
+/// piece that is `Err` (the sender could not read its copy) ends the
+/// stream without the checksum, so the agent writes nothing.
+pub struct ImportData {
+    pub force: bool,
+    pub sha256: String,
+    pub size: u64,
+    pub chunks: Pin<Box<dyn Stream<Item = Result<Vec<u8>, String>> + Send>>,
+}
+
+impl fmt::Debug for ImportData {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ImportData")
+            .field("force", &self.force)
+            .field("sha256", &self.sha256)
+            .field("size", &self.size)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What an import wrote (`ImportServiceDataResponse`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImportOutcome {
+    /// Bytes of the files written under `/srv/<service>/`.
+    pub bytes_written: u64,
+    /// The SHA-256 (hex) of the archive received.
+    pub sha256: String,
+    /// Files and directories extracted.
+    pub entries: u64,
+}

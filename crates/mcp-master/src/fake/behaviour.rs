@@ -9,8 +9,9 @@ use tonic::Code;
 
 use super::{now, whole_seconds, Call, FakeAgents, FakeService, Inner};
 use crate::agents::{
-    check_steps, AgentApi, AgentError, AgentReport, AgentStep, AgentTarget, EventRow, EventsQuery,
-    FileContent, Health, HealthStatus, LogLine, LogStream, LogsQuery,
+    check_steps, AgentApi, AgentError, AgentReport, AgentStep, AgentTarget, DataStream, EventRow,
+    EventsQuery, FileContent, Health, HealthStatus, ImportData, ImportOutcome, LogLine, LogStream,
+    LogsQuery,
 };
 
 fn refused(t: &AgentTarget, method: &str, code: Code, message: String) -> AgentError {
@@ -766,5 +767,22 @@ impl AgentApi for FakeAgents {
         self.gate(t, "Adopt", call).await?;
         let steps = self.lock().adopt(t, service)?;
         check_steps(t, "Adopt", steps)
+    }
+
+    async fn export_service_data(
+        &self,
+        t: &AgentTarget,
+        s: &str,
+    ) -> Result<DataStream, AgentError> {
+        self.export_data(t, s).await
+    }
+
+    async fn import_service_data(
+        &self,
+        t: &AgentTarget,
+        s: &str,
+        data: ImportData,
+    ) -> Result<ImportOutcome, AgentError> {
+        self.import_data(t, s, data).await
     }
 }
