@@ -66,9 +66,10 @@
 //! # snapshot = "10m"
 //!
 //! [snapshots]                 # omit: no stored snapshots (scheduled or migration restores)
-//! dir = "/var/lib/mcp/snapshots"
-//! # interval = "24h"
-//! # retain = 7
+//! dir = "/var/lib/mcp/snapshots"   # default: snapshots/ beside the database
+//! # interval = "24h"          # a service's newest older than this is snapshotted (live)
+//! # retain = 7                # per service, newest kept (also `keep`)
+//! mirror = "/mnt/offsite/mcp-snapshots"   # default: none; a directory off the master's disk
 //!
 //! [dns]                       # omit: DNS steps are skipped and reported as skipped
 //! adapter = "rfc2136"
@@ -122,7 +123,10 @@ pub use mcp_security::config::{ConfigError, ConfigProblem};
 /// One CIDR type for the whole workspace.
 pub use mcp_security::edge::Cidr;
 
+mod snapshots;
 mod validate;
+
+pub use snapshots::{default_snapshot_dir, SnapshotsConfig};
 
 /// The whole master config.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -436,22 +440,6 @@ impl Default for Timeouts {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SnapshotsConfig {
-    /// `<dir>/<service>/<RFC3339>.tar.zst`.
-    pub dir: PathBuf,
-    #[serde(default = "d_24h", with = "humantime_serde")]
-    pub interval: Duration,
-    /// Snapshots kept per service (keep-last-N).
-    #[serde(default = "default_retain")]
-    pub retain: u32,
-}
-
-fn default_retain() -> u32 {
-    7
-}
-
 /// DNS adapter settings (docs/ARCHITECTURE.md).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "adapter", rename_all = "lowercase")]
@@ -733,7 +721,14 @@ impl Config {
             fix(&mut s.dir);
         }
         if let Some(s) = &mut self.snapshots {
-            fix(&mut s.dir);
+            if s.dir.as_os_str().is_empty() {
+                s.dir = default_snapshot_dir(&self.database.path);
+            } else {
+                fix(&mut s.dir);
+            }
+            if let Some(m) = &mut s.mirror {
+                fix(m);
+            }
         }
         match &mut self.dns {
             Some(DnsConfig::Rfc2136(c)) => fix(&mut c.tsig_secret_file),

@@ -13,8 +13,9 @@
 //! 5. warm-up: probe every known node at once (no alerts), then plan
 //!    without applying and log orphans, services on unavailable nodes and
 //!    stored snapshots older than twice the interval;
-//! 6. ready: the control loop (timer, commits, fleet changes, `Sync`) and
-//!    the health prober run until SIGINT/SIGTERM, then the server stops
+//! 6. ready: the control loop (timer, commits, fleet changes, `Sync`), the
+//!    health prober and, with `[snapshots]`, the snapshot schedule (whose
+//!    first pass flags stale snapshots) run until SIGINT/SIGTERM, then the server stops
 //!    accepting calls, the pass in progress finishes, and every queued
 //!    audit row is written before `serve` returns.
 
@@ -207,7 +208,13 @@ pub async fn serve(
         .await
         .context("listening for gRPC")?;
     let (stop_tx, stop_rx) = watch::channel(false);
-    let svc = McpMasterServiceServer::new(MasterService::new(rec.clone(), fleet.clone()))
+    let store = crate::snapshots::StoreSettings::from_config(&cfg)
+        .map(|s| Arc::new(crate::snapshots::Snapshots::new(rec.clone(), s)));
+    let mut master = MasterService::new(rec.clone(), fleet.clone());
+    if let Some(s) = &store {
+        master = master.with_snapshots(s.clone());
+    }
+    let svc = McpMasterServiceServer::new(master)
         .max_decoding_message_size(mcp_proto::MAX_MESSAGE_BYTES)
         .max_encoding_message_size(mcp_proto::MAX_MESSAGE_BYTES);
     let mut server_stop = stop_rx.clone();
@@ -230,7 +237,7 @@ pub async fn serve(
 
     // Warm-up.
     fleet.warm_up().await?;
-    warm_up_report(&rec, &cfg).await;
+    warm_up_report(&rec).await;
     tracing::info!("mcp-master ready");
 
     // GitOps watcher.
@@ -255,6 +262,10 @@ pub async fn serve(
     let control = tokio::spawn(rec.clone().run(heads, stop_rx.clone()));
     let probe_every = (cfg.registration.heartbeat_timeout / 3).max(Duration::from_millis(100));
     let prober = tokio::spawn(fleet.clone().run_prober(probe_every, stop_rx.clone()));
+    // The snapshot schedule (its first pass reports stale snapshots).
+    let schedule = store
+        .clone()
+        .map(|s| tokio::spawn(s.run_schedule(stop_rx.clone())));
 
     // Run until asked to stop, or until the server fails.
     let server_failed = tokio::select! {
@@ -265,6 +276,10 @@ pub async fn serve(
     let _ = stop_tx.send(true);
     let _ = tokio::time::timeout(Duration::from_secs(30), control).await;
     let _ = prober.await;
+    if let Some(s) = schedule {
+        // A snapshot in flight is bounded by [timeouts] snapshot.
+        s.abort();
+    }
     // The server has stopped (or failed): every call's audit row is queued.
     // Write them all before exiting.
     if server_failed.is_none()
@@ -323,8 +338,9 @@ fn warn_if_token_unbound(cfg: &Config, token: &str) {
 }
 
 /// Start-up checks: plan without applying and log orphans, services on
-/// unavailable nodes, pending changes and stale snapshots.
-async fn warm_up_report(rec: &Arc<Reconciler>, cfg: &Config) {
+/// unavailable nodes and pending changes (stale snapshots: the schedule's first
+/// pass).
+async fn warm_up_report(rec: &Arc<Reconciler>) {
     match rec
         .reconcile(PassOptions {
             dry_run: true,
@@ -357,16 +373,6 @@ async fn warm_up_report(rec: &Arc<Reconciler>, cfg: &Config) {
                 routes = routes.len(),
                 "start-up: edge routes recorded (not verified: no edge adapter)"
             );
-        }
-    }
-    if let Some(s) = &cfg.snapshots {
-        let now = rec.now();
-        if let Ok(times) = rec.state().read(|r| r.latest_snapshot_times()).await {
-            for (service, at) in times {
-                if now.duration_since(at).is_ok_and(|d| d > s.interval * 2) {
-                    tracing::warn!(service = %service, last = %humantime::format_rfc3339_seconds(at), "start-up: latest snapshot is older than twice the interval");
-                }
-            }
         }
     }
 }

@@ -17,6 +17,8 @@
 //! - [`fleet`]: the node registry (identity-bound `Register`/`Heartbeat`),
 //!   the health prober and the start-up warm-up.
 //! - [`server`]: the `McpMasterService` gRPC service.
+//! - [`snapshots`]: the snapshot store (service data, the master's
+//!   database), its schedule, retention, mirror and restore.
 //! - [`daemon`]: `mcp-master serve`, everything wired from a config.
 
 pub mod agents;
@@ -30,6 +32,7 @@ pub mod fleet;
 pub mod gitsource;
 pub mod reconcile;
 pub mod server;
+pub mod snapshots;
 pub mod state;
 pub mod watch;
 

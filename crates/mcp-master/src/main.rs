@@ -3,6 +3,7 @@
 //! ```text
 //! mcp-master --config FILE                 serve (the control loop)
 //! mcp-master check-config --config FILE    validate the config and the paths it names
+//! mcp-master snapshot --config FILE        back up the master database (and mirror it)
 //! ```
 //!
 //! Exit status: 0 success, 1 error (a usage error is 2, as clap reports it).
@@ -38,6 +39,11 @@ enum Command {
     /// Check the config file and the files and directories it names; exit 0
     /// when it is usable, 1 otherwise.
     CheckConfig,
+    /// Back up the master's database while it runs: a checked copy
+    /// (`VACUUM INTO`) as `<snapshots dir>/_master/mcp-master-<time>.db`,
+    /// keeping the newest `[snapshots] retain`, copied (verified) to
+    /// `[snapshots] mirror` when set.
+    Snapshot,
 }
 
 fn main() -> ExitCode {
@@ -45,6 +51,45 @@ fn main() -> ExitCode {
     match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => serve(&cli.config),
         Command::CheckConfig => check_config(&cli.config),
+        Command::Snapshot => snapshot(&cli.config),
+    }
+}
+
+fn snapshot(path: &Path) -> ExitCode {
+    let cfg = match Config::load(path) {
+        Ok(c) => c,
+        Err(e) => return fail(&e),
+    };
+    let s = cfg
+        .snapshots
+        .clone()
+        .unwrap_or_else(|| mcp_master::config::SnapshotsConfig::defaults_for(&cfg.database.path));
+    match mcp_master::snapshots::snapshot_database(
+        &cfg.database.path,
+        &s.dir,
+        s.mirror.as_deref(),
+        s.retain,
+        std::time::SystemTime::now(),
+    ) {
+        Ok(out) => {
+            println!(
+                "snapshot {} ({} bytes, sha256 {})",
+                out.path.display(),
+                out.size,
+                out.sha256
+            );
+            if let Some(m) = &out.mirrored {
+                println!("mirrored to {} (verified)", m.display());
+            }
+            for r in &out.removed {
+                println!("removed {}", r.display());
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("mcp-master: error: {e}");
+            ExitCode::FAILURE
+        }
     }
 }
 
@@ -138,10 +183,13 @@ fn check_config(path: &Path) -> ExitCode {
     );
     match &cfg.snapshots {
         Some(s) => println!(
-            "  snapshots: {} every {}, keep {}",
+            "  snapshots: {} every {}, keep {}, mirror {}",
             s.dir.display(),
             humantime::format_duration(s.interval),
-            s.retain
+            s.retain,
+            s.mirror
+                .as_ref()
+                .map_or("none".to_string(), |m| m.display().to_string())
         ),
         None => println!("  snapshots: not configured"),
     }

@@ -6,7 +6,8 @@
 //! Files by RPC family: `deploy` (`Deploy`, `Undeploy`, `Sync`),
 //! `status` (`Status`, `ListNodes`, `ServiceLogs`, `ServiceEvents`),
 //! `forward` (stop / start / restart, files and adopt: calls forwarded to
-//! the service's agent), `audit` (`ListAudit`), `nodes` (`ForgetNode`).
+//! the service's agent), `audit` (`ListAudit`), `nodes` (`ForgetNode`),
+//! `snapshots` (`CreateSnapshot`, `ListSnapshots`, `Restore`).
 //! This file holds the
 //! service, the helpers they share, the fleet RPCs (`Register`,
 //! `Heartbeat`) and the trait impl, which hands every other RPC to its
@@ -40,6 +41,7 @@ mod audit;
 mod deploy;
 mod forward;
 mod nodes;
+mod snapshots;
 mod status;
 
 pub use audit::{DEFAULT_AUDIT_LIMIT, MAX_AUDIT_LIMIT};
@@ -52,11 +54,23 @@ type PbStream<T> = std::pin::Pin<Box<dyn tokio_stream::Stream<Item = Result<T, S
 pub struct MasterService {
     rec: Arc<Reconciler>,
     fleet: Arc<Fleet>,
+    snapshots: Option<Arc<crate::snapshots::Snapshots>>,
 }
 
 impl MasterService {
     pub fn new(rec: Arc<Reconciler>, fleet: Arc<Fleet>) -> Self {
-        Self { rec, fleet }
+        Self {
+            rec,
+            fleet,
+            snapshots: None,
+        }
+    }
+
+    /// Serves `CreateSnapshot`, `ListSnapshots` and `Restore` from `store`
+    /// (without: they answer `FailedPrecondition`).
+    pub fn with_snapshots(mut self, store: Arc<crate::snapshots::Snapshots>) -> Self {
+        self.snapshots = Some(store);
+        self
     }
 
     /// The tonic service, with the message limit every MCP hop shares
@@ -245,20 +259,20 @@ impl McpMasterService for MasterService {
 
     async fn create_snapshot(
         &self,
-        _: Request<pb::CreateSnapshotRequest>,
+        req: Request<pb::CreateSnapshotRequest>,
     ) -> R<pb::CreateSnapshotResponse> {
-        Err(Status::unimplemented(
-            "snapshots are not available through the master yet",
-        ))
+        self.create_snapshot_rpc(req).await
     }
 
     async fn list_snapshots(
         &self,
-        _: Request<pb::ListSnapshotsRequest>,
+        req: Request<pb::ListSnapshotsRequest>,
     ) -> R<pb::ListSnapshotsResponse> {
-        Err(Status::unimplemented(
-            "snapshots are not available through the master yet",
-        ))
+        self.list_snapshots_rpc(req).await
+    }
+
+    async fn restore(&self, req: Request<pb::RestoreRequest>) -> R<pb::RestoreResponse> {
+        self.restore_rpc(req).await
     }
 
     async fn stop_service(

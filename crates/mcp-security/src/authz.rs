@@ -157,6 +157,7 @@ pub const RPC_TABLE: &[RpcRule] = &[
         "/mcp.v1.McpMasterService/ListSnapshots",
         A::OPERATORS_AND_MASTER,
     ),
+    rule("/mcp.v1.McpMasterService/Restore", A::OPERATORS_AND_MASTER),
     rule(
         "/mcp.v1.McpMasterService/StopService",
         A::OPERATORS_AND_MASTER,

@@ -318,6 +318,7 @@ fn table_matches_the_design() {
         "ListNodes",
         "CreateSnapshot",
         "ListSnapshots",
+        "Restore",
         "StopService",
         "StartService",
         "RestartService",

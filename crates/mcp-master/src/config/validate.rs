@@ -208,6 +208,23 @@ impl Config {
             if s.retain == 0 {
                 p.push("snapshots.retain", "must be at least 1");
             }
+            if let Some(m) = &s.mirror {
+                if m.as_os_str().is_empty() {
+                    p.push(
+                        "snapshots.mirror",
+                        "must not be empty (omit it for no mirror)",
+                    );
+                } else if m.starts_with(&s.dir) || s.dir.starts_with(m) {
+                    p.push(
+                        "snapshots.mirror",
+                        format!(
+                            "{} overlaps snapshots.dir {}; the mirror must be a second place",
+                            m.display(),
+                            s.dir.display()
+                        ),
+                    );
+                }
+            }
         }
 
         match &self.dns {
@@ -415,6 +432,9 @@ impl Config {
         let mut parents = vec![("database.path", &self.database.path)];
         if let Some(s) = &self.snapshots {
             parents.push(("snapshots.dir", &s.dir));
+            if let Some(m) = &s.mirror {
+                parents.push(("snapshots.mirror", m));
+            }
         }
         for (key, path) in parents {
             let parent = match path.parent() {

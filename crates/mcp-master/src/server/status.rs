@@ -26,7 +26,7 @@ impl MasterService {
         let max = self.rec.settings().policy.heal_max_attempts;
         // What the loop would do now: says why a removed service still runs.
         let refused = self.rec.plan(&desired, &observed, false).refused;
-        let out: Vec<pb::ServiceStatus> = names
+        let mut out: Vec<pb::ServiceStatus> = names
             .into_iter()
             .filter(|n| only.is_none_or(|o| o == n.as_str()))
             .map(|n| {
@@ -49,6 +49,7 @@ impl MasterService {
                 s
             })
             .collect();
+        self.add_snapshot_status(&mut out).await;
         if let Some(o) = only {
             if out.is_empty() {
                 return Err(Status::not_found(format!(
@@ -218,6 +219,8 @@ fn service_status(name: &str, desired: &Desired, o: &Observed, max: u32) -> pb::
             .collect(),
         detail: String::new(),
         components: Vec::new(),
+        last_snapshot: String::new(),
+        snapshot_stale: false,
     };
     let mut detail: Vec<String> = Vec::new();
     let mut failed = false;

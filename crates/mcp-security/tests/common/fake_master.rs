@@ -80,6 +80,9 @@ impl McpMasterService for FakeMaster {
     ) -> R<pb::ListSnapshotsResponse> {
         no()
     }
+    async fn restore(&self, _: Request<pb::RestoreRequest>) -> R<pb::RestoreResponse> {
+        no()
+    }
     async fn stop_service(
         &self,
         _: Request<pb::ServiceLifecycleRequest>,
