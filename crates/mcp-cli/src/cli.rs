@@ -212,8 +212,18 @@ pub enum Command {
     },
     /// Move a service (and its data) to another node.
     Migrate(MigrateArgs),
-    /// Snapshot a service's data now, or list its snapshots.
+    /// Snapshot a service's data now (live), or list its stored snapshots.
     Snapshot(SnapshotArgs),
+    /// Restore a service's data from a stored snapshot: stop, import, start.
+    Restore {
+        service: String,
+        /// A stored snapshot's file name (`mcp snapshot list`); default: the newest.
+        #[arg(long, value_name = "FILE")]
+        snapshot: Option<String>,
+        /// Replace the service's existing data.
+        #[arg(long)]
+        force: bool,
+    },
     /// Agents.
     Agent {
         #[command(subcommand)]

@@ -18,7 +18,7 @@ use std::process::ExitCode;
 use anyhow::{bail, Context, Result};
 use clap::{CommandFactory, Parser};
 
-use cli::{Cli, Command, NodeCommand, Output, TokenCommand};
+use cli::{Cli, Command, NodeCommand, Output, SnapshotArgs, SnapshotCommand, TokenCommand};
 use mcp_spec::{LoadOptions, LoadedDir};
 
 fn main() -> ExitCode {
@@ -149,6 +149,22 @@ fn run(cli: Cli) -> Result<ExitCode> {
             dest,
             direct,
         } => commands::pull(&ctx, service, path, dest, direct),
+        Command::Snapshot(SnapshotArgs {
+            command: Some(SnapshotCommand::List { service }),
+            ..
+        }) => commands::snapshot_list(&ctx, service),
+        Command::Snapshot(SnapshotArgs {
+            service: Some(service),
+            command: None,
+        }) => commands::snapshot_now(&ctx, service),
+        Command::Restore {
+            service,
+            snapshot,
+            force,
+        } => commands::restore(&ctx, service, snapshot.as_deref(), *force),
+        Command::Snapshot(_) => {
+            anyhow::bail!("mcp snapshot: name a service (`mcp snapshot <svc>`), or list with `mcp snapshot list <svc>`")
+        }
         Command::Token { command } => {
             match command {
                 TokenCommand::Keygen { out } => tokens::keygen(out)?,
@@ -237,7 +253,6 @@ fn not_available(cmd: &Command) -> Result<ExitCode> {
     let (name, needs) = match cmd {
         Command::Edge { .. } => ("edge", "edge routing"),
         Command::Migrate(_) => ("migrate", "snapshots and migration"),
-        Command::Snapshot(_) => ("snapshot", "snapshots and migration"),
         Command::Agent { .. } => ("agent", "agent upgrades and fleet agent status"),
         Command::Login => ("login", "an identity service client"),
         Command::Validate { .. }
@@ -258,6 +273,8 @@ fn not_available(cmd: &Command) -> Result<ExitCode> {
         | Command::Push { .. }
         | Command::Pull { .. }
         | Command::Node { .. }
+        | Command::Restore { .. }
+        | Command::Snapshot(_)
         | Command::Token { .. }
         | Command::Dev { .. }
         | Command::Completions { .. } => {

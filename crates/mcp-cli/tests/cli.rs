@@ -189,7 +189,6 @@ fn show_prints_the_canonical_spec() {
 fn commands_not_built_yet_fail_clearly() {
     for args in [
         &["migrate", "mcq", "--to", "vega"][..],
-        &["snapshot", "mcq"],
         &["edge", "list"],
         &["login"],
     ] {

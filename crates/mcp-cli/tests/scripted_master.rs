@@ -31,6 +31,7 @@ struct Seen {
     syncs: Vec<pb::SyncRequest>,
     deploys: Vec<pb::MasterDeployRequest>,
     audits: Vec<pb::ListAuditRequest>,
+    restores: Vec<pb::RestoreRequest>,
 }
 
 struct Script {
@@ -189,15 +190,59 @@ impl McpMasterService for Script {
     }
     async fn create_snapshot(
         &self,
-        _: Request<pb::CreateSnapshotRequest>,
+        req: Request<pb::CreateSnapshotRequest>,
     ) -> R<pb::CreateSnapshotResponse> {
-        no()
+        check_token(&req)?;
+        if req.get_ref().service_name != "mcq" {
+            return Err(Status::not_found("service web has no placement"));
+        }
+        Ok(Response::new(pb::CreateSnapshotResponse {
+            filename: "/var/lib/mcp/snapshots/mcq/2026-12-03T15-04-05Z.tar.zst".to_string(),
+            size_bytes: 4096,
+            sha256: "ab".repeat(32),
+            node: "w1".to_string(),
+            mirror: "/mnt/off/mcq/2026-12-03T15-04-05Z.tar.zst".to_string(),
+            mirror_error: String::new(),
+            removed: vec!["2026-11-26T15-04-05Z.tar.zst".to_string()],
+        }))
     }
     async fn list_snapshots(
         &self,
-        _: Request<pb::ListSnapshotsRequest>,
+        req: Request<pb::ListSnapshotsRequest>,
     ) -> R<pb::ListSnapshotsResponse> {
-        no()
+        check_token(&req)?;
+        Ok(Response::new(pb::ListSnapshotsResponse {
+            snapshots: vec![pb::SnapshotInfo {
+                service: "mcq".to_string(),
+                node: "w1".to_string(),
+                filename: "2026-12-03T15-04-05Z.tar.zst".to_string(),
+                size: 4096,
+                created_at: "2026-12-03T15:04:05Z".to_string(),
+                checksum: "ab".repeat(32),
+            }],
+        }))
+    }
+    async fn restore(&self, req: Request<pb::RestoreRequest>) -> R<pb::RestoreResponse> {
+        check_token(&req)?;
+        let r = req.into_inner();
+        let force = r.force;
+        self.seen.lock().unwrap().restores.push(r);
+        let import = if force {
+            step("import", pb::StepStatus::Succeeded, "")
+        } else {
+            step(
+                "import",
+                pb::StepStatus::Failed,
+                "/srv/mcq/ holds data (restore with --force to replace the service's data)",
+            )
+        };
+        Ok(Response::new(pb::RestoreResponse {
+            results: vec![
+                step("stop mcq on w1", pb::StepStatus::Succeeded, ""),
+                import,
+                step("start mcq on w1", pb::StepStatus::Succeeded, ""),
+            ],
+        }))
     }
     async fn stop_service(
         &self,
@@ -634,4 +679,66 @@ fn audit_sends_the_filters_and_renders_a_table_or_json() {
     assert_eq!(o.status.code(), Some(2), "{}", err(&o));
     assert!(err(&o).contains("--limit"), "{}", err(&o));
     assert_eq!(f.seen.lock().unwrap().audits.len(), 2);
+}
+
+#[test]
+fn snapshot_list_and_restore() {
+    let f = start(false);
+    let o = f.mcp(&["snapshot", "mcq"]);
+    assert_eq!(o.status.code(), Some(0), "{}{}", out(&o), err(&o));
+    let text = out(&o);
+    assert!(
+        text.contains("file:   /var/lib/mcp/snapshots/mcq/2026-12-03T15-04-05Z.tar.zst"),
+        "{text}"
+    );
+    assert!(text.contains("size:   4096 bytes"), "{text}");
+    assert!(
+        text.contains(&format!("sha256: {}", "ab".repeat(32))),
+        "{text}"
+    );
+    assert!(text.contains("mirror: /mnt/off/mcq/"), "{text}");
+    let o = f.mcp(&["snapshot", "web"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(err(&o).contains("web has no placement"), "{}", err(&o));
+    let o = f.mcp(&["snapshot"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(err(&o).contains("snapshot list"), "{}", err(&o));
+
+    let o = f.mcp(&["snapshot", "list", "mcq"]);
+    assert_eq!(o.status.code(), Some(0), "{}{}", out(&o), err(&o));
+    assert!(out(&o).starts_with("FILE "), "{}", out(&o));
+    assert!(
+        out(&o).contains("2026-12-03T15-04-05Z.tar.zst  w1    4096  2026-12-03T15:04:05Z"),
+        "{}",
+        out(&o)
+    );
+    let o = f.mcp(&["--output", "json", "snapshot", "list", "mcq"]);
+    let v: serde_json::Value = serde_json::from_str(&out(&o)).unwrap();
+    assert_eq!(v["snapshots"][0]["file"], "2026-12-03T15-04-05Z.tar.zst");
+    assert_eq!(v["snapshots"][0]["size"], 4096);
+
+    // Without --force the import is refused: exit 1, every step shown.
+    let o = f.mcp(&["restore", "mcq"]);
+    assert_eq!(o.status.code(), Some(1), "{}{}", out(&o), err(&o));
+    assert!(out(&o).contains("stop mcq on w1"), "{}", out(&o));
+    assert!(out(&o).contains("--force"), "{}", out(&o));
+    let o = f.mcp(&[
+        "restore",
+        "mcq",
+        "--snapshot",
+        "2026-12-03T15-04-05Z.tar.zst",
+        "--force",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}{}", out(&o), err(&o));
+    assert!(out(&o).contains("start mcq on w1"), "{}", out(&o));
+    let seen = f.seen.lock().unwrap();
+    assert_eq!(seen.restores.len(), 2);
+    assert_eq!(
+        (seen.restores[0].snapshot.as_str(), seen.restores[0].force),
+        ("", false)
+    );
+    assert_eq!(
+        (seen.restores[1].snapshot.as_str(), seen.restores[1].force),
+        ("2026-12-03T15-04-05Z.tar.zst", true)
+    );
 }

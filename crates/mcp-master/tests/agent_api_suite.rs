@@ -19,8 +19,8 @@ use std::time::{Duration, SystemTime};
 use mcp_agent::testing::{fake_agent, FakeRuntime, TestServer};
 use mcp_agent::{Agent, ServerSecurity};
 use mcp_master::agents::{
-    AgentApi, AgentError, AgentStep, AgentTarget, EventsQuery, FileContent, GrpcAgents,
-    HealthStatus, LogsQuery, StepState,
+    AgentApi, AgentError, AgentStep, AgentTarget, DataChunk, EventsQuery, FileContent, GrpcAgents,
+    HealthStatus, ImportData, LogsQuery, StepState,
 };
 use mcp_master::config::Timeouts;
 use mcp_master::fake::FakeAgents;
@@ -690,6 +690,86 @@ async fn adopt_records_unmanaged_containers(f: Box<dyn Fixture>) {
     ));
     let steps = api.deploy(&t, &real, None).await.unwrap();
     assert!(names(&steps).contains(&"recreate legacy-web"), "{steps:?}");
+}
+
+/// The whole export of `service`: its bytes and the announced (sha256, size).
+async fn export(f: &dyn Fixture, service: &str) -> Result<(Vec<u8>, String, u64), AgentError> {
+    let mut stream = f.api().export_service_data(&f.target(), service).await?;
+    let (mut bytes, mut end) = (Vec::new(), None);
+    while let Some(c) = stream.next().await {
+        match c? {
+            DataChunk::Data(d) => {
+                assert!(end.is_none(), "data after the end");
+                bytes.extend_from_slice(&d);
+            }
+            DataChunk::End { sha256, size } => end = Some((sha256, size)),
+        }
+    }
+    let (sha256, size) = end.expect("the stream ends with the checksum");
+    Ok((bytes, sha256, size))
+}
+
+fn import_of(bytes: &[u8], sha256: &str, size: u64, force: bool) -> ImportData {
+    let pieces: Vec<Result<Vec<u8>, String>> =
+        bytes.chunks(100).map(|c| Ok(c.to_vec())).collect();
+    ImportData {
+        force,
+        sha256: sha256.to_string(),
+        size,
+        chunks: Box::pin(tokio_stream::iter(pieces)),
+    }
+}
+
+async fn service_data_round_trips(f: Box<dyn Fixture>) {
+    let (api, t) = (f.api(), f.target());
+    deploy_shop(&*f).await;
+    let file = |s: &str| FileContent {
+        content: s.as_bytes().to_vec(),
+        mode: 0o640,
+    };
+    api.push_file(&t, "shop", "db/rows", file("v1")).await.unwrap();
+    let (bytes, sha256, size) = export(&*f, "shop").await.unwrap();
+    assert_eq!(size, bytes.len() as u64);
+    assert_eq!(sha256, hex_sha256(&bytes));
+    api.push_file(&t, "shop", "db/rows", file("v2")).await.unwrap();
+
+    // Data exists: refused without force.
+    let e = api
+        .import_service_data(&t, "shop", import_of(&bytes, &sha256, size, false))
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), Code::FailedPrecondition, "{e}");
+    // A wrong checksum writes nothing.
+    let wrong = "0".repeat(64);
+    assert!(api
+        .import_service_data(&t, "shop", import_of(&bytes, &wrong, size, true))
+        .await
+        .is_err());
+    assert_eq!(api.pull_file(&t, "shop", "db/rows").await.unwrap().content, b"v2");
+    // With force, the exported data comes back.
+    let o = api
+        .import_service_data(&t, "shop", import_of(&bytes, &sha256, size, true))
+        .await
+        .unwrap();
+    assert_eq!(o.sha256, sha256);
+    assert_eq!(api.pull_file(&t, "shop", "db/rows").await.unwrap().content, b"v1");
+
+    let e = export(&*f, "nothing").await.unwrap_err();
+    assert_eq!(code(&e), Code::NotFound, "{e}");
+}
+
+fn hex_sha256(b: &[u8]) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(b))
+}
+
+// The agent's ExportServiceData / ImportServiceData are being built: this
+// case joins `suite!` (and so runs against GrpcAgents too) once they land.
+mod fake_agents_data {
+    #[tokio::test]
+    async fn service_data_round_trips() {
+        super::service_data_round_trips(super::fake().await).await;
+    }
 }
 
 macro_rules! suite {

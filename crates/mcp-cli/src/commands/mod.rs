@@ -15,6 +15,7 @@ mod files;
 mod lifecycle;
 mod logs;
 mod nodes;
+mod snapshots;
 mod status;
 
 pub use audit::audit;
@@ -23,6 +24,7 @@ pub use files::{adopt, pull, push};
 pub use lifecycle::{restart, set_active};
 pub use logs::{events, logs};
 pub use nodes::{node_forget, node_list};
+pub use snapshots::{restore, snapshot_list, snapshot_now};
 pub use status::{ps, status};
 
 use std::future::Future;

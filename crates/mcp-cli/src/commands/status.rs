@@ -108,6 +108,7 @@ pub fn status(ctx: &Ctx<'_>, service: Option<&str>, direct: &Direct) -> Result<E
                 json!({
                     "name": r.name, "node": r.node, "tier": r.tier, "status": r.status,
                     "detail": r.detail,
+                    "last_snapshot": r.last_snapshot, "snapshot_stale": r.snapshot_stale,
                     "edge_routes": r.edge_routes.iter().map(|e| json!({
                         "hostname": e.hostname, "edge_node": e.edge_node, "cert_expires": e.cert_expires,
                     })).collect::<Vec<_>>(),
@@ -181,6 +182,9 @@ struct StatusRow {
     detail: String,
     edge_routes: Vec<pb::EdgeRouteStatus>,
     components: Vec<pb::ComponentInfo>,
+    /// From the master only (empty / false with `--direct`).
+    last_snapshot: String,
+    snapshot_stale: bool,
 }
 
 fn fetch_status(ctx: &Ctx<'_>, service: Option<&str>, direct: &Direct) -> Result<Vec<StatusRow>> {
@@ -200,6 +204,8 @@ fn fetch_status(ctx: &Ctx<'_>, service: Option<&str>, direct: &Direct) -> Result
                         detail,
                         edge_routes: Vec::new(),
                         components: s.components,
+                        last_snapshot: String::new(),
+                        snapshot_stale: false,
                     }
                 })
                 .collect())
@@ -227,6 +233,8 @@ fn fetch_status(ctx: &Ctx<'_>, service: Option<&str>, direct: &Direct) -> Result
                     detail: s.detail,
                     edge_routes: s.edge_routes,
                     components: s.components,
+                    last_snapshot: s.last_snapshot,
+                    snapshot_stale: s.snapshot_stale,
                 })
                 .collect())
         }

@@ -162,8 +162,8 @@ async fn a_snapshot_is_a_file_a_row_and_a_verified_mirror_copy() {
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
         .collect();
-    assert_eq!(names, [r.file.clone()]);
-    assert_eq!(f.store.list("shop").await.unwrap(), [r.clone()]);
+    assert_eq!(names, std::slice::from_ref(&r.file));
+    assert_eq!(f.store.list("shop").await.unwrap(), std::slice::from_ref(r));
     // A second one in the same second gets its own name.
     let again = f.store.take("shop").await.unwrap();
     assert_eq!(again.record.file, "2025-01-01T00-00-00Z-1.tar.zst");
@@ -348,7 +348,7 @@ async fn a_master_rebuilt_from_the_mirror_restores_a_service() {
     agents.preload("orion", &spec("shop"));
     let rebuilt = store_on(fresh.path(), &agents, &f.clock, false);
     let listed = rebuilt.list("shop").await.unwrap();
-    assert_eq!(listed, [taken.clone()]);
+    assert_eq!(listed, std::slice::from_ref(&taken));
     let steps = rebuilt.restore("shop", None, false).await.unwrap();
     assert!(steps.iter().all(RestoreStep::ok), "{steps:?}");
     let imports = agents.imports();
