@@ -69,7 +69,13 @@ heartbeat_min_interval = "1s"
 
 [reconcile]
 interval = "10s"
+
+[snapshots]
+dir = {snapshots}
+interval = "10m"
+retain = 3
 "#,
+        snapshots = qp(&s.join("snapshots")),
         port = f.master_port,
         cert = qp(&s.join("pki/master.crt")),
         key = qp(&s.join("pki/master.key")),
