@@ -710,8 +710,7 @@ async fn export(f: &dyn Fixture, service: &str) -> Result<(Vec<u8>, String, u64)
 }
 
 fn import_of(bytes: &[u8], sha256: &str, size: u64, force: bool) -> ImportData {
-    let pieces: Vec<Result<Vec<u8>, String>> =
-        bytes.chunks(100).map(|c| Ok(c.to_vec())).collect();
+    let pieces: Vec<Result<Vec<u8>, String>> = bytes.chunks(100).map(|c| Ok(c.to_vec())).collect();
     ImportData {
         force,
         sha256: sha256.to_string(),
@@ -727,11 +726,15 @@ async fn service_data_round_trips(f: Box<dyn Fixture>) {
         content: s.as_bytes().to_vec(),
         mode: 0o640,
     };
-    api.push_file(&t, "shop", "db/rows", file("v1")).await.unwrap();
+    api.push_file(&t, "shop", "db/rows", file("v1"))
+        .await
+        .unwrap();
     let (bytes, sha256, size) = export(&*f, "shop").await.unwrap();
     assert_eq!(size, bytes.len() as u64);
     assert_eq!(sha256, hex_sha256(&bytes));
-    api.push_file(&t, "shop", "db/rows", file("v2")).await.unwrap();
+    api.push_file(&t, "shop", "db/rows", file("v2"))
+        .await
+        .unwrap();
 
     // Data exists: refused without force.
     let e = api
@@ -745,14 +748,20 @@ async fn service_data_round_trips(f: Box<dyn Fixture>) {
         .import_service_data(&t, "shop", import_of(&bytes, &wrong, size, true))
         .await
         .is_err());
-    assert_eq!(api.pull_file(&t, "shop", "db/rows").await.unwrap().content, b"v2");
+    assert_eq!(
+        api.pull_file(&t, "shop", "db/rows").await.unwrap().content,
+        b"v2"
+    );
     // With force, the exported data comes back.
     let o = api
         .import_service_data(&t, "shop", import_of(&bytes, &sha256, size, true))
         .await
         .unwrap();
     assert_eq!(o.sha256, sha256);
-    assert_eq!(api.pull_file(&t, "shop", "db/rows").await.unwrap().content, b"v1");
+    assert_eq!(
+        api.pull_file(&t, "shop", "db/rows").await.unwrap().content,
+        b"v1"
+    );
 
     let e = export(&*f, "nothing").await.unwrap_err();
     assert_eq!(code(&e), Code::NotFound, "{e}");
