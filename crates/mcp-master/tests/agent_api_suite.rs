@@ -726,15 +726,28 @@ async fn service_data_round_trips(f: Box<dyn Fixture>) {
         content: s.as_bytes().to_vec(),
         mode: 0o640,
     };
-    api.push_file(&t, "shop", "db/rows", file("v1"))
+    api.push_file(&t, "shop", "db/rows.db", file("v1"))
+        .await
+        .unwrap();
+    // Without [snapshot], only *.toml, *.db and *.pem are archived.
+    api.push_file(&t, "shop", "cache/tmp.txt", file("scratch"))
         .await
         .unwrap();
     let (bytes, sha256, size) = export(&*f, "shop").await.unwrap();
     assert_eq!(size, bytes.len() as u64);
     assert_eq!(sha256, hex_sha256(&bytes));
-    api.push_file(&t, "shop", "db/rows", file("v2"))
+    api.push_file(&t, "shop", "db/rows.db", file("v2"))
         .await
         .unwrap();
+
+    // Not while it runs (a running container keeps the old directory).
+    let e = api
+        .import_service_data(&t, "shop", import_of(&bytes, &sha256, size, true))
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), Code::FailedPrecondition, "{e}");
+    assert!(e.to_string().contains("running"), "{e}");
+    api.stop(&t, "shop", None).await.unwrap();
 
     // Data exists: refused without force.
     let e = api
@@ -742,15 +755,27 @@ async fn service_data_round_trips(f: Box<dyn Fixture>) {
         .await
         .unwrap_err();
     assert_eq!(code(&e), Code::FailedPrecondition, "{e}");
+    assert_eq!(
+        api.pull_file(&t, "shop", "db/rows.db")
+            .await
+            .unwrap()
+            .content,
+        b"v2",
+        "refused without force: {e}"
+    );
     // A wrong checksum writes nothing.
     let wrong = "0".repeat(64);
-    assert!(api
+    let e = api
         .import_service_data(&t, "shop", import_of(&bytes, &wrong, size, true))
         .await
-        .is_err());
+        .unwrap_err();
     assert_eq!(
-        api.pull_file(&t, "shop", "db/rows").await.unwrap().content,
-        b"v2"
+        api.pull_file(&t, "shop", "db/rows.db")
+            .await
+            .unwrap()
+            .content,
+        b"v2",
+        "refused checksum: {e}"
     );
     // With force, the exported data comes back.
     let o = api
@@ -759,9 +784,19 @@ async fn service_data_round_trips(f: Box<dyn Fixture>) {
         .unwrap();
     assert_eq!(o.sha256, sha256);
     assert_eq!(
-        api.pull_file(&t, "shop", "db/rows").await.unwrap().content,
+        api.pull_file(&t, "shop", "db/rows.db")
+            .await
+            .unwrap()
+            .content,
         b"v1"
     );
+
+    // The import replaced the whole directory: what was not archived is gone.
+    let e = api
+        .pull_file(&t, "shop", "cache/tmp.txt")
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), Code::NotFound, "{e}");
 
     let e = export(&*f, "nothing").await.unwrap_err();
     assert_eq!(code(&e), Code::NotFound, "{e}");
@@ -770,15 +805,6 @@ async fn service_data_round_trips(f: Box<dyn Fixture>) {
 fn hex_sha256(b: &[u8]) -> String {
     use sha2::Digest;
     hex::encode(sha2::Sha256::digest(b))
-}
-
-// The agent's ExportServiceData / ImportServiceData are being built: this
-// case joins `suite!` (and so runs against GrpcAgents too) once they land.
-mod fake_agents_data {
-    #[tokio::test]
-    async fn service_data_round_trips() {
-        super::service_data_round_trips(super::fake().await).await;
-    }
 }
 
 macro_rules! suite {
@@ -814,4 +840,5 @@ suite!(
     files_push_and_pull,
     health_follows_the_containers,
     adopt_records_unmanaged_containers,
+    service_data_round_trips,
 );

@@ -58,6 +58,47 @@ impl FakeAgents {
             .collect()
     }
 
+    /// What the agent's export takes of the service's files: with no
+    /// `[snapshot]` or the default method only `*.toml`, `*.db`, `*.pem`
+    /// (never `<db>-wal`, `-shm`, `-journal`), otherwise everything;
+    /// `exclude` paths (whole components) skipped.
+    fn selected(&self, node: &str, service: &str) -> Archive {
+        let config = self
+            .lock()
+            .nodes
+            .get(node)
+            .and_then(|s| s.get(service))
+            .and_then(|s| s.spec.snapshot.clone());
+        let all = config
+            .as_ref()
+            .is_some_and(|c| c.method != mcp_spec::SnapshotMethod::Default);
+        let excludes: Vec<Vec<String>> = config
+            .map(|c| {
+                c.exclude
+                    .iter()
+                    .map(|p| {
+                        p.split('/')
+                            .filter(|c| !c.is_empty() && *c != ".")
+                            .map(str::to_string)
+                            .collect()
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        let mut files = self.archive_of(node, service);
+        files.retain(|path, _| {
+            let comps: Vec<String> = path.split('/').map(str::to_string).collect();
+            if excludes
+                .iter()
+                .any(|e| !e.is_empty() && comps.starts_with(e))
+            {
+                return false;
+            }
+            all || [".toml", ".db", ".pem"].iter().any(|x| path.ends_with(x))
+        });
+        files
+    }
+
     /// Every archive an import accepted: (node, service, the bytes
     /// received), in order.
     pub fn imports(&self) -> Vec<(String, String, Vec<u8>)> {
@@ -75,7 +116,7 @@ impl FakeAgents {
         };
         self.gate(t, "ExportServiceData", call).await?;
         self.deployed(t, "ExportServiceData", service)?;
-        let bytes = serde_json::to_vec(&self.archive_of(&t.node, service))
+        let bytes = serde_json::to_vec(&self.selected(&t.node, service))
             .map_err(|e| refused(t, "ExportServiceData", Code::Internal, e.to_string()))?;
         let mut out: Vec<Result<DataChunk, AgentError>> = bytes
             .chunks(PIECE)
@@ -102,6 +143,24 @@ impl FakeAgents {
         };
         self.gate(t, M, call).await?;
         self.deployed(t, M, service)?;
+        let running: Vec<String> = self.lock().nodes[&t.node][service]
+            .report
+            .components
+            .iter()
+            .filter(|(_, c)| c.state == mcp_planner::ContainerState::Running)
+            .map(|(name, _)| format!("{service}-{name}"))
+            .collect();
+        if !running.is_empty() {
+            return Err(refused(
+                t,
+                M,
+                Code::FailedPrecondition,
+                format!(
+                    "service {service}: containers {} are running; stop the service before importing (a running container keeps the old directory mounted)",
+                    running.join(", ")
+                ),
+            ));
+        }
         if !data.force && !self.archive_of(&t.node, service).is_empty() {
             return Err(refused(
                 t,

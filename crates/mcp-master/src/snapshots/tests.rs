@@ -109,7 +109,7 @@ async fn fx() -> Fx {
         .await
         .unwrap();
     agents.preload("orion", &s);
-    for (path, content) in [("db/data.sqlite", "rows v1"), ("conf/app.toml", "port = 1")] {
+    for (path, content) in [("db/data.db", "rows v1"), ("conf/app.toml", "port = 1")] {
         put(&agents, path, content).await;
     }
     Fx {
@@ -274,10 +274,10 @@ async fn stale_after_twice_the_interval_and_the_schedule_snapshots_due_services(
 async fn restore_stops_imports_and_starts() {
     let f = fx().await;
     let first = f.store.take("shop").await.unwrap().record;
-    put(&f.agents, "db/data.sqlite", "rows v2").await;
+    put(&f.agents, "db/data.db", "rows v2").await;
     f.clock.advance(Duration::from_secs(60));
     f.store.take("shop").await.unwrap();
-    put(&f.agents, "db/data.sqlite", "rows v3").await;
+    put(&f.agents, "db/data.db", "rows v3").await;
 
     // Without --force, existing data is not replaced; the service runs again.
     let steps = f.store.restore("shop", None, false).await.unwrap();
@@ -286,7 +286,7 @@ async fn restore_stops_imports_and_starts() {
         "{steps:?}"
     );
     assert_eq!(steps[2].state, StepState::Done);
-    assert_eq!(read(&f.agents, "db/data.sqlite").await, "rows v3");
+    assert_eq!(read(&f.agents, "db/data.db").await, "rows v3");
 
     f.agents.clear_calls();
     let steps = f.store.restore("shop", None, true).await.unwrap();
@@ -298,7 +298,7 @@ async fn restore_stops_imports_and_starts() {
         "{names:?}"
     );
     assert_eq!(names[2], "start shop on orion");
-    assert_eq!(read(&f.agents, "db/data.sqlite").await, "rows v2");
+    assert_eq!(read(&f.agents, "db/data.db").await, "rows v2");
     let kinds: Vec<&str> = f
         .agents
         .mutations()
@@ -319,7 +319,7 @@ async fn restore_stops_imports_and_starts() {
         .await
         .unwrap();
     assert!(steps.iter().all(RestoreStep::ok), "{steps:?}");
-    assert_eq!(read(&f.agents, "db/data.sqlite").await, "rows v1");
+    assert_eq!(read(&f.agents, "db/data.db").await, "rows v1");
     let e = f
         .store
         .restore("shop", Some("1999.tar.zst"), true)
@@ -354,7 +354,7 @@ async fn a_master_rebuilt_from_the_mirror_restores_a_service() {
     let imports = agents.imports();
     assert_eq!(imports.len(), 1);
     assert_eq!(imports[0].2, stored, "the node received the stored bytes");
-    assert_eq!(read(&agents, "db/data.sqlite").await, "rows v1");
+    assert_eq!(read(&agents, "db/data.db").await, "rows v1");
 }
 
 fn copy_tree(from: &Path, to: &Path) {
