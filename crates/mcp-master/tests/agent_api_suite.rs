@@ -98,7 +98,7 @@ async fn fake() -> Box<dyn Fixture> {
 // The real agent over gRPC
 
 struct Grpc {
-    agents: GrpcAgents,
+    agents: Arc<GrpcAgents>,
     agent: Arc<Agent<FakeRuntime>>,
     server: Option<TestServer>,
     _dir: tempfile::TempDir,
@@ -113,7 +113,7 @@ impl Drop for Grpc {
 
 impl Fixture for Grpc {
     fn api(&self) -> &dyn AgentApi {
-        &self.agents
+        &*self.agents
     }
     fn target(&self) -> AgentTarget {
         AgentTarget {
@@ -149,6 +149,10 @@ impl Fixture for Grpc {
 }
 
 async fn grpc() -> Box<dyn Fixture> {
+    Box::new(grpc_fixture().await)
+}
+
+async fn grpc_fixture() -> Grpc {
     let dir = tempfile::tempdir().unwrap();
     let ca = Ca::generate("fleet").unwrap();
     let ca_path = dir.path().join("ca.pem");
@@ -205,12 +209,12 @@ async fn grpc() -> Box<dyn Fixture> {
         BearerInterceptor::new(&token).unwrap(),
         Timeouts::default(),
     );
-    Box::new(Grpc {
-        agents,
+    Grpc {
+        agents: Arc::new(agents),
         agent,
         server: Some(server),
         _dir: dir,
-    })
+    }
 }
 
 // ---------------------------------------------------------------------------
@@ -842,3 +846,127 @@ suite!(
     adopt_records_unmanaged_containers,
     service_data_round_trips,
 );
+
+/// The master's snapshot store over `GrpcAgents` and the real agent: the
+/// stored file is a plain tar.zst (`zstd -d | tar t` lists it), and a
+/// restore puts its content back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_store_keeps_a_plain_tar_zst_and_restores_it_through_the_real_agent() {
+    use mcp_master::reconcile::{DesiredSource, Reconciler, Settings};
+    use mcp_master::snapshots::{RestoreStep, Snapshots, StoreSettings};
+    use mcp_master::state::{Placement, Registration, State};
+
+    for bin in ["zstd", "tar"] {
+        if std::process::Command::new(bin)
+            .arg("--version")
+            .output()
+            .is_err()
+        {
+            if std::env::var("MCP_SKIP_MISSING_SERVERS").as_deref() == Ok("1") {
+                eprintln!("SKIPPED: {bin} missing");
+                return;
+            }
+            panic!("{bin} not found: apt-get install -y {bin}");
+        }
+    }
+    let g = grpc_fixture().await;
+    let t = g.target();
+    let spec = deploy_shop(&g).await;
+    let file = |s: &str| FileContent {
+        content: s.as_bytes().to_vec(),
+        mode: 0o640,
+    };
+    g.api()
+        .push_file(&t, "shop", "conf/app.toml", file("port = 1\n"))
+        .await
+        .unwrap();
+
+    let dir = tempfile::tempdir().unwrap();
+    let state = State::open(&dir.path().join("master.db")).unwrap();
+    let now = SystemTime::now();
+    let address = t.address.clone();
+    state
+        .write(|w| {
+            w.register_node(
+                &Registration {
+                    name: NODE.into(),
+                    role: mcp_master::config::NodeRole::Master,
+                    address,
+                    arch: "amd64".into(),
+                },
+                now,
+            )?;
+            w.put_placement(&Placement {
+                service: "shop".into(),
+                node: NODE.into(),
+                tier: spec.tier,
+                spec_hash: spec_hash(&spec),
+                spec: spec.clone(),
+                deployed_at: now,
+            })
+        })
+        .unwrap();
+    let agents: Arc<dyn AgentApi> = g.agents.clone();
+    let rec = Reconciler::new(
+        state,
+        agents,
+        Arc::new(SystemClock),
+        DesiredSource::Push,
+        Settings {
+            policy: mcp_planner::Policy::default(),
+            concurrency: 1,
+            list_timeout: Duration::from_secs(5),
+            heal_settle: Duration::from_secs(10),
+            interval: Duration::from_secs(60),
+        },
+    );
+    let store = Snapshots::new(
+        Arc::new(rec),
+        StoreSettings {
+            dir: dir.path().join("snapshots"),
+            interval: Duration::from_secs(86_400),
+            retain: 2,
+            mirror: Some(dir.path().join("mirror")),
+            timeout: Duration::from_secs(30),
+            database: None,
+        },
+    );
+    let taken = store.take("shop").await.unwrap();
+    let path = store.path_of(&taken.record);
+    let unzstd = std::process::Command::new("zstd")
+        .arg("-dc")
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(unzstd.status.success(), "zstd -d {}", path.display());
+    let mut tar = std::process::Command::new("tar")
+        .arg("-t")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        tar.stdin.take().unwrap().write_all(&unzstd.stdout).unwrap();
+    }
+    let listing = String::from_utf8(tar.wait_with_output().unwrap().stdout).unwrap();
+    assert!(listing.contains("conf/app.toml"), "{listing}");
+
+    g.api()
+        .push_file(&t, "shop", "conf/app.toml", file("port = 2\n"))
+        .await
+        .unwrap();
+    let steps = store.restore("shop", None, true).await.unwrap();
+    assert!(steps.iter().all(RestoreStep::ok), "{steps:?}");
+    let back = g
+        .api()
+        .pull_file(&t, "shop", "conf/app.toml")
+        .await
+        .unwrap();
+    assert_eq!(back.content, b"port = 1\n");
+    let r = g.api().list_services(&t).await.unwrap();
+    assert!(r.services["shop"]
+        .components
+        .values()
+        .all(|c| c.state == ContainerState::Running));
+}
