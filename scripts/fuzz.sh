@@ -9,7 +9,9 @@
 # there is one, crates/mcp-security/fuzz, so the dependencies are built
 # once: token parsing, hostnames and CIDRs (mcp_security::fuzzing), service
 # files (mcp_spec::fuzzing), the agent's and the master's request messages
-# (mcp_proto::fuzzing). crates/mcp-security/tests/fuzz_corpus.rs runs the
+# (mcp_proto::fuzzing), archives to ImportServiceData (mcp_agent::fuzzing).
+# crates/mcp-security/tests/fuzz_corpus.rs (crates/mcp-agent/tests/
+# fuzz_corpus.rs for import_archive) runs the
 # same bodies over the committed corpora (fuzz/corpus/<target>/) on stable.
 #
 # Inputs the fuzzer finds go to a temporary corpus; the committed corpus is

@@ -12,6 +12,10 @@
 //!   migrations.
 //! - [`ports`]: host port allocation for routes, persisted in the registry.
 //! - [`files`]: PushFile / PullFile confined to `<root>/<service>/`.
+//! - [`data`]: the tar.zst archives of ExportServiceData /
+//!   ImportServiceData (export with the snapshot selection and SQLite
+//!   copies; import with every entry checked and an atomic swap).
+//! - [`fuzzing`]: the body of the `import_archive` fuzz target.
 //! - [`snapshot`]: `mcp-agent snapshot`, a `VACUUM INTO` backup with
 //!   retention.
 //! - [`monitor`]: the monitor's decisions as a pure function (state events,
@@ -23,8 +27,8 @@
 //!
 //! Layering: `monitor` and `clock` do no I/O; `registry`, `ports` and
 //! `snapshot` touch only the database file and the snapshot directory;
-//! `alert` runs one configured program; `files` touches only the files
-//! root; `agent` talks to podman only through `mcp_runtime`'s
+//! `alert` runs one configured program; `files` and `data` touch only the
+//! files root; `agent` talks to podman only through `mcp_runtime`'s
 //! `ContainerRuntime`; `server` is the only module that knows gRPC.
 
 pub mod agent;
@@ -33,6 +37,7 @@ pub mod clock;
 pub mod config;
 pub mod data;
 pub mod files;
+pub mod fuzzing;
 pub mod monitor;
 pub mod netsetup;
 pub mod ports;

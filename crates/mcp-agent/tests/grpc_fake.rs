@@ -5,7 +5,10 @@
 //!   server and its clients share `MAX_MESSAGE_BYTES`), and a file over
 //!   `MAX_FILE_BYTES` is refused with a message naming the limit;
 //! - Events: `limit` (0 = 100), `since` (RFC 3339, else InvalidArgument),
-//!   oldest first, every row with its detail.
+//!   oldest first, every row with its detail;
+//! - ExportServiceData → ImportServiceData: a service's data (a SQLite
+//!   database among it) streamed out of one agent and into another under
+//!   another name, the same files; refusals with their status codes.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::Path;
@@ -76,12 +79,20 @@ root = "{d}/srv"
     let path = dir.join("mcp-agent.toml");
     std::fs::write(&path, text).unwrap();
     let config = Config::load(&path).unwrap();
-    let signing = SigningKey::from_pem(kp.private_pem.expose().as_bytes(), "test").unwrap();
-    let token = issue_token(
+    std::fs::write(dir.join("issuer.key"), kp.private_pem.expose()).unwrap();
+    let token = token_for(dir, "alice", AccountType::Human);
+    (config, token)
+}
+
+/// A token of the issuer `setup` made in `dir`.
+fn token_for(dir: &Path, identity: &str, account_type: AccountType) -> Secret {
+    let pem = std::fs::read(dir.join("issuer.key")).unwrap();
+    let signing = SigningKey::from_pem(&pem, "test").unwrap();
+    issue_token(
         &signing,
         &TokenRequest {
-            identity: "alice".to_string(),
-            account_type: AccountType::Human,
+            identity: identity.to_string(),
+            account_type,
             roles: Vec::new(),
             ttl: Duration::from_secs(3600),
             issuer: "mcias".to_string(),
@@ -89,8 +100,7 @@ root = "{d}/srv"
         },
         &SystemClock,
     )
-    .unwrap();
-    (config, token)
+    .unwrap()
 }
 
 async fn client(server: &TestServer, ca: &Path, token: &Secret) -> Client {
@@ -283,4 +293,174 @@ async fn logs_since_must_be_a_time() {
     let err = c.logs(req("2026-01-01T00:00:00Z")).await.unwrap_err();
     assert_eq!(err.code(), tonic::Code::NotFound, "{err:?}");
     server.stop().await.unwrap();
+}
+
+/// A second agent's server (its own files root and registry) where the
+/// master identity `mcp-master` is recognised by its token alone (no
+/// certificate binding), and a master client.
+async fn start_for_master(
+    dir: &Path,
+    config: &Config,
+) -> (TestServer, Client, Arc<Agent<FakeRuntime>>) {
+    let mut config = config.clone();
+    config.files.root = dir.join("srv");
+    std::fs::create_dir_all(&config.files.root).unwrap();
+    let agent = Arc::new(
+        Agent::from_config(
+            &config,
+            FakeRuntime::new(),
+            Registry::open_in_memory().unwrap(),
+        )
+        .unwrap(),
+    );
+    let tls = tls::server_config(
+        &tls::CertKeyPaths {
+            cert: config.server.tls_cert.clone(),
+            key: config.server.tls_key.clone(),
+        },
+        &tls::ClientAuth::Optional(config.server.ca_cert.clone()),
+    )
+    .unwrap();
+    let key = mcp_security::jwt::PublicKey::from_file(&config.auth.issuer_public_key).unwrap();
+    let verifier = mcp_security::jwt::JwtVerifier::new(key, "mcias", "mcp");
+    let security = ServerSecurity::new(tls, Arc::new(verifier), "mcp-master");
+    let server = TestServer::start(agent.clone(), security).await.unwrap();
+    let token = token_for(
+        config.auth.issuer_public_key.parent().unwrap(),
+        "mcp-master",
+        AccountType::System,
+    );
+    let c = client(&server, &config.server.ca_cert, &token).await;
+    (server, c, agent)
+}
+
+async fn export(
+    c: &mut Client,
+    service: &str,
+) -> Result<(Vec<pb::ServiceDataChunk>, Vec<u8>), tonic::Status> {
+    let mut s = c
+        .export_service_data(pb::ExportServiceDataRequest {
+            service_name: service.into(),
+        })
+        .await?
+        .into_inner();
+    let mut chunks = Vec::new();
+    let mut data = Vec::new();
+    while let Some(m) = s.message().await? {
+        data.extend_from_slice(&m.data);
+        chunks.push(m);
+    }
+    Ok((chunks, data))
+}
+
+fn import_stream(
+    service: &str,
+    force: bool,
+    data: &[u8],
+    sha256: &str,
+    size: u64,
+) -> impl tokio_stream::Stream<Item = pb::ImportServiceDataChunk> + Send + 'static {
+    let mut msgs: Vec<pb::ImportServiceDataChunk> = data
+        .chunks(100_000)
+        .map(|d| pb::ImportServiceDataChunk {
+            data: d.to_vec(),
+            ..Default::default()
+        })
+        .collect();
+    msgs.push(pb::ImportServiceDataChunk {
+        sha256: sha256.into(),
+        size,
+        ..Default::default()
+    });
+    msgs[0].service_name = service.into();
+    msgs[0].force = force;
+    tokio_stream::iter(msgs)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn export_from_one_agent_imports_into_another_under_another_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let (config, _) = setup(dir.path());
+    let (a_dir, b_dir) = (dir.path().join("a"), dir.path().join("b"));
+    let (_sa, mut a, _) = start_for_master(&a_dir, &config).await;
+    let (_sb, mut b, _) = start_for_master(&b_dir, &config).await;
+    let src = a_dir.join("srv/app");
+    std::fs::create_dir_all(src.join("conf")).unwrap();
+    std::fs::write(src.join("conf/app.toml"), b"x = 1\n").unwrap();
+    std::fs::write(src.join("cert.pem"), content(300_000)).unwrap();
+    std::fs::write(src.join("ignored.txt"), b"not in the default set").unwrap();
+    let conn = rusqlite::Connection::open(src.join("app.db")).unwrap();
+    conn.execute_batch("PRAGMA journal_mode=WAL; CREATE TABLE t(v); INSERT INTO t VALUES (42);")
+        .unwrap();
+
+    let (chunks, data) = export(&mut a, "app").await.unwrap();
+    let last = chunks.last().unwrap();
+    assert!(last.data.is_empty());
+    assert_eq!(last.size, data.len() as u64);
+    use sha2::Digest;
+    assert_eq!(last.sha256, hex::encode(sha2::Sha256::digest(&data)));
+    assert!(chunks[..chunks.len() - 1]
+        .iter()
+        .all(|c| c.sha256.is_empty() && c.data.len() <= 64 * 1024));
+    drop(conn);
+
+    let resp = b
+        .import_service_data(import_stream("copy", false, &data, &last.sha256, last.size))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(resp.sha256, last.sha256);
+    let dst = b_dir.join("srv/copy");
+    assert_eq!(
+        std::fs::read(dst.join("conf/app.toml")).unwrap(),
+        b"x = 1\n"
+    );
+    assert_eq!(
+        std::fs::read(dst.join("cert.pem")).unwrap(),
+        content(300_000)
+    );
+    assert!(!dst.join("ignored.txt").exists());
+    assert!(!dst.join("app.db-wal").exists() && !dst.join("app.db-shm").exists());
+    let copy = rusqlite::Connection::open(dst.join("app.db")).unwrap();
+    let v: i64 = copy.query_row("SELECT v FROM t", [], |r| r.get(0)).unwrap();
+    assert_eq!(v, 42);
+    drop(copy);
+    assert_eq!(resp.entries, 5, "., conf, conf/app.toml, cert.pem, app.db");
+
+    // Refusals, each with its code; the data stays.
+    let before = std::fs::read(dst.join("cert.pem")).unwrap();
+    let err = b
+        .import_service_data(import_stream("copy", false, &data, &last.sha256, last.size))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::FailedPrecondition, "{err:?}");
+    assert!(err.message().contains("force"), "{}", err.message());
+    let err = b
+        .import_service_data(import_stream(
+            "copy",
+            true,
+            &data,
+            &"0".repeat(64),
+            last.size,
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::DataLoss, "{err:?}");
+    assert_eq!(std::fs::read(dst.join("cert.pem")).unwrap(), before);
+    let err = export(&mut a, "nothing").await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::NotFound, "{err:?}");
+    let err = b
+        .import_service_data(import_stream("", true, &data, &last.sha256, last.size))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err:?}");
+    // An operator may not call them.
+    let (_s, mut op) = start(
+        &config,
+        Registry::open_in_memory().unwrap(),
+        &token_for(dir.path(), "alice", AccountType::Human),
+    )
+    .await;
+    let err = export(&mut op, "app").await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::PermissionDenied, "{err:?}");
 }

@@ -16,6 +16,11 @@ fn fuzz_dir() -> PathBuf {
 /// does not know.
 type Run = fn(&str, &[u8]) -> bool;
 
+/// Targets of the fuzz crate whose corpus another crate's test replays
+/// (so that this crate's tests do not build that crate), with the test.
+const REPLAYED_ELSEWHERE: &[(&str, &str)] =
+    &[("import_archive", "crates/mcp-agent/tests/fuzz_corpus.rs")];
+
 /// Every target of the fuzz crate, with the `run` of the crate whose body
 /// it runs.
 fn targets() -> Vec<(&'static str, Run)> {
@@ -81,9 +86,20 @@ fn every_fuzz_target_has_a_corpus_and_its_inputs_pass() {
     let bins = manifest.matches("[[bin]]").count();
     assert_eq!(
         bins,
-        targets.len(),
+        targets.len() + REPLAYED_ELSEWHERE.len(),
         "fuzz/Cargo.toml and the TARGETS disagree"
     );
+    for (target, test) in REPLAYED_ELSEWHERE {
+        assert!(
+            manifest.contains(&format!("name = \"{target}\"")),
+            "{target}"
+        );
+        assert!(!names.contains(target), "{target} is listed twice");
+        let test = fuzz_dir().join("../../..").join(test);
+        let source = std::fs::read_to_string(&test).unwrap();
+        assert!(source.contains("::fuzzing::run"), "{}", test.display());
+        assert!(corpus(target).len() >= 5, "{target}: corpus too small");
+    }
     assert!(!mcp_security::fuzzing::run("no-such-target", b""));
     assert!(!mcp_spec::fuzzing::run("no-such-target", b""));
     assert!(!mcp_proto::fuzzing::run("no-such-target", b""));
