@@ -33,7 +33,19 @@ impl Admin {
 
     /// `GET /config/`: the running configuration (`null` when empty).
     pub(crate) async fn config(&self) -> Result<serde_json::Value> {
-        let body = self.request(Method::GET, "/config/", None, false).await?;
+        // A read is safe to repeat: Caddy closes or resets the admin
+        // connection while it rolls back a refused load, so a read right
+        // after one may meet a connection error once or twice.
+        let mut tries = 0;
+        let body = loop {
+            match self.request(Method::GET, "/config/", None, false).await {
+                Err(NetError::Unreachable { .. }) if tries < 3 => {
+                    tries += 1;
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                }
+                other => break other?,
+            }
+        };
         serde_json::from_slice(&body)
             .map_err(|e| NetError::protocol(self.server(), format!("GET /config/: not JSON: {e}")))
     }
