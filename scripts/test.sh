@@ -31,9 +31,11 @@ step() { printf '\n==> %s\n' "$*"; }
 # real servers, each started by the test on loopback with its own
 # configuration: caddy (L7 proxy, admin API), haproxy (L4 passthrough),
 # knot + knot-dnsutils (RFC 2136 updates; kdig, knsupdate), pebble (an ACME
-# CA validating for real), curl (the clients' view of a route).
+# CA validating for real), curl and openssl (the clients' view of a route,
+# and the TLS server of the L4 test's container), zstd (`zstd -d | tar t`
+# reads a stored snapshot).
 need=()
-for pkg in podman runc busybox-static git procps caddy haproxy knot knot-dnsutils pebble curl; do
+for pkg in podman runc busybox-static git procps caddy haproxy knot knot-dnsutils pebble curl openssl zstd; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need+=("$pkg")
 done
 if ((${#need[@]})); then

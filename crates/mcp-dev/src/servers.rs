@@ -318,3 +318,13 @@ pub(crate) fn free_tcp_udp_port(ip: std::net::IpAddr) -> Result<u16, DevError> {
     }
     failed(format!("no port free for both TCP and UDP on {ip}"))
 }
+
+#[cfg(test)]
+mod tests {
+    /// The file HAProxy starts from is exactly the adapter's rendering of
+    /// no routes (so the agent's first reload changes only the routes).
+    #[test]
+    fn the_empty_haproxy_config_is_the_adapters() {
+        assert_eq!(super::HAPROXY_EMPTY, mcp_net::haproxy::empty_config());
+    }
+}
