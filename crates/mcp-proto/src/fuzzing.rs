@@ -143,6 +143,7 @@ pub const MASTER_REQUESTS: &[Decoder] = &[
     ("mcp.v1.HeartbeatRequest", plain::<pb::HeartbeatRequest>),
     ("mcp.v1.ListAuditRequest", plain::<pb::ListAuditRequest>),
     ("mcp.v1.ForgetNodeRequest", plain::<pb::ForgetNodeRequest>),
+    ("mcp.v1.RestoreRequest", plain::<pb::RestoreRequest>),
 ];
 
 /// A request to the agent, chosen by the first byte.
