@@ -139,8 +139,14 @@ pub trait AgentApi: Send + Sync + 'static {
         spec: &ServiceSpec,
         component: Option<&str>,
     ) -> Result<Vec<AgentStep>, AgentError>;
-    /// Undeploys, keeping `/srv/<service>/`.
-    async fn undeploy(&self, t: &AgentTarget, service: &str) -> Result<Vec<AgentStep>, AgentError>;
+    /// Undeploys; `/srv/<service>/` is kept unless `remove_data` (a
+    /// migration's cleanup of its source, after the target runs).
+    async fn undeploy(
+        &self,
+        t: &AgentTarget,
+        service: &str,
+        remove_data: bool,
+    ) -> Result<Vec<AgentStep>, AgentError>;
     /// `component` `None`: every component.
     async fn stop(
         &self,

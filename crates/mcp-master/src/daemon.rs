@@ -175,7 +175,14 @@ pub async fn serve(
         )
         .with_dns(dns, dns_ttl),
     );
-    let abandoned = rec.recover_journal().await?;
+    // Migrations are resumed by the snapshot store (below); other
+    // interrupted operations are re-planned.
+    let resumable: &[&str] = if cfg.snapshots.is_some() {
+        &[crate::snapshots::MIGRATE_OP]
+    } else {
+        &[]
+    };
+    let abandoned = rec.recover_journal_except(resumable).await?;
     if !abandoned.is_empty() {
         tracing::warn!(
             count = abandoned.len(),
@@ -211,8 +218,19 @@ pub async fn serve(
     let store = crate::snapshots::StoreSettings::from_config(&cfg)
         .map(|s| Arc::new(crate::snapshots::Snapshots::new(rec.clone(), s)));
     let mut master = MasterService::new(rec.clone(), fleet.clone());
+    let mut pending = Vec::new();
     if let Some(s) = &store {
         master = master.with_snapshots(s.clone());
+        let weak: std::sync::Weak<dyn crate::reconcile::Migrator> = Arc::downgrade(s) as _;
+        rec.set_migrator(weak);
+        // Claimed before the control loop starts, so no pass touches them.
+        pending = s.pending_migrations().await?;
+        if !pending.is_empty() {
+            tracing::warn!(
+                count = pending.len(),
+                "migrations interrupted by the previous master: resuming them after warm-up"
+            );
+        }
     }
     let svc = McpMasterServiceServer::new(master)
         .max_decoding_message_size(mcp_proto::MAX_MESSAGE_BYTES)
@@ -259,6 +277,9 @@ pub async fn serve(
         _ => None,
     };
     let heads = _watcher.as_ref().map(|_| head_rx);
+    if let Some(s) = store.clone().filter(|_| !pending.is_empty()) {
+        tokio::spawn(s.resume(pending));
+    }
     let control = tokio::spawn(rec.clone().run(heads, stop_rx.clone()));
     let probe_every = (cfg.registration.heartbeat_timeout / 3).max(Duration::from_millis(100));
     let prober = tokio::spawn(fleet.clone().run_prober(probe_every, stop_rx.clone()));

@@ -58,7 +58,7 @@ mod run;
 
 pub use dns::{dns_adapter, DNS_TIMEOUT};
 pub use failed::held_for;
-pub use locks::ServiceLocks;
+pub use locks::{MoveGuard, ServiceLocks};
 pub use observe::address_host;
 
 /// Why a pass could not run.
@@ -212,6 +212,19 @@ pub struct Reconciler {
     /// The DNS adapter ([`Reconciler::with_dns`]) and the TTL it writes.
     dns: Option<Arc<dyn mcp_net::DnsRecords>>,
     dns_ttl: u32,
+    /// Services being migrated, and when each last finished moving: a pass
+    /// leaves them alone ([`Reconciler::begin_move`]).
+    moves: StdMutex<locks::Moves>,
+    /// Runs the plan's `migrate` steps (the snapshot store; weak: the
+    /// store holds the reconciler).
+    migrator: std::sync::OnceLock<std::sync::Weak<dyn Migrator>>,
+}
+
+/// What executes a `migrate` step: the whole migration flow, with the
+/// service's lock already held by the pass.
+#[tonic::async_trait]
+pub trait Migrator: Send + Sync {
+    async fn migrate_locked(&self, service: &str, to: &str) -> Result<String, String>;
 }
 
 impl std::fmt::Debug for Reconciler {
@@ -246,7 +259,14 @@ impl Reconciler {
             kick: Notify::new(),
             dns: None,
             dns_ttl: 60,
+            moves: StdMutex::new(locks::Moves::default()),
+            migrator: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Who runs `migrate` steps (set once, by the daemon, to the store).
+    pub fn set_migrator(&self, m: std::sync::Weak<dyn Migrator>) {
+        let _ = self.migrator.set(m);
     }
 
     pub fn state(&self) -> &Db {
@@ -369,6 +389,7 @@ impl Reconciler {
             None => self.desired().await?,
         };
         self.hold_failed(&mut desired, !opts.dry_run).await?;
+        let epoch = self.move_epoch();
         let mut observed = self.observe().await?;
         let (desired, allow_mass_prune) = match &opts.only {
             None => (desired, opts.allow_mass_prune),
@@ -387,7 +408,7 @@ impl Reconciler {
                 applied: false,
             });
         }
-        let results = self.apply(&plan, &desired).await;
+        let results = self.apply_since(&plan, &desired, epoch).await;
         Ok(PassOutcome {
             plan,
             results,

@@ -247,10 +247,8 @@ impl McpMasterService for MasterService {
         self.sync_rpc(req).await
     }
 
-    async fn migrate(&self, _: Request<pb::MigrateRequest>) -> R<pb::MigrateResponse> {
-        Err(Status::unimplemented(
-            "migrate is not available yet: the master cannot move service data between nodes",
-        ))
+    async fn migrate(&self, req: Request<pb::MigrateRequest>) -> R<pb::MigrateResponse> {
+        self.migrate_rpc(req).await
     }
 
     async fn list_nodes(&self, req: Request<pb::ListNodesRequest>) -> R<pb::ListNodesResponse> {

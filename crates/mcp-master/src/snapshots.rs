@@ -31,16 +31,18 @@ use sha2::{Digest, Sha256};
 use tokio::io::AsyncWriteExt;
 use tokio_stream::StreamExt;
 
-use crate::agents::{AgentError, DataChunk};
+use crate::agents::{AgentError, AgentTarget, DataChunk};
 use crate::config::Config;
 use crate::reconcile::{ReconcileError, Reconciler};
 use crate::state::{NewSnapshot, SnapshotRecord, StateError};
 
 pub mod files;
+mod migrate;
 mod restore;
 mod schedule;
 
 pub use files::{snapshot_database, DbSnapshot, MASTER_DIR};
+pub use migrate::{MigrateRequest, Migration, Pending, MIGRATE_OP};
 pub use restore::{RestoreStep, StepState};
 
 /// A snapshot operation that failed, naming the service and file.
@@ -60,6 +62,9 @@ pub enum SnapshotError {
     State(#[from] StateError),
     #[error("{0}")]
     Reconcile(String),
+    /// A migration refused before anything was touched (its validation).
+    #[error("{0}")]
+    Refused(String),
     #[error("{action} {}: {source}", path.display())]
     Io {
         action: &'static str,
@@ -103,7 +108,9 @@ impl SnapshotError {
                 let s = a.to_status();
                 Status::new(s.code(), self.to_string())
             }
-            SnapshotError::Reconcile(_) => Status::failed_precondition(self.to_string()),
+            SnapshotError::Reconcile(_) | SnapshotError::Refused(_) => {
+                Status::failed_precondition(self.to_string())
+            }
             SnapshotError::Export { .. } | SnapshotError::Mismatch { .. } => {
                 Status::aborted(self.to_string())
             }
@@ -226,6 +233,16 @@ impl Snapshots {
             .ok_or_else(|| SnapshotError::NotPlaced(service.to_string()))?;
         let t = self.rec.target(&p.node).await?;
         let _lock = self.rec.locks().lock(service).await;
+        self.store_from(service, &t).await
+    }
+
+    /// Exports `service` from `t` into the store (the caller holds the
+    /// service's lock): see the module doc.
+    pub(crate) async fn store_from(
+        &self,
+        service: &str,
+        t: &AgentTarget,
+    ) -> Result<Taken, SnapshotError> {
         let now = self.rec.now();
         let dir = self.settings.dir.join(service);
         tokio::fs::create_dir_all(&dir)
@@ -236,11 +253,11 @@ impl Snapshots {
         let tmp = dir.join(format!(".tmp-{file}"));
         let export = |detail: String| SnapshotError::Export {
             service: service.to_string(),
-            node: p.node.clone(),
+            node: t.node.clone(),
             detail,
         };
         let written = tokio::time::timeout(self.settings.timeout, async {
-            let mut stream = self.rec.agents().export_service_data(&t, service).await?;
+            let mut stream = self.rec.agents().export_service_data(t, service).await?;
             let mut out = tokio::fs::File::create(&tmp)
                 .await
                 .map_err(files::io("cannot create", &tmp))?;
@@ -294,7 +311,7 @@ impl Snapshots {
         files::sync_dir(&dir);
         let new = NewSnapshot {
             service: service.to_string(),
-            node: p.node.clone(),
+            node: t.node.clone(),
             file: file.clone(),
             size,
             checksum: sha256,
@@ -309,7 +326,7 @@ impl Snapshots {
         };
         let mirrored = self.mirror(&record).await;
         let removed = self.apply_retention(service).await?;
-        tracing::info!(service, node = %p.node, file = %file, size, "snapshot stored");
+        tracing::info!(service, node = %t.node, file = %file, size, "snapshot stored");
         Ok(Taken {
             record,
             mirrored,

@@ -384,7 +384,7 @@ async fn stop_and_start_change_states(f: Box<dyn Fixture>) {
 async fn undeploy_removes_the_service(f: Box<dyn Fixture>) {
     let (api, t) = (f.api(), f.target());
     deploy_shop(&*f).await;
-    let steps = api.undeploy(&t, "shop").await.unwrap();
+    let steps = api.undeploy(&t, "shop", false).await.unwrap();
     assert_no_failure(&steps);
     let removed: Vec<&str> = names(&steps)
         .into_iter()
@@ -393,7 +393,7 @@ async fn undeploy_removes_the_service(f: Box<dyn Fixture>) {
     assert_eq!(removed, ["remove shop-api", "remove shop-worker"]);
     let r = api.list_services(&t).await.unwrap();
     assert!(!r.services.contains_key("shop"), "{r:?}");
-    let e = api.undeploy(&t, "shop").await.unwrap_err();
+    let e = api.undeploy(&t, "shop", false).await.unwrap_err();
     assert_eq!(code(&e), Code::NotFound, "{e}");
 }
 
@@ -404,7 +404,7 @@ async fn unknown_services_and_components_are_not_found(f: Box<dyn Fixture>) {
         api.stop(&t, "ghost", None).await.unwrap_err(),
         api.start(&t, "ghost", None).await.unwrap_err(),
         api.restart(&t, "ghost", None).await.unwrap_err(),
-        api.undeploy(&t, "ghost").await.unwrap_err(),
+        api.undeploy(&t, "ghost", false).await.unwrap_err(),
         api.stop(&t, "shop", Some("nope")).await.unwrap_err(),
         api.start(&t, "shop", Some("nope")).await.unwrap_err(),
     ];
@@ -562,7 +562,7 @@ async fn events_record_what_happened(f: Box<dyn Fixture>) {
     };
     assert!(api.events(&t, other).await.unwrap().is_empty());
 
-    api.undeploy(&t, "shop").await.unwrap();
+    api.undeploy(&t, "shop", false).await.unwrap();
     let rows = api.events(&t, shop).await.unwrap();
     let last = rows.last().unwrap();
     assert_eq!(

@@ -366,10 +366,15 @@ impl AgentApi for GrpcAgents {
         check_steps(t, "Deploy", steps_from_pb(r.results))
     }
 
-    async fn undeploy(&self, t: &AgentTarget, service: &str) -> Result<Vec<AgentStep>, AgentError> {
+    async fn undeploy(
+        &self,
+        t: &AgentTarget,
+        service: &str,
+        remove_data: bool,
+    ) -> Result<Vec<AgentStep>, AgentError> {
         let req = pb::AgentUndeployRequest {
             service_name: service.to_string(),
-            remove_data: false,
+            remove_data,
         };
         let r = self
             .call(t, "Undeploy", self.timeouts.undeploy, |mut c| async move {

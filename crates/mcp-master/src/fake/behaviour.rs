@@ -231,7 +231,12 @@ impl Inner {
         Ok(steps)
     }
 
-    fn undeploy(&mut self, t: &AgentTarget, service: &str) -> Result<Vec<AgentStep>, AgentError> {
+    fn undeploy(
+        &mut self,
+        t: &AgentTarget,
+        service: &str,
+        remove_data: bool,
+    ) -> Result<Vec<AgentStep>, AgentError> {
         let svc = self.service(t, "Undeploy", service)?.clone();
         let mut steps: Vec<AgentStep> = svc
             .report
@@ -241,10 +246,16 @@ impl Inner {
             .map(|(n, _)| AgentStep::done(format!("remove {}", svc.spec.container_name(n)), ""))
             .collect();
         steps.push(AgentStep::done("registry", "removed"));
-        steps.push(AgentStep::skipped(
-            format!("data /srv/{service}"),
-            "kept (remove_data not set)",
-        ));
+        if remove_data {
+            self.files
+                .retain(|(n, s, _), _| !(n == &t.node && s == service));
+            steps.push(AgentStep::done(format!("data /srv/{service}"), "removed"));
+        } else {
+            steps.push(AgentStep::skipped(
+                format!("data /srv/{service}"),
+                "kept (remove_data not set)",
+            ));
+        }
         if let Some(s) = self.nodes.get_mut(&t.node) {
             s.remove(service);
         }
@@ -601,13 +612,18 @@ impl AgentApi for FakeAgents {
         check_steps(t, "Deploy", steps)
     }
 
-    async fn undeploy(&self, t: &AgentTarget, service: &str) -> Result<Vec<AgentStep>, AgentError> {
+    async fn undeploy(
+        &self,
+        t: &AgentTarget,
+        service: &str,
+        remove_data: bool,
+    ) -> Result<Vec<AgentStep>, AgentError> {
         let call = Call::Undeploy {
             node: t.node.clone(),
             service: service.to_string(),
         };
         self.gate(t, "Undeploy", call).await?;
-        self.lock().undeploy(t, service)
+        self.lock().undeploy(t, service, remove_data)
     }
 
     async fn stop(

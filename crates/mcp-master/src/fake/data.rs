@@ -142,14 +142,22 @@ impl FakeAgents {
             force: data.force,
         };
         self.gate(t, M, call).await?;
-        self.deployed(t, M, service)?;
-        let running: Vec<String> = self.lock().nodes[&t.node][service]
-            .report
-            .components
-            .iter()
-            .filter(|(_, c)| c.state == mcp_planner::ContainerState::Running)
-            .map(|(name, _)| format!("{service}-{name}"))
-            .collect();
+        // As the agent: a service not deployed on the node can receive
+        // its data (a migration imports before it deploys).
+        let running: Vec<String> = self
+            .lock()
+            .nodes
+            .get(&t.node)
+            .and_then(|s| s.get(service))
+            .map(|s| {
+                s.report
+                    .components
+                    .iter()
+                    .filter(|(_, c)| c.state == mcp_planner::ContainerState::Running)
+                    .map(|(name, _)| format!("{service}-{name}"))
+                    .collect()
+            })
+            .unwrap_or_default();
         if !running.is_empty() {
             return Err(refused(
                 t,

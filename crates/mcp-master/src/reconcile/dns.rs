@@ -160,7 +160,7 @@ impl Reconciler {
 
     /// `SetDns`: the record set of `name` becomes exactly `address`, then
     /// it is recorded as the master's.
-    pub(super) async fn set_dns(&self, name: &str, address: &str) -> Result<String, String> {
+    pub(crate) async fn set_dns(&self, name: &str, address: &str) -> Result<String, String> {
         let dns = self
             .dns
             .as_ref()

@@ -9,6 +9,19 @@ impl Reconciler {
     /// `concurrency` services at a time; each service's steps in order under
     /// its lock. Skipped steps are reported as skipped.
     pub async fn apply(self: &Arc<Self>, plan: &Plan, desired: &Desired) -> Vec<StepOutcome> {
+        let epoch = self.move_epoch();
+        self.apply_since(plan, desired, epoch).await
+    }
+
+    /// [`Reconciler::apply`] of a plan made from an observation taken at
+    /// move epoch `epoch`: a service migrated since (or being migrated) is
+    /// left for the next pass, which sees where it runs now.
+    pub async fn apply_since(
+        self: &Arc<Self>,
+        plan: &Plan,
+        desired: &Desired,
+        epoch: u64,
+    ) -> Vec<StepOutcome> {
         if plan.refused.is_some() {
             return Vec::new();
         }
@@ -27,7 +40,7 @@ impl Reconciler {
                 let sem = sem.clone();
                 set.spawn(async move {
                     let _permit = sem.acquire_owned().await;
-                    (i, me.apply_entry(entry, spec, source).await)
+                    (i, me.apply_entry(entry, spec, source, epoch).await)
                 });
             }
             while let Some(r) = set.join_next().await {
@@ -46,10 +59,23 @@ impl Reconciler {
         entry: Entry,
         spec: Option<ServiceSpec>,
         source: Option<String>,
+        epoch: u64,
     ) -> Vec<StepOutcome> {
         let _lock = self.locks.lock(&entry.service).await;
         let service = entry.service.clone();
         let steps: Vec<_> = entry.steps.iter().filter(runnable).collect();
+        if let Some(why) = self.moved_since(&service, epoch) {
+            return steps
+                .iter()
+                .map(|s| StepOutcome {
+                    service: service.clone(),
+                    action: s.action.clone(),
+                    status: StepStatus::Skipped,
+                    error: String::new(),
+                    detail: format!("{why}; the next pass plans from where it runs now"),
+                })
+                .collect();
+        }
         let mut out = Vec::new();
         let first = steps
             .iter()
@@ -207,7 +233,7 @@ impl Reconciler {
             Action::Undeploy { service, node } => {
                 let t = self.target(node).await.map_err(|e| e.to_string())?;
                 self.agents
-                    .undeploy(&t, service)
+                    .undeploy(&t, service, false)
                     .await
                     .map_err(|e| e.to_string())?;
                 let s = service.clone();
@@ -298,13 +324,17 @@ impl Reconciler {
                     .map_err(|e| e.to_string())?;
                 Ok("alert logged (no alert command is configured)".to_string())
             }
-            Action::Migrate { service, from, to } => Err(format!(
-                "migrating {service} from {from} to {to} is not available yet; the service stays on {from}"
-            )),
+            Action::Migrate { service, from, to } => {
+                match self.migrator.get().and_then(std::sync::Weak::upgrade) {
+                    Some(m) => m.migrate_locked(service, to).await,
+                    None => Err(format!(
+                        "migrating {service} from {from} to {to} needs the snapshot store ([snapshots] dir): the data travels through it; the service stays on {from}"
+                    )),
+                }
+            }
             Action::SetDns { name, address } => self.set_dns(name, address).await,
             Action::RemoveDns { name } => self.remove_dns(name).await,
-            Action::SetEdgeRoute { .. }
-            | Action::RemoveEdgeRoute { .. } => {
+            Action::SetEdgeRoute { .. } | Action::RemoveEdgeRoute { .. } => {
                 Err("no adapter is available for this step".to_string())
             }
         }

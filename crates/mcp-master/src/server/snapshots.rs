@@ -71,17 +71,84 @@ impl MasterService {
             .restore(&m.service_name, opt(&m.snapshot), m.force)
             .await
             .map_err(|e| e.to_status())?;
-        let results = steps
-            .iter()
-            .map(|s| match &s.state {
-                RStep::Done => step(&s.step, StepStatus::Succeeded, "", &s.detail),
-                RStep::Skipped => step(&s.step, StepStatus::Skipped, "", &s.detail),
-                RStep::Failed(e) => step(&s.step, StepStatus::Failed, e, &s.detail),
-            })
-            .collect();
-        Ok(Response::new(pb::RestoreResponse { results }))
+        Ok(Response::new(pb::RestoreResponse {
+            results: results(&steps),
+        }))
     }
 
+    pub(super) async fn migrate_rpc(
+        &self,
+        req: Request<pb::MigrateRequest>,
+    ) -> R<pb::MigrateResponse> {
+        let m = req.get_ref().clone();
+        let node = if m.all {
+            &m.source_node
+        } else {
+            &m.target_node
+        };
+        set_audit_target(&req, target(opt(&m.service_name), Some(node)));
+        if m.target_node.is_empty() {
+            return Err(Status::invalid_argument("migrate: target_node is empty"));
+        }
+        let store = self.store()?;
+        let done = match (m.all, m.service_name.is_empty()) {
+            (true, false) => {
+                return Err(Status::invalid_argument(format!(
+                    "migrate: all with a service name ({}): name one service or use all with source_node",
+                    m.service_name
+                )))
+            }
+            (true, true) if m.source_node.is_empty() => {
+                return Err(Status::invalid_argument(
+                    "migrate: all needs source_node (the node to empty)",
+                ))
+            }
+            (true, true) => store
+                .migrate_all(&m.source_node, &m.target_node, m.force)
+                .await,
+            (false, true) => {
+                return Err(Status::invalid_argument(
+                    "migrate: service_name is empty (or set all with source_node)",
+                ))
+            }
+            (false, false) => {
+                if !m.source_node.is_empty() {
+                    let n = m.service_name.clone();
+                    let placed = self.rec.state().read(move |r| r.placement(&n)).await;
+                    if let Ok(Some(p)) = placed {
+                        if p.node != m.source_node {
+                            return Err(Status::failed_precondition(format!(
+                                "{} runs on {}, not on {}",
+                                m.service_name, p.node, m.source_node
+                            )));
+                        }
+                    }
+                }
+                store
+                    .migrate(&m.service_name, &m.target_node, m.force)
+                    .await
+            }
+        }
+        .map_err(|e| e.to_status())?;
+        let _ = store.snapshot_db().await;
+        Ok(Response::new(pb::MigrateResponse {
+            results: results(&done.steps),
+        }))
+    }
+}
+
+fn results(steps: &[crate::snapshots::RestoreStep]) -> Vec<pb::StepResult> {
+    steps
+        .iter()
+        .map(|s| match &s.state {
+            RStep::Done => step(&s.step, StepStatus::Succeeded, "", &s.detail),
+            RStep::Skipped => step(&s.step, StepStatus::Skipped, "", &s.detail),
+            RStep::Failed(e) => step(&s.step, StepStatus::Failed, e, &s.detail),
+        })
+        .collect()
+}
+
+impl MasterService {
     /// Fills `last_snapshot` and `snapshot_stale` (and says so in
     /// `detail`) when the store is configured.
     pub(super) async fn add_snapshot_status(&self, out: &mut [pb::ServiceStatus]) {

@@ -98,7 +98,7 @@ impl Snapshots {
 
     /// The stored copy of `r`: the store's, or the mirror's when the
     /// store's is missing.
-    fn readable(&self, r: &SnapshotRecord) -> Result<PathBuf, SnapshotError> {
+    pub(super) fn readable(&self, r: &SnapshotRecord) -> Result<PathBuf, SnapshotError> {
         let local = self.path_of(r);
         if local.is_file() {
             return Ok(local);
@@ -156,15 +156,39 @@ impl Snapshots {
             },
             detail: String::new(),
         });
-        let import_step = format!("import {} into {service} on {}", r.file, t.node);
         if stop.is_err() {
             steps.push(RestoreStep {
-                step: import_step,
+                step: format!("import {} into {service} on {}", r.file, t.node),
                 state: StepState::Skipped,
                 detail: "not tried: the service did not stop".to_string(),
             });
             return steps;
         }
+        steps.push(self.import_into(t, r, path, force).await);
+        let start = agents.start(t, service, None).await;
+        steps.push(RestoreStep {
+            step: format!("start {service} on {}", t.node),
+            state: match start {
+                Ok(_) => StepState::Done,
+                Err(e) => StepState::Failed(e.to_string()),
+            },
+            detail: String::new(),
+        });
+        steps
+    }
+
+    /// Imports the stored snapshot `r` (read from `path`) into its service
+    /// on `t`, checked against the row's SHA-256.
+    pub(super) async fn import_into(
+        &self,
+        t: &AgentTarget,
+        r: &SnapshotRecord,
+        path: PathBuf,
+        force: bool,
+    ) -> RestoreStep {
+        let service = &r.service;
+        let agents = self.rec.agents();
+        let import_step = format!("import {} into {service} on {}", r.file, t.node);
         let data = ImportData {
             force,
             sha256: r.checksum.clone(),
@@ -176,7 +200,7 @@ impl Snapshots {
             agents.import_service_data(t, service, data),
         )
         .await;
-        steps.push(match imported {
+        match imported {
             Ok(Ok(o)) if o.sha256 == r.checksum => RestoreStep {
                 step: import_step,
                 state: StepState::Done,
@@ -216,16 +240,6 @@ impl Snapshots {
                 )),
                 detail: String::new(),
             },
-        });
-        let start = agents.start(t, service, None).await;
-        steps.push(RestoreStep {
-            step: format!("start {service} on {}", t.node),
-            state: match start {
-                Ok(_) => StepState::Done,
-                Err(e) => StepState::Failed(e.to_string()),
-            },
-            detail: String::new(),
-        });
-        steps
+        }
     }
 }

@@ -406,3 +406,5 @@ fn database_snapshots_keep_n_and_mirror_verified() {
     let e = snapshot_database(&dir.path().join("none.db"), &store, None, 2, t0).unwrap_err();
     assert!(e.to_string().contains("none.db"), "{e}");
 }
+
+mod migration;

@@ -138,6 +138,26 @@ CREATE TABLE failed_specs (
     PRIMARY KEY (service, spec_hash)
 ) STRICT;
 "#,
+    // 6: a snapshot's file name is unique per service, not across the
+    // store (two services snapshotted in the same second, as `mcp migrate
+    // --all` does, share a time-stamped name in their own directories).
+    r#"
+CREATE TABLE snapshots_v6 (
+    id          INTEGER PRIMARY KEY AUTOINCREMENT,
+    service     TEXT NOT NULL,
+    node        TEXT NOT NULL,
+    file        TEXT NOT NULL,
+    size        INTEGER NOT NULL,
+    checksum    TEXT NOT NULL,
+    created_at  INTEGER NOT NULL,
+    UNIQUE (service, file)
+) STRICT;
+INSERT INTO snapshots_v6 (id, service, node, file, size, checksum, created_at)
+     SELECT id, service, node, file, size, checksum, created_at FROM snapshots;
+DROP TABLE snapshots;
+ALTER TABLE snapshots_v6 RENAME TO snapshots;
+CREATE INDEX snapshots_service ON snapshots (service, created_at);
+"#,
 ];
 
 /// The schema version this build writes.
