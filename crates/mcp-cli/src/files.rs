@@ -111,6 +111,30 @@ pub fn set_active(text: &str, active: bool) -> Result<Option<String>> {
     Ok(Some(doc.to_string()))
 }
 
+/// Sets the pin `node = "..."` of a service file's text to `node`, keeping
+/// comments and layout. `None` when the file has no pin (the planner
+/// chooses its node) or already pins `node`.
+pub fn set_node(text: &str, node: &str) -> Result<Option<String>> {
+    let mut doc: DocumentMut = text
+        .parse()
+        .map_err(|e: toml_edit::TomlError| anyhow::anyhow!("{}", e.message()))?;
+    let Some(item) = doc.as_table_mut().get_mut("node") else {
+        return Ok(None);
+    };
+    if item.as_str() == Some(node) {
+        return Ok(None);
+    }
+    match item.as_value_mut() {
+        Some(v) => {
+            let decor = v.decor().clone();
+            *v = Value::from(node);
+            *v.decor_mut() = decor;
+        }
+        None => *item = value(node),
+    }
+    Ok(Some(doc.to_string()))
+}
+
 /// Replaces `path` atomically with `text`: a hidden temporary file in the
 /// same directory (ignored by the loader), flushed, given the original's
 /// permissions, then renamed over it.
@@ -225,6 +249,20 @@ mod tests {
     use super::*;
 
     const FILE: &str = "# the queue\nname = \"mcq\" # its name\ntier = \"worker\"\n\n[[components]]\n# api\nname = \"api\"\nimage = \"r/mcq:v1\"\n";
+
+    #[test]
+    fn set_node_changes_only_a_pin_keeping_comments() {
+        let pinned = "name = \"mcq\"\nnode = \"w1\" # pinned: local disk\n\n[[components]]\nname = \"api\"\nimage = \"r/mcq:v1\"\n";
+        let out = set_node(pinned, "w2").unwrap().unwrap();
+        assert_eq!(out, pinned.replace("\"w1\"", "\"w2\""));
+        assert_eq!(set_node(&out, "w2").unwrap(), None);
+        assert_eq!(
+            set_node(FILE, "w2").unwrap(),
+            None,
+            "not pinned: left alone"
+        );
+        assert!(set_node("name = [", "w2").is_err());
+    }
 
     #[test]
     fn inserts_active_after_name_keeping_comments() {

@@ -162,6 +162,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             snapshot,
             force,
         } => commands::restore(&ctx, service, snapshot.as_deref(), *force),
+        Command::Migrate(a) => commands::migrate(&ctx, a),
         Command::Snapshot(_) => {
             anyhow::bail!("mcp snapshot: name a service (`mcp snapshot <svc>`), or list with `mcp snapshot list <svc>`")
         }
@@ -252,7 +253,6 @@ fn show(dir: &Path, service: &str, output: Output) -> Result<ExitCode> {
 fn not_available(cmd: &Command) -> Result<ExitCode> {
     let (name, needs) = match cmd {
         Command::Edge { .. } => ("edge", "edge routing"),
-        Command::Migrate(_) => ("migrate", "snapshots and migration"),
         Command::Agent { .. } => ("agent", "agent upgrades and fleet agent status"),
         Command::Login => ("login", "an identity service client"),
         Command::Validate { .. }
@@ -274,6 +274,7 @@ fn not_available(cmd: &Command) -> Result<ExitCode> {
         | Command::Pull { .. }
         | Command::Node { .. }
         | Command::Restore { .. }
+        | Command::Migrate(_)
         | Command::Snapshot(_)
         | Command::Token { .. }
         | Command::Dev { .. }

@@ -187,11 +187,7 @@ fn show_prints_the_canonical_spec() {
 
 #[test]
 fn commands_not_built_yet_fail_clearly() {
-    for args in [
-        &["migrate", "mcq", "--to", "vega"][..],
-        &["edge", "list"],
-        &["login"],
-    ] {
+    for args in [&["edge", "list"][..], &["login"]] {
         let out = mcp(args);
         assert_eq!(out.status.code(), Some(1), "{args:?}");
         assert!(

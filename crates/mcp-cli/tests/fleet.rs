@@ -1414,3 +1414,106 @@ fn kdig_fails(dns: &str) -> bool {
         .map(|o| !o.status.success() || o.stdout.is_empty())
         .unwrap_or(true)
 }
+
+/// `mcp migrate` on a master and two workers: a pinned service's data
+/// written under `/srv/<svc>/` on w1 is on w2 after the move, it runs on
+/// w2 only, its DNS name points at w2, w1's copy is gone, and its file is
+/// re-pinned and committed. Then w2's agent dies with the data: `mcp
+/// migrate` back to w1 restores it from the latest stored snapshot, and
+/// says so.
+#[test]
+fn migrate_moves_a_service_and_its_data() {
+    let Some(mut f) = Fleet::start(&FleetOptions {
+        agents: 3,
+        edge: false,
+        port_base: 36000,
+        concurrency: 2,
+        gitops: true,
+    }) else {
+        return;
+    };
+    let state = f.dev.state.clone();
+    let srv = |node: &str| state.join("nodes").join(node).join("srv/mv");
+    f.write(
+        "mv.toml",
+        &web_service("mv", "v1", "# on w1 for now\nnode = \"w1\" # pinned\n"),
+    );
+    f.commit("mv on w1");
+    f.wait(CONVERGE, "mv runs on w1", |f| {
+        f.status_is("mv", "running") && f.status("mv")["node"] == "w1"
+    });
+    std::fs::create_dir_all(srv("w1").join("db")).unwrap();
+    std::fs::write(srv("w1").join("db/app.db"), "rows written on w1\n").unwrap();
+    std::fs::write(srv("w1").join("app.toml"), "greeting = \"hi\"\n").unwrap();
+
+    let out = f.mcp(&["--output", "json", "migrate", "mv", "--to", "w2"]);
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert_eq!(v["success"], true, "{v:#}");
+    let steps: Vec<&str> = v["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["step"].as_str().unwrap())
+        .collect();
+    assert_eq!(steps[0], "stop mv on w1", "{v:#}");
+    assert!(steps.contains(&"clean up mv on w1"), "{v:#}");
+    assert!(steps.contains(&"pin mv"), "{v:#}");
+    assert_eq!(
+        std::fs::read_to_string(srv("w2").join("db/app.db")).unwrap(),
+        "rows written on w1\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(srv("w2").join("app.toml")).unwrap(),
+        "greeting = \"hi\"\n"
+    );
+    assert!(!srv("w1").exists(), "w1's copy is removed after the move");
+    let c = f.one("mv").expect("mv has a container");
+    assert_eq!((c.node.as_str(), c.state.as_str()), ("w2", "running"));
+    let w2 = f.dev.nodes.iter().find(|n| n.name == "w2").unwrap();
+    assert_eq!(kdig(&f.dev.dns, "mv.mcp.test"), std::slice::from_ref(&w2.address));
+    // The file is re-pinned (comments kept) in its own commit.
+    let text = std::fs::read_to_string(f.repo.join("mv.toml")).unwrap();
+    assert!(
+        text.contains("# on w1 for now\nnode = \"w2\" # pinned"),
+        "{text}"
+    );
+    let log = Command::new("git")
+        .args(["log", "-1", "--format=%s"])
+        .current_dir(&f.repo)
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&log.stdout).trim(),
+        "mcp migrate mv --to w2"
+    );
+    // GitOps agrees: nothing to do, the service stays on w2.
+    f.wait(CONVERGE, "nothing left to do", |f| {
+        f.mcp(&["sync", "--dry-run"]).status.code() == Some(0)
+    });
+    assert_eq!(f.status("mv")["node"], "w2");
+
+    // w2 is lost with its data; the stored snapshot brings mv back on w1.
+    let out = f.mcp(&["snapshot", "mv"]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    f.agents.get_mut("w2").unwrap().kill();
+    let _ = f.podman("w2").args(["stop", "-t", "1", "mv"]).output();
+    std::fs::remove_dir_all(srv("w2")).unwrap();
+    f.wait(CONVERGE, "w2 is unhealthy", |f| {
+        f.node_status("w2") == "unhealthy"
+    });
+    let out = f.mcp(&["migrate", "mv", "--to", "w1"]);
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert!(text.contains("latest snapshot"), "{text}");
+    assert_eq!(
+        std::fs::read_to_string(srv("w1").join("db/app.db")).unwrap(),
+        "rows written on w1\n"
+    );
+    f.wait(CONVERGE, "mv runs on w1", |f| {
+        f.status("mv")["node"] == "w1"
+            && f.containers_on("w1")
+                .iter()
+                .any(|c| c.name == "mv" && c.state == "running")
+    });
+}

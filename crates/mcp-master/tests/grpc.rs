@@ -435,13 +435,23 @@ async fn sync_dry_run_then_apply_status_and_pass_through() {
     assert!(m.state.read(|r| r.placement("mcr")).unwrap().is_none());
     assert!(m.state.read(|r| r.placement("mcq")).unwrap().is_some());
 
-    // Not available yet: said so.
+    // A request without a target is refused as such; a migration without
+    // a snapshot store (the data travels through it) says so.
     let e = alice
         .migrate(pb::MigrateRequest::default())
         .await
         .unwrap_err();
-    assert_eq!(e.code(), Code::Unimplemented);
-    assert!(e.message().contains("not available yet"));
+    assert_eq!(e.code(), Code::InvalidArgument);
+    let e = alice
+        .migrate(pb::MigrateRequest {
+            service_name: "mcq".into(),
+            target_node: "vega".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::FailedPrecondition);
+    assert!(e.message().contains("[snapshots]"), "{e:?}");
 }
 
 #[tokio::test]

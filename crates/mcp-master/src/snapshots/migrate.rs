@@ -150,6 +150,16 @@ fn source_lost(e: &AgentError) -> bool {
     }
 }
 
+/// The spec deployed on the target: a pinned one pinned there (an agent
+/// refuses a spec pinned to another node; `mcp migrate` re-pins the file).
+fn moved_spec(p: &Placement, to: &str) -> mcp_spec::ServiceSpec {
+    let mut spec = p.spec.clone();
+    if spec.node.is_some() {
+        spec.node = Some(to.to_string());
+    }
+    spec
+}
+
 fn age(now: SystemTime, then: SystemTime) -> String {
     let secs = now.duration_since(then).unwrap_or_default().as_secs();
     humantime::format_duration(Duration::from_secs(secs)).to_string()
@@ -464,7 +474,7 @@ impl Snapshots {
                     Ok(t) => t,
                     Err(e) => return failed(title, e.to_string()),
                 };
-                match agents.deploy(&t, &p.spec, None).await {
+                match agents.deploy(&t, &moved_spec(p, &to), None).await {
                     Ok(_) => done(title, String::new()),
                     Err(e) => failed(title, e.to_string()),
                 }
@@ -515,7 +525,7 @@ impl Snapshots {
             }
             Step::Placement => {
                 let title = format!("placement of {svc}");
-                match self.rec.record_deployed(&p.spec, &to).await {
+                match self.rec.record_deployed(&moved_spec(p, &to), &to).await {
                     Ok(()) => done(title, format!("{svc} runs on {to}")),
                     Err(e) => failed(title, e),
                 }
