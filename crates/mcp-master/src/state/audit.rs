@@ -307,10 +307,15 @@ async fn writer(
     let mut flushed: Vec<oneshot::Sender<()>> = Vec::new();
     let mut stopped: Vec<oneshot::Sender<()>> = Vec::new();
     let mut prunes: Vec<oneshot::Sender<Pruned>> = Vec::new();
-    // The first tick is immediate: a master started on a large table
-    // prunes it at once.
+    // A master started on a large table prunes it at once, before the
+    // first message (so what is queued next is never pruned by a start-up
+    // tick racing it), then every interval.
+    if let Some(r) = &retention {
+        prune(&db, r, &counters).await;
+    }
     let mut timer = retention.as_ref().map(|r| {
-        let mut t = tokio::time::interval(r.interval.max(Duration::from_millis(1)));
+        let every = r.interval.max(Duration::from_millis(1));
+        let mut t = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
         t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         t
     });
