@@ -1471,7 +1471,10 @@ fn migrate_moves_a_service_and_its_data() {
     let c = f.one("mv").expect("mv has a container");
     assert_eq!((c.node.as_str(), c.state.as_str()), ("w2", "running"));
     let w2 = f.dev.nodes.iter().find(|n| n.name == "w2").unwrap();
-    assert_eq!(kdig(&f.dev.dns, "mv.mcp.test"), std::slice::from_ref(&w2.address));
+    assert_eq!(
+        kdig(&f.dev.dns, "mv.mcp.test"),
+        std::slice::from_ref(&w2.address)
+    );
     // The file is re-pinned (comments kept) in its own commit.
     let text = std::fs::read_to_string(f.repo.join("mv.toml")).unwrap();
     assert!(

@@ -9,7 +9,7 @@ use std::process::ExitCode;
 use anyhow::{Context, Result};
 use mcp_proto::pb;
 
-use super::{block_on, finish, master_client, Ctx};
+use super::{block_on_progress, finish, master_client, Ctx};
 use crate::cli::MigrateArgs;
 use crate::files;
 use crate::report;
@@ -26,7 +26,11 @@ pub fn migrate(ctx: &Ctx<'_>, a: &MigrateArgs) -> Result<ExitCode> {
         all: a.all,
         source_node: a.from.clone().unwrap_or_default(),
     };
-    let results = block_on(async {
+    let what = match &a.service {
+        Some(s) => format!("migrating {s} to {}", a.to),
+        None => format!("migrating every service to {}", a.to),
+    };
+    let results = block_on_progress(ctx, &what, async {
         master_client(&t)
             .await?
             .migrate(req)

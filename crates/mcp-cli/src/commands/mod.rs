@@ -78,6 +78,30 @@ fn block_on<F: Future<Output = Result<T>>, T>(f: F) -> Result<T> {
         .block_on(f)
 }
 
+/// [`block_on`] for the long operations (snapshot, restore, migrate): on a
+/// terminal a spinner on stderr says what runs and for how long; piped or
+/// with `--output json`, nothing is drawn (the step lines follow either
+/// way). The RPCs answer once, at the end, so there is no byte count.
+fn block_on_progress<F: Future<Output = Result<T>>, T>(
+    ctx: &Ctx<'_>,
+    what: &str,
+    f: F,
+) -> Result<T> {
+    use std::io::IsTerminal as _;
+    if ctx.json() || !std::io::stderr().is_terminal() {
+        return block_on(f);
+    }
+    let bar = indicatif::ProgressBar::new_spinner();
+    if let Ok(style) = indicatif::ProgressStyle::with_template("{spinner} {msg} ({elapsed})") {
+        bar.set_style(style);
+    }
+    bar.set_message(what.to_string());
+    bar.enable_steady_tick(std::time::Duration::from_millis(120));
+    let r = block_on(f);
+    bar.finish_and_clear();
+    r
+}
+
 /// A master client with the shared gRPC message limit both ways.
 async fn master_client(t: &Target) -> Result<remote::MasterClient> {
     Ok(remote::master(t)

@@ -7,13 +7,13 @@ use anyhow::Result;
 use mcp_proto::pb;
 use serde_json::json;
 
-use super::{block_on, finish, master_client, print, print_json, Ctx};
+use super::{block_on, block_on_progress, finish, master_client, print, print_json, Ctx};
 use crate::report::{self, cell};
 
 /// `mcp snapshot <svc>`: the master snapshots the service now (live).
 pub fn snapshot_now(ctx: &Ctx<'_>, service: &str) -> Result<ExitCode> {
     let t = ctx.master()?;
-    let r = block_on(async {
+    let r = block_on_progress(ctx, &format!("snapshotting {service}"), async {
         master_client(&t)
             .await?
             .create_snapshot(pb::CreateSnapshotRequest {
@@ -106,7 +106,7 @@ pub fn restore(
     force: bool,
 ) -> Result<ExitCode> {
     let t = ctx.master()?;
-    let results = block_on(async {
+    let results = block_on_progress(ctx, &format!("restoring {service}"), async {
         master_client(&t)
             .await?
             .restore(pb::RestoreRequest {
