@@ -182,6 +182,10 @@ pub struct Snapshots {
     failed: Mutex<HashMap<String, SystemTime>>,
     /// Services already reported stale (logged once until fresh again).
     stale_reported: Mutex<BTreeSet<String>>,
+    /// Tests: a migration "dies" (returns, its journal left running) at
+    /// this step — before its side effects, or after them with `true`.
+    #[cfg(test)]
+    crash_at: Mutex<Option<(&'static str, bool)>>,
 }
 
 impl std::fmt::Debug for Snapshots {
@@ -204,6 +208,8 @@ impl Snapshots {
             settings,
             failed: Mutex::new(HashMap::new()),
             stale_reported: Mutex::new(BTreeSet::new()),
+            #[cfg(test)]
+            crash_at: Mutex::new(None),
         }
     }
 

@@ -63,6 +63,31 @@ pub fn free_name(dir: &Path, prefix: &str, t: SystemTime, suffix: &str) -> Strin
 
 /// Makes a rename in `dir` durable (best effort: not every file system
 /// allows syncing a directory).
+/// Deletes the `.tmp-*` files (snapshots being written when a master
+/// died) in every service directory of the store; returns their paths.
+/// Nothing else is touched.
+pub fn remove_leftovers(store: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let Ok(services) = std::fs::read_dir(store) else {
+        return out;
+    };
+    for svc in services.flatten() {
+        let Ok(entries) = std::fs::read_dir(svc.path()) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let is_tmp = e.file_name().to_string_lossy().starts_with(".tmp-");
+            if is_tmp
+                && e.file_type().is_ok_and(|t| t.is_file())
+                && std::fs::remove_file(e.path()).is_ok()
+            {
+                out.push(e.path());
+            }
+        }
+    }
+    out
+}
+
 pub fn sync_dir(dir: &Path) {
     if let Ok(d) = std::fs::File::open(dir) {
         let _ = d.sync_all();

@@ -53,7 +53,7 @@ pub struct MigrateRequest {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-enum Step {
+pub(crate) enum Step {
     Stop,
     Export,
     Import,
@@ -64,7 +64,7 @@ enum Step {
     Placement,
 }
 
-const STEPS: [Step; 8] = [
+pub(crate) const STEPS: [Step; 8] = [
     Step::Stop,
     Step::Export,
     Step::Import,
@@ -76,7 +76,7 @@ const STEPS: [Step; 8] = [
 ];
 
 impl Step {
-    fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             Step::Stop => "stop",
             Step::Export => "export",
@@ -326,8 +326,22 @@ impl Snapshots {
                 steps.push(failed(format!("journal {name}"), e.to_string()));
                 break;
             }
+            #[cfg(test)]
+            if self.crashes(name, false) {
+                return Migration {
+                    steps,
+                    moved: false,
+                };
+            }
             let r = self.step(step, &mut req, &p).await;
             tracing::info!(service = %service, step = name, result = ?r.state, detail = %r.detail, "migration step");
+            #[cfg(test)]
+            if self.crashes(name, true) {
+                return Migration {
+                    steps,
+                    moved: false,
+                };
+            }
             let fatal = matches!(r.state, StepState::Failed(_)) && step.fatal();
             if let StepState::Failed(e) = &r.state {
                 if fatal {
@@ -463,10 +477,19 @@ impl Snapshots {
                     Ok(p) => p,
                     Err(e) => return failed(title, e.to_string()),
                 };
-                match self.rec.target(&to).await {
-                    Ok(t) => self.import_into(&t, &r, path, req.force).await,
-                    Err(e) => failed(title, e.to_string()),
+                let t = match self.rec.target(&to).await {
+                    Ok(t) => t,
+                    Err(e) => return failed(title, e.to_string()),
+                };
+                let mut r = self.import_into(&t, &r, path, req.force).await;
+                if let StepState::Failed(e) = &mut r.state {
+                    if !req.force && e.contains("--force") {
+                        e.push_str(&format!(
+                            "; to replace {to}'s copy run `mcp migrate {svc} --to {to} --force` (after a master restart during an import, that copy may be this migration's own)"
+                        ));
+                    }
                 }
+                r
             }
             Step::Deploy => {
                 let title = format!("deploy {svc} on {to}");
@@ -531,6 +554,24 @@ impl Snapshots {
                 }
             }
         }
+    }
+
+    /// Tests: arms a simulated master death at `step` (see `crash_at`).
+    #[cfg(test)]
+    pub(crate) fn crash_at(&self, at: Option<(&'static str, bool)>) {
+        *self
+            .crash_at
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = at;
+    }
+
+    #[cfg(test)]
+    fn crashes(&self, step: &str, after: bool) -> bool {
+        let g = self
+            .crash_at
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        matches!(*g, Some((s, a)) if s == step && a == after)
     }
 
     /// The source's agent, unless the registry says it is not healthy.

@@ -9,7 +9,7 @@ use std::time::{Duration, SystemTime};
 
 use tokio::sync::watch;
 
-use super::{Snapshots, Taken};
+use super::{files, Snapshots, Taken};
 
 /// What one scheduled pass did.
 #[derive(Debug, Default)]
@@ -94,6 +94,13 @@ impl Snapshots {
     /// every interval, if shorter).
     pub async fn run_schedule(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
         let tick = self.settings.interval.min(Duration::from_secs(60));
+        let dir = self.settings.dir.clone();
+        match tokio::task::spawn_blocking(move || files::remove_leftovers(&dir)).await {
+            Ok(removed) if !removed.is_empty() => {
+                tracing::warn!(files = ?removed, "removed partial snapshots a previous master left behind");
+            }
+            _ => {}
+        }
         loop {
             if *stop.borrow() {
                 return;

@@ -408,3 +408,26 @@ fn database_snapshots_keep_n_and_mirror_verified() {
 }
 
 mod migration;
+
+#[test]
+fn partial_snapshots_left_by_a_dead_master_are_removed_and_nothing_else() {
+    let dir = tempfile::tempdir().unwrap();
+    let shop = dir.path().join("shop");
+    std::fs::create_dir_all(&shop).unwrap();
+    for name in [
+        ".tmp-2025-01-01T00-00-00Z.tar.zst",
+        "2025-01-01T00-00-00Z.tar.zst",
+        "notes.txt",
+    ] {
+        std::fs::write(shop.join(name), "x").unwrap();
+    }
+    let removed = files::remove_leftovers(dir.path());
+    assert_eq!(removed, [shop.join(".tmp-2025-01-01T00-00-00Z.tar.zst")]);
+    let mut left: Vec<String> = std::fs::read_dir(&shop)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+        .collect();
+    left.sort();
+    assert_eq!(left, ["2025-01-01T00-00-00Z.tar.zst", "notes.txt"]);
+    assert!(files::remove_leftovers(&dir.path().join("missing")).is_empty());
+}

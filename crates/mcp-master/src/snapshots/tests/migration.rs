@@ -4,6 +4,7 @@
 //! service back on the source, and a master killed at every step resumes.
 
 use super::*;
+use crate::snapshots::migrate::{Step, STEPS};
 use crate::state::JournalStatus;
 
 fn at(node: &str) -> AgentTarget {
@@ -350,4 +351,83 @@ async fn all_moves_every_service_off_a_node() {
     assert_eq!(f.agents.services_on("w2").len(), 2);
     let e = f.store.migrate_all("w2", "w2", false).await.unwrap_err();
     assert!(e.to_string().contains("both w2"), "{e}");
+}
+
+/// The master dies right after journaling each step in turn — before the
+/// step acts, and after it acted but before the next is journaled — and a
+/// new master over the same database and store resumes: every run ends
+/// moved, the source's data intact until the cleanup, one copy running.
+#[tokio::test]
+async fn a_master_killed_after_each_journaled_step_resumes_or_reports() {
+    for step in STEPS.map(Step::name) {
+        for after in [false, true] {
+            let case = format!("{step} ({})", if after { "after" } else { "before" });
+            let f = fleet().await;
+            f.store.crash_at(Some((step, after)));
+            let m = f.store.migrate("shop", "w2", false).await.unwrap();
+            assert!(!m.moved, "{case}");
+            let open = f
+                .store
+                .rec
+                .state()
+                .read(|r| r.journal_unfinished())
+                .await
+                .unwrap();
+            assert_eq!(open.len(), 1, "{case}: {open:?}");
+            assert_eq!(open[0].step, step, "{case}");
+            let cleaned = step == "cleanup" && after || step == "placement";
+            if !cleaned {
+                assert_eq!(
+                    read_on(&f.agents, "w1", "db/data.db").await.as_deref(),
+                    Some("rows v1"),
+                    "{case}: the source's data is intact until the cleanup"
+                );
+            }
+            let again = Arc::new(store_on(f.dir.path(), &f.agents, &f.clock, true));
+            let pending = again.pending_migrations().await.unwrap();
+            assert_eq!(pending.len(), 1, "{case}");
+            again.clone().resume(pending).await;
+            if (step, after) == ("import", true) {
+                // The import completed, then the master died: the target
+                // holds the data, and it cannot tell that copy from one that
+                // was there before. Reported, the service back on the
+                // source, nothing overwritten without --force.
+                let recent = again
+                    .rec
+                    .state()
+                    .read(|r| r.journal_recent(Some("shop"), 1))
+                    .await
+                    .unwrap();
+                assert_eq!(recent[0].status, JournalStatus::Failed, "{case}");
+                assert!(recent[0].detail.contains("--force"), "{case}: {recent:?}");
+                assert_eq!(placed_on(&again).await, "w1", "{case}");
+                assert!(f.agents.services_on("w1").contains_key("shop"), "{case}");
+                let m = again.migrate("shop", "w2", true).await.unwrap();
+                assert!(m.moved, "{case}: {m:?}");
+            }
+            assert_eq!(placed_on(&again).await, "w2", "{case}");
+            assert_eq!(
+                read_on(&f.agents, "w2", "db/data.db").await.as_deref(),
+                Some("rows v1"),
+                "{case}"
+            );
+            assert_eq!(read_on(&f.agents, "w1", "db/data.db").await, None, "{case}");
+            assert!(
+                f.agents.services_on("w1").is_empty(),
+                "{case}: a copy left on w1"
+            );
+            assert_eq!(f.agents.services_on("w2").len(), 1, "{case}");
+            let recent = again
+                .rec
+                .state()
+                .read(|r| r.journal_recent(Some("shop"), 1))
+                .await
+                .unwrap();
+            assert_eq!(
+                recent[0].status,
+                JournalStatus::Succeeded,
+                "{case}: {recent:?}"
+            );
+        }
+    }
 }
