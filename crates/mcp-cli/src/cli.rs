@@ -66,6 +66,10 @@ pub enum Command {
         /// Let the plan prune more than half of the placements.
         #[arg(long)]
         allow_mass_prune: bool,
+        /// Apply only if the desired state is still at this commit (the
+        /// one a `--dry-run` previewed); otherwise exit 1, nothing applied.
+        #[arg(long, value_name = "SHA")]
+        expect_commit: Option<String>,
     },
     /// Deploy or redeploy one service.
     Deploy {

@@ -93,11 +93,13 @@ fn run(cli: Cli) -> Result<ExitCode> {
             dry_run,
             services,
             allow_mass_prune,
+            expect_commit,
         } => commands::sync(
             &ctx,
             &cfg.services_dir(services.as_deref()),
             *dry_run,
             *allow_mass_prune,
+            expect_commit.as_deref(),
         ),
         Command::Deploy {
             service,

@@ -1418,7 +1418,8 @@ fn kdig_fails(dns: &str) -> bool {
 /// `mcp migrate` on a master and two workers: a pinned service's data
 /// written under `/srv/<svc>/` on w1 is on w2 after the move, it runs on
 /// w2 only, its DNS name points at w2, w1's copy is gone, and its file is
-/// re-pinned and committed. Then w2's agent dies with the data: `mcp
+/// re-pinned and committed; `mcp sync --expect-commit` refuses a stale
+/// commit and applies HEAD. Then w2's agent dies with the data: `mcp
 /// migrate` back to w1 restores it from the latest stored snapshot, and
 /// says so.
 #[test]
@@ -1495,6 +1496,22 @@ fn migrate_moves_a_service_and_its_data() {
         f.mcp(&["sync", "--dry-run"]).status.code() == Some(0)
     });
     assert_eq!(f.status("mv")["node"], "w2");
+    // `mcp sync --expect-commit` (issue 12 item 9): a stale commit is
+    // refused, HEAD applies.
+    let out = f.mcp(&["sync", "--expect-commit", "0000000"]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("moved since the preview"),
+        "{out:?}"
+    );
+    let head = Command::new("git")
+        .args(["rev-parse", "HEAD"])
+        .current_dir(&f.repo)
+        .output()
+        .unwrap();
+    let head = String::from_utf8_lossy(&head.stdout).trim().to_string();
+    let out = f.mcp(&["sync", "--expect-commit", &head[..10]]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
 
     // w2 is lost with its data; the stored snapshot brings mv back on w1.
     let out = f.mcp(&["snapshot", "mv"]);

@@ -677,3 +677,46 @@ async fn forget_node_frees_the_slot_and_is_refused_while_the_node_holds_placemen
         .await;
     assert!(denied.is_err());
 }
+
+/// Issue 12, item 9: `mcp sync --expect-commit` applies only when the
+/// desired state is at the previewed commit (push mode: the request's
+/// source, a clean work tree); otherwise nothing is applied.
+#[tokio::test]
+async fn sync_with_an_expected_commit_applies_only_at_that_commit() {
+    let m = start(&["agent-w1"], 16, RateLimits::new()).await;
+    let mut w1 = m.agent_client("w1", &["w1", "127.0.0.1"]).await;
+    w1.register(reg("w1", "https://127.0.0.1:9444"))
+        .await
+        .unwrap();
+    let mut alice = m.client("alice", AccountType::Human).await;
+    let sync = |source: &str, expect: &str| pb::SyncRequest {
+        services: vec![spec_pb("mcq", "v1")],
+        source: source.to_string(),
+        expect_commit: expect.to_string(),
+        ..Default::default()
+    };
+    for (source, expect, why) in [
+        ("abc1234", "def5678", "moved since the preview"),
+        ("abc1234 (dirty)", "abc1234", "uncommitted changes"),
+        ("/srv/services", "abc1234", "not a commit"),
+    ] {
+        let e = alice.sync(sync(source, expect)).await.unwrap_err();
+        assert_eq!(e.code(), Code::FailedPrecondition, "{source}: {e:?}");
+        assert!(e.message().contains(why), "{source}: {e:?}");
+        assert!(m.state.read(|r| r.placement("mcq")).unwrap().is_none());
+    }
+    let e = alice.sync(sync("abc1234", "zz")).await.unwrap_err();
+    assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
+    let r = alice
+        .sync(sync("abc1234", "ABC1"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(
+        r.results
+            .iter()
+            .any(|s| s.step == "expect-commit" && s.success),
+        "{r:?}"
+    );
+    assert!(m.state.read(|r| r.placement("mcq")).unwrap().is_some());
+}

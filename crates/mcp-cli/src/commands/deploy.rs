@@ -22,10 +22,17 @@ fn unreadable(u: &mcp_spec::Unreadable) -> pb::UnreadableService {
     }
 }
 
-/// `mcp sync [--dry-run] [--services DIR] [--allow-mass-prune]`.
-pub fn sync(ctx: &Ctx<'_>, dir: &Path, dry_run: bool, allow_mass_prune: bool) -> Result<ExitCode> {
+/// `mcp sync [--dry-run] [--services DIR] [--allow-mass-prune]
+/// [--expect-commit SHA]`.
+pub fn sync(
+    ctx: &Ctx<'_>,
+    dir: &Path,
+    dry_run: bool,
+    allow_mass_prune: bool,
+    expect_commit: Option<&str>,
+) -> Result<ExitCode> {
     let target = ctx.master()?;
-    sync_to(ctx, &target, dir, dry_run, allow_mass_prune)
+    sync_to(ctx, &target, dir, dry_run, allow_mass_prune, expect_commit)
 }
 
 pub(super) fn sync_to(
@@ -34,6 +41,7 @@ pub(super) fn sync_to(
     dir: &Path,
     dry_run: bool,
     allow_mass_prune: bool,
+    expect_commit: Option<&str>,
 ) -> Result<ExitCode> {
     let loaded = mcp_spec::load_dir(dir, &mcp_spec::LoadOptions::default())
         .with_context(|| format!("reading services directory {}", dir.display()))?;
@@ -57,6 +65,7 @@ pub(super) fn sync_to(
         allow_mass_prune,
         unreadable: loaded.unreadable.iter().map(unreadable).collect(),
         source: files::source_label(dir),
+        expect_commit: expect_commit.unwrap_or_default().to_string(),
     };
     let resp = block_on(async {
         let mut c = master_client(target).await?;

@@ -198,7 +198,7 @@ pub fn set_active(ctx: &Ctx<'_>, service: &str, active: bool, direct: &Direct) -
                 "{} is not a git work tree: sending the directory to the master (push mode)",
                 dir.display()
             ));
-            sync_to(ctx, &target, &dir, false, false).with_context(|| {
+            sync_to(ctx, &target, &dir, false, false, None).with_context(|| {
                 format!(
                     "{} was changed but the master was not told (run `mcp sync` later)",
                     path.display()

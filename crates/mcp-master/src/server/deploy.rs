@@ -303,9 +303,28 @@ impl MasterService {
         let gitops = self.rec.gitops();
         let reason = format!("sync by {caller}");
         let mut prefix = Vec::new();
+        // `--expect-commit`: GitOps applies exactly the checked tree.
+        let mut checked: Option<Desired> = None;
+        if !req.expect_commit.is_empty() {
+            let at = if gitops {
+                let d = self.rec.desired().await.map_err(rec_status)?;
+                let at = d.source.clone().unwrap_or_default();
+                checked = Some(d);
+                at
+            } else {
+                req.source.clone()
+            };
+            check_expected_commit(&req.expect_commit, &at, gitops)?;
+            prefix.push(step(
+                "expect-commit",
+                StepStatus::Succeeded,
+                "",
+                &format!("the desired state is at {at}, as expected"),
+            ));
+        }
         let out = if req.dry_run {
             let desired = if gitops && specs.is_empty() && held.is_empty() {
-                None
+                checked
             } else {
                 Some(requested)
             };
@@ -329,6 +348,7 @@ impl MasterService {
             ));
             self.pass(PassOptions {
                 allow_mass_prune: req.allow_mass_prune,
+                desired: checked,
                 reason,
                 ..PassOptions::default()
             })
@@ -369,6 +389,45 @@ impl MasterService {
             changes: out.plan.has_changes(),
         }))
     }
+}
+
+/// `--expect-commit E` against the desired state's source `at`: `E` (4 to
+/// 40 hex digits) must be a prefix of the commit id `at` starts with, and
+/// a pushed work tree must be clean.
+fn check_expected_commit(expect: &str, at: &str, gitops: bool) -> Result<(), Status> {
+    let e = expect.trim().to_ascii_lowercase();
+    if e.len() < 4 || e.len() > 40 || !e.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(Status::invalid_argument(format!(
+            "expect_commit {expect:?} is not a commit id (4 to 40 hex digits)"
+        )));
+    }
+    let where_ = if gitops {
+        "the master's services repository is at"
+    } else {
+        "the pushed services come from"
+    };
+    let commit = at
+        .split_whitespace()
+        .next()
+        .unwrap_or_default()
+        .to_ascii_lowercase();
+    let is_commit = !commit.is_empty() && commit.bytes().all(|b| b.is_ascii_hexdigit());
+    if !is_commit {
+        return Err(Status::failed_precondition(format!(
+            "--expect-commit {expect}: {where_} {at:?}, which is not a commit (a git work tree is needed); nothing applied"
+        )));
+    }
+    if at.contains("dirty") {
+        return Err(Status::failed_precondition(format!(
+            "--expect-commit {expect}: {where_} {at}, with uncommitted changes; commit them and preview again; nothing applied"
+        )));
+    }
+    if !(commit.starts_with(&e) || e.starts_with(&commit)) {
+        return Err(Status::failed_precondition(format!(
+            "--expect-commit {expect}: {where_} {at}, not {expect}: it moved since the preview; run `mcp sync --dry-run` again; nothing applied"
+        )));
+    }
+    Ok(())
 }
 
 /// The entry of `service` in a plan that is not going to happen (held,
