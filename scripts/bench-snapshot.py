@@ -85,20 +85,21 @@ def daemon_pid(state, exe, needle):
     raise SystemExit(f"no {exe} process for {needle} (state {state})")
 
 
-def fill(d, mib, seed):
-    """~mib MiB: 3/8 random bytes, 1/2 log text, 1/8 SQLite; deterministic."""
+def fill(d, mib, seed, chunk=32):
+    """~mib MiB: 3/8 random bytes, 1/2 log text (in files of `chunk` MiB),
+    1/8 SQLite; deterministic."""
     rng = random.Random(seed)
     (d / "media").mkdir(parents=True)
     (d / "logs").mkdir()
     (d / "conf.toml").write_text('listen = "0.0.0.0:8080"\n[db]\npath = "app.db"\n')
-    for i in range(mib * 3 // 8 // 32):
-        (d / "media" / f"upload-{i:03}.bin").write_bytes(rng.randbytes(32 * MiB))
+    for i in range(mib * 3 // 8 // chunk):
+        (d / "media" / f"upload-{i:03}.bin").write_bytes(rng.randbytes(chunk * MiB))
     paths = [f"/api/v1/{w}/{{}}" for w in ("users", "orders", "items", "search", "login")]
     levels = ["INFO"] * 8 + ["WARN", "ERROR"]
     t = 1_780_000_000.0
-    for i in range(mib // 2 // 32):
+    for i in range(mib // 2 // chunk):
         lines, size = [], 0
-        while size < 32 * MiB:
+        while size < chunk * MiB:
             t += rng.random() / 50
             s = (f"{dt.datetime.fromtimestamp(t, dt.timezone.utc).isoformat()} "
                  f"{rng.choice(levels)} req={rng.getrandbits(32):08x} "
