@@ -129,18 +129,9 @@ impl Finding {
     }
 }
 
-/// An alert to send now (see `crate::alert::Alerter`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Alert {
-    /// Cooldown key; mark it sent after sending.
-    pub key: String,
-    pub service: String,
-    pub component: String,
-    /// `MCP_EVENT`: `drift` or `flapping`.
-    pub event: String,
-    /// `MCP_DETAIL`.
-    pub detail: String,
-}
+/// An alert to send now (see `crate::alert::Alerter`; `MCP_EVENT` is
+/// `drift` or `flapping`).
+pub use mcp_alert::Alert;
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct MonitorOutcome {
@@ -332,6 +323,7 @@ pub fn observe(input: &MonitorInput<'_>, policy: &MonitorPolicy) -> MonitorOutco
                 component: f.component.clone(),
                 event: f.kind.as_str().to_string(),
                 detail: f.detail.clone(),
+                node: String::new(),
             });
         }
     }

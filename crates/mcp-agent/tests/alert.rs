@@ -35,6 +35,7 @@ fn alert(detail: &str) -> Alert {
         component: "api".into(),
         event: "drift".into(),
         detail: detail.into(),
+        node: String::new(),
     }
 }
 

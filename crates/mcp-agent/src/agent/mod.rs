@@ -133,7 +133,7 @@ impl<R: ContainerRuntime + 'static> Agent<R> {
     pub fn from_config(config: &Config, runtime: R, registry: Registry) -> Result<Agent<R>> {
         let settings = AgentSettings::from_config(config)?;
         let mut agent = Agent::new(runtime, registry, settings);
-        agent.alerter = Alerter::from_config(config);
+        agent.alerter = crate::alert::from_config(config);
         Ok(agent)
     }
 

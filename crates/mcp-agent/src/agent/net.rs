@@ -386,6 +386,7 @@ impl<R: ContainerRuntime + 'static> Agent<R> {
                             component: String::new(),
                             event: "cert_renewal_failed".to_string(),
                             detail,
+                            node: String::new(),
                         };
                         if let Err(e) = a.send(&alert).await {
                             tracing::error!(key = %alert.key, error = %e, "alert not sent");
