@@ -92,6 +92,10 @@
 //! # heal_max_attempts = 5     # then the component is marked degraded
 //! # heal_backoff = "30s"      # first retry delay, doubled per attempt
 //!
+//! [alerts]                    # optional; no command = alerts are only logged
+//! # command = ["/usr/local/bin/page", "--team", "ops"]   # argv, no shell; MCP_* env
+//! # cooldown = "15m"          # the same alert key at most once per cooldown
+//!
 //! [audit]                     # the audit table `mcp audit` reads
 //! # max_age = "90d"           # older rows are deleted
 //! # max_rows = 100000         # at most this many rows are kept (the newest)
@@ -152,7 +156,36 @@ pub struct Config {
     #[serde(default)]
     pub audit: AuditConfig,
     #[serde(default)]
+    pub alerts: AlertsConfig,
+    #[serde(default)]
     pub nodes: Vec<NodeEntry>,
+}
+
+/// `[alerts]`: the command the master runs for a degraded service, a node
+/// turned unhealthy, a plan refused by the mass-deletion guard, a failed
+/// step and a stale snapshot (`crate::alerts`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AlertsConfig {
+    /// argv, run without a shell; `None`: alerts are only logged.
+    #[serde(default)]
+    pub command: Option<Vec<String>>,
+    /// The same alert key is sent at most once per cooldown.
+    #[serde(default = "d_15m", with = "humantime_serde")]
+    pub cooldown: Duration,
+}
+
+impl Default for AlertsConfig {
+    fn default() -> Self {
+        AlertsConfig {
+            command: None,
+            cooldown: d_15m(),
+        }
+    }
+}
+
+fn d_15m() -> Duration {
+    Duration::from_secs(15 * 60)
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

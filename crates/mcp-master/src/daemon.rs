@@ -165,6 +165,10 @@ pub async fn serve(
         Some(crate::config::DnsConfig::Mcns(c)) => c.ttl,
         None => Duration::from_secs(60),
     };
+    let alerts = Arc::new(crate::alerts::Alerts::from_config(&cfg, clock.clone()));
+    if let Some(argv) = &cfg.alerts.command {
+        tracing::info!(command = ?argv, cooldown = %humantime::format_duration(cfg.alerts.cooldown), "alerts through the configured command");
+    }
     let rec = Arc::new(
         Reconciler::new(
             state.clone(),
@@ -173,7 +177,8 @@ pub async fn serve(
             source.clone(),
             Settings::from_config(&cfg),
         )
-        .with_dns(dns, dns_ttl),
+        .with_dns(dns, dns_ttl)
+        .with_alerts(alerts.clone()),
     );
     // Migrations are resumed by the snapshot store (below); other
     // interrupted operations are re-planned.
@@ -190,13 +195,16 @@ pub async fn serve(
         );
     }
     let kick_rec = rec.clone();
-    let fleet = Arc::new(Fleet::new(
-        state.clone(),
-        agents.clone(),
-        clock.clone(),
-        FleetSettings::from_config(&cfg),
-        Box::new(move || kick_rec.kick()),
-    ));
+    let fleet = Arc::new(
+        Fleet::new(
+            state.clone(),
+            agents.clone(),
+            clock.clone(),
+            FleetSettings::from_config(&cfg),
+            Box::new(move || kick_rec.kick()),
+        )
+        .with_alerts(alerts.clone()),
+    );
 
     // The server.
     let rate = RateLimits::new()

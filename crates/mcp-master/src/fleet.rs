@@ -150,6 +150,8 @@ pub struct Fleet {
     settings: FleetSettings,
     /// Called when a node's health changes or a node registers.
     on_change: Box<dyn Fn() + Send + Sync>,
+    /// A node turned unhealthy is alerted through these.
+    alerts: Option<Arc<crate::alerts::Alerts>>,
 }
 
 impl std::fmt::Debug for Fleet {
@@ -178,7 +180,14 @@ impl Fleet {
             clock,
             settings,
             on_change,
+            alerts: None,
         }
+    }
+
+    /// Alerts a node turning unhealthy through `alerts`.
+    pub fn with_alerts(mut self, alerts: Arc<crate::alerts::Alerts>) -> Self {
+        self.alerts = Some(alerts);
+        self
     }
 
     /// Handles `Register(name, role, address, arch)` from `identity`, whose
@@ -370,11 +379,19 @@ impl Fleet {
                 tracing::info!(node = %node.name, detail, "node did not answer the start-up probe: unhealthy");
             } else {
                 tracing::warn!(
-                    target: "mcp::alert",
                     node = %node.name,
                     detail,
                     "node missed its heartbeats and failed HealthCheck: unhealthy (excluded from placement; its services are left running)"
                 );
+                if let Some(a) = &self.alerts {
+                    a.raise(crate::alerts::alert(
+                        "node_unhealthy",
+                        format!("node_unhealthy:{}", node.name),
+                        "",
+                        &node.name,
+                        format!("missed its heartbeats and failed HealthCheck: {detail}"),
+                    ));
+                }
             }
         }
         ProbeResult {

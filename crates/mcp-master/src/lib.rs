@@ -22,6 +22,7 @@
 //! - [`daemon`]: `mcp-master serve`, everything wired from a config.
 
 pub mod agents;
+pub mod alerts;
 pub mod config;
 pub mod daemon;
 /// Test doubles: only with the `testing` feature (never in the shipped

@@ -218,6 +218,8 @@ pub struct Reconciler {
     /// Runs the plan's `migrate` steps (the snapshot store; weak: the
     /// store holds the reconciler).
     migrator: std::sync::OnceLock<std::sync::Weak<dyn Migrator>>,
+    /// `[alerts]` ([`Reconciler::with_alerts`]; default: logged only).
+    alerts: Arc<crate::alerts::Alerts>,
 }
 
 /// What executes a `migrate` step: the whole migration flow, with the
@@ -248,6 +250,7 @@ impl Reconciler {
         source: DesiredSource,
         settings: Settings,
     ) -> Self {
+        let logged_clock = clock.clone();
         Self {
             state: state.into(),
             agents,
@@ -261,7 +264,18 @@ impl Reconciler {
             dns_ttl: 60,
             moves: StdMutex::new(locks::Moves::default()),
             migrator: std::sync::OnceLock::new(),
+            alerts: Arc::new(crate::alerts::Alerts::logged_only(logged_clock)),
         }
+    }
+
+    /// Sends the alerts of passes (and of the snapshot store) this way.
+    pub fn with_alerts(mut self, alerts: Arc<crate::alerts::Alerts>) -> Self {
+        self.alerts = alerts;
+        self
+    }
+
+    pub fn alerts(&self) -> &Arc<crate::alerts::Alerts> {
+        &self.alerts
     }
 
     /// Who runs `migrate` steps (set once, by the daemon, to the store).
@@ -401,6 +415,15 @@ impl Reconciler {
         };
         let plan = self.plan(&desired, &observed, allow_mass_prune);
         log_plan(&plan, &opts.reason);
+        if let (Some(r), false) = (&plan.refused, opts.dry_run) {
+            self.alerts.raise(crate::alerts::alert(
+                "plan_refused",
+                "plan_refused".to_string(),
+                "",
+                "",
+                r.clone(),
+            ));
+        }
         if opts.dry_run {
             return Ok(PassOutcome {
                 plan,

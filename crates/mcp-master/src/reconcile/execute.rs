@@ -157,6 +157,13 @@ impl Reconciler {
                 }
                 Err(error) => {
                     tracing::warn!(service = %service, step = %step_name, error = %error, "step failed; retried on the next pass");
+                    self.alerts.raise(crate::alerts::alert(
+                        "step_failed",
+                        format!("step_failed:{service}:{step_name}"),
+                        &service,
+                        s.action.placement_target().unwrap_or_default(),
+                        format!("{step_name}: {error}"),
+                    ));
                     failed = Some(error.clone());
                     out.push(StepOutcome {
                         service: service.clone(),
@@ -308,21 +315,36 @@ impl Reconciler {
                 component,
                 detail,
             } => {
-                tracing::warn!(
-                    target: "mcp::alert",
-                    event = "degraded",
-                    service = %service,
-                    node = %node,
-                    component = %component,
-                    detail = %detail,
-                    "service degraded: self-heal gave up"
-                );
+                let alert = mcp_alert::Alert {
+                    key: format!("degraded:{service}/{component}"),
+                    service: service.clone(),
+                    component: component.clone(),
+                    event: "degraded".to_string(),
+                    detail: format!("self-heal gave up: {detail}"),
+                    node: node.clone(),
+                };
+                // A failed command is not marked sent: the next pass plans
+                // the alert again.
+                let sent = self
+                    .alerts
+                    .send(&alert)
+                    .await
+                    .map_err(|e| format!("alert command failed (retried next pass): {e}"))?;
                 let (s, c) = (service.clone(), component.clone());
                 self.state
                     .write(move |w| w.mark_heal_alerted(&s, &c))
                     .await
                     .map_err(|e| e.to_string())?;
-                Ok("alert logged (no alert command is configured)".to_string())
+                Ok(match sent {
+                    crate::alerts::Sent::Sent => "alert sent".to_string(),
+                    crate::alerts::Sent::HeldBack => {
+                        "alert held back: the same alert was sent within [alerts] cooldown"
+                            .to_string()
+                    }
+                    crate::alerts::Sent::NotConfigured => {
+                        "alert logged (no alert command is configured)".to_string()
+                    }
+                })
             }
             Action::Migrate { service, from, to } => {
                 match self.migrator.get().and_then(std::sync::Weak::upgrade) {

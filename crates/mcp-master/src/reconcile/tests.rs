@@ -688,3 +688,77 @@ async fn gitops_forbidden_volumes_are_held_and_allowed_ones_deploy() {
     assert!(f.placement("builder").is_some());
     assert_eq!(out.plan.entry("evil").unwrap().kind, Kind::Held);
 }
+
+/// Issue 12 item 6: the degraded alert runs `[alerts] command`; while the
+/// command fails the alert is not marked sent and the next pass tries
+/// again; once it succeeds it is sent once.
+#[tokio::test]
+async fn a_degraded_alert_runs_the_command_and_is_retried_until_it_succeeds() {
+    let mut f = fx();
+    let dir = tempfile::tempdir().unwrap();
+    let (fail, log) = (dir.path().join("fail"), dir.path().join("log"));
+    let script = format!(
+        "[ -e {} ] && exit 1; printf '%s %s %s %s\\n' \"$MCP_EVENT\" \"$MCP_SERVICE\" \"$MCP_COMPONENT\" \"$MCP_NODE\" >> {}",
+        fail.display(),
+        log.display()
+    );
+    let alerter = mcp_alert::Alerter::new(vec!["sh".into(), "-c".into(), script], "master");
+    let alerts =
+        crate::alerts::Alerts::new(alerter, Duration::from_secs(900), Arc::new(f.clock.clone()))
+            .with_retry_delays(vec![]);
+    f.rec = Arc::new(
+        Reconciler::new(
+            f.state.clone(),
+            f.agents.clone(),
+            Arc::new(f.clock.clone()),
+            DesiredSource::Push,
+            settings(),
+        )
+        .with_alerts(Arc::new(alerts)),
+    );
+    f.push(&[spec("mcq", "v1", "")]).await;
+    f.converge().await;
+    f.agents.set_crashing("mcq", "api", true);
+    f.agents
+        .set_state("deneb", "mcq", "api", ContainerState::Exited);
+    std::fs::write(&fail, "").unwrap();
+    let mut failed_alerts = 0;
+    for _ in 0..8 {
+        let out = f.pass().await;
+        failed_alerts += out
+            .results
+            .iter()
+            .filter(|r| matches!(r.action, Action::Alert { .. }) && r.status == StepStatus::Failed)
+            .count();
+        f.clock.advance(Duration::from_secs(200));
+    }
+    assert!(
+        failed_alerts >= 2,
+        "the failed alert is planned again: {failed_alerts}"
+    );
+    let alerted = |f: &Fx| {
+        f.state
+            .read(|r| r.heal_record("mcq", "api"))
+            .unwrap()
+            .unwrap()
+            .alerted
+    };
+    assert!(!alerted(&f), "a failed alert is not marked sent");
+    std::fs::remove_file(&fail).unwrap();
+    let out = f.pass().await;
+    assert!(
+        out.results
+            .iter()
+            .any(|r| matches!(r.action, Action::Alert { .. }) && r.status == StepStatus::Succeeded),
+        "{:?}",
+        out.results
+    );
+    assert!(alerted(&f));
+    f.pass().await;
+    let lines = std::fs::read_to_string(&log).unwrap();
+    let degraded: Vec<&str> = lines
+        .lines()
+        .filter(|l| l.starts_with("degraded "))
+        .collect();
+    assert_eq!(degraded, ["degraded mcq api deneb"]);
+}

@@ -51,11 +51,25 @@ impl Snapshots {
                     .lock()
                     .unwrap_or_else(std::sync::PoisonError::into_inner);
                 if f.stale && reported.insert(service.clone()) {
+                    let last = f
+                        .last
+                        .map(|t| humantime::format_rfc3339_seconds(t).to_string())
+                        .unwrap_or_else(|| "never".to_string());
                     tracing::warn!(
                         service = %service,
-                        last = %f.last.map(|t| humantime::format_rfc3339_seconds(t).to_string()).unwrap_or_else(|| "never".to_string()),
+                        last = %last,
                         "snapshot stale: the newest is older than twice [snapshots] interval"
                     );
+                    self.rec.alerts().raise(crate::alerts::alert(
+                        "snapshot_stale",
+                        format!("snapshot_stale:{service}"),
+                        service,
+                        "",
+                        format!(
+                            "the newest snapshot ({last}) is older than twice [snapshots] interval ({})",
+                            humantime::format_duration(self.settings.interval * 2)
+                        ),
+                    ));
                     out.stale.push(service.clone());
                 } else if !f.stale {
                     reported.remove(service);
