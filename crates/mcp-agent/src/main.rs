@@ -166,10 +166,11 @@ async fn daemon(config: &Config) -> anyhow::Result<()> {
         tokio::spawn(async move {
             tokio::select! {
                 () = stopped(rx.clone()) => return,
-                result = agent.converge() => match result {
-                    Ok(steps) => {
-                        let failed = steps.iter().filter(|s| s.is_failed()).count();
-                        tracing::info!(steps = steps.len(), failed, "start-up convergence done");
+                result = agent.converge_until_done(&mcp_agent::agent::STARTUP_RETRIES) => match result {
+                    Ok(rounds) => {
+                        let last = rounds.last().map(Vec::as_slice).unwrap_or_default();
+                        let failed = last.iter().filter(|s| s.is_failed()).count();
+                        tracing::info!(rounds = rounds.len(), steps = last.len(), failed, "start-up convergence done");
                     }
                     Err(e) => tracing::error!(error = %e, "start-up convergence failed"),
                 },

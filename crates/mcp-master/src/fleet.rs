@@ -256,6 +256,12 @@ impl Fleet {
                     arch: arch_s,
                 };
                 let registered = w.register_node(&reg, now)?;
+                // An agent registers when it starts: a reboot or a restart
+                // is not a crash loop, so its services' self-heal back-off
+                // starts afresh.
+                for p in w.placements_on(&n)? {
+                    w.reset_heal_of_service(&p.service)?;
+                }
                 let moved_from = existing.map(|e| e.address).filter(|a| *a != addr);
                 Ok(Ok(RegisterOutcome {
                     registered,

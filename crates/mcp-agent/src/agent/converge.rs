@@ -63,6 +63,35 @@ impl<R: ContainerRuntime + 'static> Agent<R> {
         Ok(steps)
     }
 
+    /// [`Agent::converge`], retried while a step fails: after each of
+    /// `delays` (1 s doubling to 30 s at start-up) it runs again — what
+    /// already converged is left alone — until nothing fails or the delays
+    /// run out. Returns every round's steps, the last round last. A start
+    /// refused once at boot (an address still allocated from before a power
+    /// loss) is not left for the master to find.
+    pub async fn converge_until_done(
+        &self,
+        delays: &[std::time::Duration],
+    ) -> Result<Vec<Vec<Step>>> {
+        let mut rounds = vec![self.converge().await?];
+        for (i, d) in delays.iter().enumerate() {
+            let failed: Vec<String> = rounds
+                .last()
+                .into_iter()
+                .flatten()
+                .filter(|s| s.is_failed())
+                .map(|s| s.step.clone())
+                .collect();
+            if failed.is_empty() {
+                break;
+            }
+            tracing::warn!(retry = i + 1, in_ = %humantime::format_duration(*d), steps = ?failed, "start-up convergence: retrying the failed steps");
+            tokio::time::sleep(*d).await;
+            rounds.push(self.converge().await?);
+        }
+        Ok(rounds)
+    }
+
     pub(super) async fn ensure_stopped(
         &self,
         record: &ServiceRecord,

@@ -54,6 +54,22 @@
 
 mod adopt;
 mod converge;
+
+/// Delays between the rounds of start-up convergence while a step fails:
+/// 1 s doubling to 30 s, then 30 s, about three minutes in all.
+pub const STARTUP_RETRIES: [std::time::Duration; 8] = {
+    use std::time::Duration;
+    [
+        Duration::from_secs(1),
+        Duration::from_secs(2),
+        Duration::from_secs(4),
+        Duration::from_secs(8),
+        Duration::from_secs(16),
+        Duration::from_secs(30),
+        Duration::from_secs(30),
+        Duration::from_secs(30),
+    ]
+};
 mod data_ops;
 mod deploy;
 mod file_ops;

@@ -743,3 +743,44 @@ mod logs;
 mod monitor;
 mod routes;
 mod volumes;
+
+/// Issue 12 item 8: a start refused during start-up convergence is retried
+/// with back-off until it works; what converged is not touched again.
+#[tokio::test]
+async fn startup_convergence_retries_a_failed_start() {
+    let h = Harness::new();
+    h.agent
+        .deploy(solo("dns", "core"), None)
+        .await
+        .expect("deploy dns");
+    h.agent
+        .deploy(solo("idle", "worker"), None)
+        .await
+        .expect("deploy idle");
+    for c in ["dns", "idle"] {
+        assert!(h.fake.crash(c, 137), "{c}");
+    }
+    let h = h.restart_agent();
+    h.fake.take_calls();
+    h.fake
+        .fail_next(FakeOp::Start, "address already in use (CNI)");
+    let delays = [std::time::Duration::from_millis(10); 3];
+    let rounds = h
+        .agent
+        .converge_until_done(&delays)
+        .await
+        .expect("converge");
+    assert_eq!(rounds.len(), 2, "{rounds:?}");
+    assert!(rounds[0].iter().any(|s| s.is_failed()), "{rounds:?}");
+    assert!(rounds[1].iter().all(|s| !s.is_failed()), "{rounds:?}");
+    for c in ["dns", "idle"] {
+        assert!(h.info(c).is_running(), "{c}");
+    }
+    let starts = h
+        .fake
+        .mutations()
+        .into_iter()
+        .filter(|c| matches!(c, FakeCall::Start { .. } | FakeCall::CreateAndStart(_)))
+        .count();
+    assert_eq!(starts, 3, "two starts and one retry, nothing started twice");
+}

@@ -325,3 +325,52 @@ async fn overlay_addresses_are_accepted_only_when_configured() {
         }
     }
 }
+
+/// Issue 12 item 8: an agent that registers again (it restarted: a reboot
+/// is not a crash loop) does not inherit its services' heal back-off.
+#[tokio::test]
+async fn a_registration_clears_the_heal_back_off_of_the_nodes_services() {
+    let s = setup(&["agent-vega"], FleetSettings::default());
+    let cert = s.cert(&["vega"]);
+    s.register("vega", Some(&cert), "worker", "https://vega:9444")
+        .await
+        .unwrap();
+    let spec = mcp_spec::parse_service(
+        "mcq.toml",
+        "mcq",
+        "name = \"mcq\"\n[[components]]\nname = \"api\"\nimage = \"r/mcq:v1\"\n",
+        &mcp_spec::LoadOptions::default(),
+    )
+    .unwrap();
+    let now = s.clock.now();
+    s.state
+        .write(|w| {
+            w.put_placement(&state::Placement {
+                service: "mcq".into(),
+                node: "vega".into(),
+                tier: mcp_spec::Tier::Worker,
+                spec_hash: mcp_spec::spec_hash(&spec),
+                spec: spec.clone(),
+                deployed_at: now,
+            })?;
+            w.record_heal_attempt("mcq", "api", now, None)?;
+            w.record_heal_attempt("mcq", "api", now, None)
+        })
+        .unwrap();
+    assert_eq!(
+        s.state
+            .read(|r| r.heal_record("mcq", "api"))
+            .unwrap()
+            .unwrap()
+            .attempts,
+        2
+    );
+    s.register("vega", Some(&cert), "worker", "https://vega:9444")
+        .await
+        .unwrap();
+    assert!(s
+        .state
+        .read(|r| r.heal_record("mcq", "api"))
+        .unwrap()
+        .is_none());
+}
