@@ -87,6 +87,34 @@ async fn placed_on(store: &Snapshots) -> String {
         .node
 }
 
+/// `shop` ended on w2 with its data, nothing of it left on w1, and the
+/// journal says the move succeeded.
+async fn assert_moved(agents: &FakeAgents, store: &Snapshots, case: &str) {
+    assert_eq!(placed_on(store).await, "w2", "{case}");
+    assert_eq!(
+        read_on(agents, "w2", "db/data.db").await.as_deref(),
+        Some("rows v1"),
+        "{case}"
+    );
+    assert_eq!(read_on(agents, "w1", "db/data.db").await, None, "{case}");
+    assert!(
+        agents.services_on("w1").is_empty(),
+        "{case}: a copy left on w1"
+    );
+    assert_eq!(agents.services_on("w2").len(), 1, "{case}");
+    let recent = store
+        .rec
+        .state()
+        .read(|r| r.journal_recent(Some("shop"), 1))
+        .await
+        .unwrap();
+    assert_eq!(
+        recent[0].status,
+        JournalStatus::Succeeded,
+        "{case}: {recent:?}"
+    );
+}
+
 fn names(m: &Migration) -> Vec<&str> {
     m.steps.iter().map(|s| s.step.as_str()).collect()
 }
@@ -290,29 +318,7 @@ async fn a_master_killed_at_any_step_resumes_the_move() {
         // Claimed: a pass leaves the service alone until it is done.
         assert!(again.rec.begin_move("shop").is_none(), "n={n}");
         again.clone().resume(pending).await;
-        assert_eq!(placed_on(&again).await, "w2", "n={n}");
-        assert_eq!(
-            read_on(&f.agents, "w2", "db/data.db").await.as_deref(),
-            Some("rows v1"),
-            "n={n}"
-        );
-        assert_eq!(read_on(&f.agents, "w1", "db/data.db").await, None, "n={n}");
-        assert!(
-            f.agents.services_on("w1").is_empty(),
-            "n={n}: a duplicate on w1"
-        );
-        assert_eq!(f.agents.services_on("w2").len(), 1, "n={n}");
-        let recent = again
-            .rec
-            .state()
-            .read(|r| r.journal_recent(Some("shop"), 1))
-            .await
-            .unwrap();
-        assert_eq!(
-            recent[0].status,
-            JournalStatus::Succeeded,
-            "n={n}: {recent:?}"
-        );
+        assert_moved(&f.agents, &again, &format!("n={n}")).await;
         assert!(again
             .rec
             .state()
@@ -405,29 +411,7 @@ async fn a_master_killed_after_each_journaled_step_resumes_or_reports() {
                 let m = again.migrate("shop", "w2", true).await.unwrap();
                 assert!(m.moved, "{case}: {m:?}");
             }
-            assert_eq!(placed_on(&again).await, "w2", "{case}");
-            assert_eq!(
-                read_on(&f.agents, "w2", "db/data.db").await.as_deref(),
-                Some("rows v1"),
-                "{case}"
-            );
-            assert_eq!(read_on(&f.agents, "w1", "db/data.db").await, None, "{case}");
-            assert!(
-                f.agents.services_on("w1").is_empty(),
-                "{case}: a copy left on w1"
-            );
-            assert_eq!(f.agents.services_on("w2").len(), 1, "{case}");
-            let recent = again
-                .rec
-                .state()
-                .read(|r| r.journal_recent(Some("shop"), 1))
-                .await
-                .unwrap();
-            assert_eq!(
-                recent[0].status,
-                JournalStatus::Succeeded,
-                "{case}: {recent:?}"
-            );
+            assert_moved(&f.agents, &again, &case).await;
         }
     }
 }
