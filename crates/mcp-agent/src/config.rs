@@ -61,6 +61,11 @@
 //! flap_threshold = 3                  # transitions ...
 //! flap_window    = "5m"               # ... within this window = flapping
 //!
+//! [health]                            # optional section: health checks
+//! deploy_timeout = "60s"              # default; a deploy waits this long for healthy
+//! start_interval = "1s"               # default; probe interval while starting
+//! max_interval   = "10s"              # optional cap on a file's interval (mcp dev: 1s)
+//!
 //! [events]                            # optional section: the event history kept
 //! max_age  = "30d"                    # default; older events are deleted
 //! max_rows = 10000                    # default; beyond it the oldest are deleted
@@ -110,6 +115,8 @@ pub struct Config {
     pub ports: PortsConfig,
     #[serde(default)]
     pub monitor: MonitorConfig,
+    #[serde(default)]
+    pub health: HealthConfig,
     #[serde(default)]
     pub events: EventsConfig,
     #[serde(default)]
@@ -399,6 +406,43 @@ impl Default for MonitorConfig {
     }
 }
 
+/// `[health]`: how the agent probes `[components.health]` checks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HealthConfig {
+    /// How long a deploy waits for its checked components to turn healthy
+    /// (and how long a started container may stay "starting").
+    #[serde(default = "default_deploy_timeout", deserialize_with = "de_duration")]
+    pub deploy_timeout: Duration,
+    /// The probe interval while a component is starting (when shorter than
+    /// its check's `interval`).
+    #[serde(default = "default_start_interval", deserialize_with = "de_duration")]
+    pub start_interval: Duration,
+    /// A cap on every check's `interval` (none by default).
+    #[serde(default, deserialize_with = "de_opt_duration")]
+    pub max_interval: Option<Duration>,
+}
+
+/// 60 s.
+pub const DEFAULT_DEPLOY_TIMEOUT: Duration = Duration::from_secs(60);
+
+fn default_deploy_timeout() -> Duration {
+    DEFAULT_DEPLOY_TIMEOUT
+}
+fn default_start_interval() -> Duration {
+    Duration::from_secs(1)
+}
+
+impl Default for HealthConfig {
+    fn default() -> Self {
+        HealthConfig {
+            deploy_timeout: DEFAULT_DEPLOY_TIMEOUT,
+            start_interval: default_start_interval(),
+            max_interval: None,
+        }
+    }
+}
+
 /// How much event history the agent keeps. It prunes at start and after
 /// every monitor round: events older than `max_age`, then the oldest beyond
 /// `max_rows`.
@@ -520,6 +564,10 @@ fn de_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
     let s = String::deserialize(d)?;
     humantime::parse_duration(&s)
         .map_err(|e| serde::de::Error::custom(format!("invalid duration {s:?}: {e}")))
+}
+
+fn de_opt_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+    de_duration(d).map(Some)
 }
 
 fn de_port_range<'de, D: Deserializer<'de>>(d: D) -> Result<(u16, u16), D::Error> {

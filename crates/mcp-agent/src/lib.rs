@@ -38,6 +38,7 @@ pub mod config;
 pub mod data;
 pub mod files;
 pub mod fuzzing;
+pub mod health;
 pub mod monitor;
 pub mod netsetup;
 pub mod ports;

@@ -190,6 +190,13 @@ async fn daemon(config: &Config) -> anyhow::Result<()> {
         tokio::spawn(async move { agent.run_net_checks(interval, stopped(rx)).await })
     };
 
+    // Health checks on their own intervals.
+    let health = {
+        let agent = agent.clone();
+        let rx = stop_rx.clone();
+        tokio::spawn(async move { agent.run_health(stopped(rx)).await })
+    };
+
     let registration = registration(config, agent.clone(), stopped(stop_rx.clone()))?;
 
     let result = server::serve(agent, listener, security, shutdown_signal()).await;
@@ -197,6 +204,7 @@ async fn daemon(config: &Config) -> anyhow::Result<()> {
     for (what, task) in [
         ("background", background),
         ("net checks", net_checks),
+        ("health checks", health),
         ("registration", registration),
     ] {
         if let Err(e) = task.await {

@@ -292,6 +292,8 @@ pub fn status(e: &AgentError) -> Status {
         },
         AgentError::Data(d) => data::data_status(d),
         AgentError::Integration { .. } => Status::unavailable(msg),
+        // The spec is held by the master until it changes: no hot loop.
+        AgentError::Unhealthy { .. } => Status::failed_precondition(msg),
         AgentError::Internal { .. } => Status::internal(msg),
     }
 }
@@ -344,6 +346,8 @@ fn component_info(c: &ComponentStatus) -> pb::ComponentInfo {
             .map(|(k, v)| (k.clone(), u32::from(*v)))
             .collect(),
         routes: c.routes.iter().map(proxy::route_info).collect(),
+        health: c.health.map(|h| h.as_str().to_string()).unwrap_or_default(),
+        health_detail: c.health_detail.clone(),
     }
 }
 

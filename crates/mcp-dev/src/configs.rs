@@ -146,6 +146,11 @@ bind_address = "127.0.0.1"
 [monitor]
 interval = "2s"
 
+# Short health-check timings so a failing check decides within seconds.
+[health]
+deploy_timeout = "20s"
+max_interval = "1s"
+
 [files]
 root = {srv}
 

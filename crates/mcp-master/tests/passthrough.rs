@@ -36,6 +36,7 @@ fn shop(api: &str, worker: &str) -> pb::ServiceSpec {
         tier: "worker".to_string(),
         node: String::new(),
         snapshot: None,
+        no_rollback: false,
     }
 }
 

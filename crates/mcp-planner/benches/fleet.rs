@@ -55,6 +55,7 @@ fn service(i: usize, core: usize) -> ServiceSpec {
         tier: if i < core { Tier::Core } else { Tier::Worker },
         node: None,
         active: true,
+        rollback: true,
         snapshot: None,
         components,
     }

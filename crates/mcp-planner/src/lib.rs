@@ -85,8 +85,8 @@ pub mod render;
 pub mod sim;
 
 pub use model::{
-    AgentStatus, ComponentReport, ContainerState, Desired, EdgeRoute, HealRecord, Held,
-    Integration, Integrations, Node, NodeHealth, NodeRole, Observed, Placement, Policy,
+    AgentStatus, ComponentHealth, ComponentReport, ContainerState, Desired, EdgeRoute, HealRecord,
+    Held, Integration, Integrations, Node, NodeHealth, NodeRole, Observed, Placement, Policy,
     RouteReport, ServiceReport, Timestamp,
 };
 pub use plan::{

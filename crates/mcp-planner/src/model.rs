@@ -254,6 +254,44 @@ pub struct ComponentReport {
     /// Reported for people (status); the planner does not read it.
     #[serde(default)]
     pub routes: Vec<RouteReport>,
+    /// Its health check's verdict; `None` without a check (or while it
+    /// is not running). An unhealthy component is healed like an exited
+    /// one (restarted), and counts toward degraded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health: Option<ComponentHealth>,
+    /// The last probe's output, for people.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub health_detail: String,
+}
+
+/// A health check's verdict on a running component.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ComponentHealth {
+    /// Not yet passed since the container started (within its grace).
+    Starting,
+    Healthy,
+    Unhealthy,
+}
+
+impl ComponentHealth {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ComponentHealth::Starting => "starting",
+            ComponentHealth::Healthy => "healthy",
+            ComponentHealth::Unhealthy => "unhealthy",
+        }
+    }
+
+    /// `"starting"` / `"healthy"` / `"unhealthy"`; anything else is `None`.
+    pub fn parse(s: &str) -> Option<ComponentHealth> {
+        match s {
+            "starting" => Some(ComponentHealth::Starting),
+            "healthy" => Some(ComponentHealth::Healthy),
+            "unhealthy" => Some(ComponentHealth::Unhealthy),
+            _ => None,
+        }
+    }
 }
 
 /// A route an agent registered on its proxy (see [`ComponentReport`]).

@@ -123,11 +123,12 @@ pub fn apply_action(action: &Action, desired: &Desired, o: &mut Observed, now: T
                         deploy(o, spec, node, spec_hash(spec), now);
                     }
                 }
-                HealMethod::Start => {
+                HealMethod::Start | HealMethod::Restart => {
                     if let Some(sr) = report_mut(o, node, service) {
                         for c in components {
                             if let Some(cr) = sr.components.get_mut(c) {
                                 cr.state = ContainerState::Running;
+                                cr.health = None;
                             }
                         }
                     }
@@ -223,6 +224,8 @@ pub fn report_for(spec: &ServiceSpec, hash: String) -> ServiceReport {
                         restarts: 0,
                         ports: BTreeMap::new(),
                         routes: Vec::new(),
+                        health: None,
+                        health_detail: String::new(),
                     },
                 )
             })

@@ -60,6 +60,7 @@ impl From<&ServiceSpec> for pb::ServiceSpec {
             tier: s.tier.as_str().to_string(),
             node: s.node.clone().unwrap_or_default(),
             snapshot: s.snapshot.as_ref().map(Into::into),
+            no_rollback: !s.rollback,
         }
     }
 }
@@ -107,6 +108,7 @@ impl From<&HealthCheck> for pb::HealthCheckSpec {
             path: h.path.clone().unwrap_or_default(),
             timeout_ms: millis(h.timeout),
             interval_ms: millis(h.interval),
+            status: h.status.map_or(0, u32::from),
         }
     }
 }
@@ -235,6 +237,7 @@ impl Cx {
             tier,
             node: non_empty(m.node),
             active: m.active,
+            rollback: !m.no_rollback,
             snapshot: m.snapshot.map(|s| self.snapshot(s, "snapshot")),
             components: m
                 .components
@@ -314,6 +317,17 @@ impl Cx {
             path: non_empty(m.path),
             timeout: duration_ms(m.timeout_ms, HealthCheck::DEFAULT_TIMEOUT),
             interval: duration_ms(m.interval_ms, HealthCheck::DEFAULT_INTERVAL),
+            status: match u16::try_from(m.status) {
+                Ok(0) => None,
+                Ok(s) => Some(s),
+                Err(_) => {
+                    self.bad(
+                        join(prefix, "status"),
+                        format!("status {} is not an HTTP status", m.status),
+                    );
+                    None
+                }
+            },
         }
     }
 }

@@ -36,3 +36,9 @@ pub const MAX_FILE_BYTES: usize = 64 * 1024 * 1024;
 /// message. Use it on every `*Server` and `*Client`, so no hop refuses what
 /// another accepts.
 pub const MAX_MESSAGE_BYTES: usize = MAX_FILE_BYTES + 1024 * 1024;
+
+/// The words of an agent's `Deploy` refusal (`FailedPrecondition`) when the
+/// new spec failed its health check and the previous one was brought back:
+/// "service hello: v2 failed its health check (...), rolled back to v1
+/// (spec 3f2a...); ...". The master tells a rollback by them.
+pub const ROLLED_BACK: &str = "rolled back to";

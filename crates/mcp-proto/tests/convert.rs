@@ -32,6 +32,7 @@ fn base() -> pb::ServiceSpec {
         tier: "worker".into(),
         node: String::new(),
         snapshot: None,
+        no_rollback: false,
         components: vec![pb::ComponentSpec {
             name: "api".into(),
             image: "reg:8443/mcq:v1".into(),
@@ -62,7 +63,7 @@ fn base_is_valid() {
     check(
         |_| {},
         expect![[
-            r#"ok: ServiceSpec { name: "mcq", tier: Worker, node: None, active: true, snapshot: None, components: [ComponentSpec { name: "api", image: "reg:8443/mcq:v1", volumes: [], cmd: [], env: [], network: None, user: None, restart: None, routes: [RouteSpec { name: Some("rest"), port: 8443, mode: L7, hostname: Some("mcq.example.net"), public: true }], health: None }] }"#
+            r#"ok: ServiceSpec { name: "mcq", tier: Worker, node: None, active: true, rollback: true, snapshot: None, components: [ComponentSpec { name: "api", image: "reg:8443/mcq:v1", volumes: [], cmd: [], env: [], network: None, user: None, restart: None, routes: [RouteSpec { name: Some("rest"), port: 8443, mode: L7, hostname: Some("mcq.example.net"), public: true }], health: None }] }"#
         ]],
     );
 }
@@ -80,7 +81,7 @@ fn proto3_defaults() {
             m.snapshot = Some(pb::SnapshotConfig::default());
         },
         expect![[
-            r#"ok: ServiceSpec { name: "mcq", tier: Worker, node: None, active: true, snapshot: Some(SnapshotConfig { method: Default, exclude: [] }), components: [ComponentSpec { name: "api", image: "reg:8443/mcq:v1", volumes: [], cmd: [], env: [], network: None, user: None, restart: None, routes: [RouteSpec { name: Some("rest"), port: 8443, mode: L7, hostname: Some("mcq.example.net"), public: true }], health: Some(HealthCheck { kind: Tcp, route: None, path: None, timeout: 5s, interval: 10s }) }] }"#
+            r#"ok: ServiceSpec { name: "mcq", tier: Worker, node: None, active: true, rollback: true, snapshot: Some(SnapshotConfig { method: Default, exclude: [] }), components: [ComponentSpec { name: "api", image: "reg:8443/mcq:v1", volumes: [], cmd: [], env: [], network: None, user: None, restart: None, routes: [RouteSpec { name: Some("rest"), port: 8443, mode: L7, hostname: Some("mcq.example.net"), public: true }], health: Some(HealthCheck { kind: Tcp, route: None, path: None, timeout: 5s, interval: 10s, status: None }) }] }"#
         ]],
     );
 }

@@ -17,6 +17,11 @@ pub fn canonical_toml(spec: &ServiceSpec) -> String {
         doc.insert("node", value(node.as_str()));
     }
     doc.insert("active", value(spec.active));
+    // Written only when off, so the files that leave it out (the default)
+    // keep the hash they had before the key existed.
+    if !spec.rollback {
+        doc.insert("rollback", value(false));
+    }
     if let Some(snap) = &spec.snapshot {
         let mut t = Table::new();
         let method = snap.method.to_config_string();
@@ -89,6 +94,9 @@ fn health_table(h: &HealthCheck) -> Table {
     }
     if let Some(p) = &h.path {
         t.insert("path", value(p.as_str()));
+    }
+    if let Some(s) = h.status {
+        t.insert("status", value(i64::from(s)));
     }
     t.insert(
         "timeout",

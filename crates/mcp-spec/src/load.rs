@@ -102,13 +102,21 @@ pub struct LoadedDir {
     pub unreadable: Vec<Unreadable>,
 }
 
-const SERVICE_KEYS: &[&str] = &["name", "tier", "node", "active", "snapshot", "components"];
+const SERVICE_KEYS: &[&str] = &[
+    "name",
+    "tier",
+    "node",
+    "active",
+    "rollback",
+    "snapshot",
+    "components",
+];
 const SNAPSHOT_KEYS: &[&str] = &["method", "exclude"];
 const COMPONENT_KEYS: &[&str] = &[
     "name", "image", "volumes", "cmd", "env", "network", "user", "restart", "routes", "health",
 ];
 const ROUTE_KEYS: &[&str] = &["name", "port", "mode", "hostname", "public"];
-const HEALTH_KEYS: &[&str] = &["kind", "route", "path", "timeout", "interval"];
+const HEALTH_KEYS: &[&str] = &["kind", "route", "path", "status", "timeout", "interval"];
 
 /// Parses and validates the text of one service file.
 ///
@@ -535,6 +543,7 @@ impl Walker {
         };
         let node = self.opt_string(top, "", "node");
         let active = self.boolean(top, "", "active").unwrap_or(true);
+        let rollback = self.boolean(top, "", "rollback").unwrap_or(true);
         let snapshot = self
             .table(top, "", "snapshot")
             .map(|(t, _)| self.snapshot(t, "snapshot"));
@@ -549,6 +558,7 @@ impl Walker {
             tier,
             node,
             active,
+            rollback,
             snapshot,
             components,
         }
@@ -716,6 +726,21 @@ impl Walker {
         };
         let route = self.string(t, path, "route");
         let hpath = self.string(t, path, "path");
+        let status_path = join(path, "status");
+        let status = self
+            .integer(t, path, "status")
+            .and_then(|n| match u16::try_from(n) {
+                Ok(s) if (100..=599).contains(&s) => Some(s),
+                _ => {
+                    let span = self.spans.get(&status_path).cloned();
+                    self.error(
+                        span,
+                        &status_path,
+                        format!("status must be an HTTP status code (100-599), found {n}"),
+                    );
+                    None
+                }
+            });
         let timeout = self.duration(t, path, "timeout", HealthCheck::DEFAULT_TIMEOUT);
         let interval = self.duration(t, path, "interval", HealthCheck::DEFAULT_INTERVAL);
         HealthCheck {
@@ -724,6 +749,7 @@ impl Walker {
             path: hpath,
             timeout,
             interval,
+            status,
         }
     }
 

@@ -89,6 +89,9 @@ pub struct ServiceSpec {
     pub node: Option<String>,
     /// Desired: every component running (`true`) or stopped (`false`).
     pub active: bool,
+    /// `rollback` (default `true`): when a redeploy's new spec never turns
+    /// healthy, the agent brings the previous spec back.
+    pub rollback: bool,
     pub snapshot: Option<SnapshotConfig>,
     /// At least one; names unique within the service.
     pub components: Vec<ComponentSpec>,
@@ -281,6 +284,8 @@ pub struct HealthCheck {
     /// Between probes; default [`HealthCheck::DEFAULT_INTERVAL`]. Whole
     /// milliseconds, > 0.
     pub interval: Duration,
+    /// HTTP status a healthy answer has (kind `http` only); `None`: any 2xx.
+    pub status: Option<u16>,
 }
 
 impl HealthCheck {
@@ -358,6 +363,7 @@ mod tests {
             tier: Tier::Worker,
             node: None,
             active: true,
+            rollback: true,
             snapshot: None,
             components: vec![comp("mcq")],
         };

@@ -119,14 +119,22 @@ fn arb_health(routes: &[RouteSpec]) -> BoxedStrategy<Option<HealthCheck>> {
             option::of("/[a-z0-9/_-]{0,10}"),
             arb_duration(),
             arb_duration(),
+            option::of(100u16..600),
         )
-            .prop_map(|(kind, route, path, timeout, interval)| HealthCheck {
-                kind,
-                route,
-                path: if kind == HealthKind::Http { path } else { None },
-                timeout,
-                interval,
-            }),
+            .prop_map(
+                |(kind, route, path, timeout, interval, status)| HealthCheck {
+                    kind,
+                    route,
+                    path: if kind == HealthKind::Http { path } else { None },
+                    timeout,
+                    interval,
+                    status: if kind == HealthKind::Http {
+                        status
+                    } else {
+                        None
+                    },
+                },
+            ),
     )
     .boxed()
 }
@@ -183,8 +191,9 @@ pub fn arb_service_spec() -> impl Strategy<Value = ServiceSpec> {
         any::<bool>(),
         option::of(arb_snapshot()),
         btree_set(arb_label(), 1..4),
+        any::<bool>(),
     )
-        .prop_flat_map(|(name, tier, node, active, snapshot, names)| {
+        .prop_flat_map(|(name, tier, node, active, snapshot, names, rollback)| {
             let names: BTreeSet<String> = names;
             let comps: Vec<_> = names.into_iter().map(arb_component).collect();
             comps.prop_map(move |mut components| {
@@ -199,6 +208,7 @@ pub fn arb_service_spec() -> impl Strategy<Value = ServiceSpec> {
                     tier,
                     node: node.clone(),
                     active,
+                    rollback,
                     snapshot: snapshot.clone(),
                     components,
                 }

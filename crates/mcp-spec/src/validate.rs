@@ -479,6 +479,22 @@ fn validate_health_into(out: &mut Vec<Violation>, prefix: &str, h: &HealthCheck)
             ));
         }
     }
+    if let Some(status) = h.status {
+        if h.kind != HealthKind::Http {
+            out.push(Violation::new(
+                join(prefix, "status"),
+                format!(
+                    "status is only allowed with kind \"http\", found kind {:?}",
+                    h.kind.as_str()
+                ),
+            ));
+        } else if !(100..=599).contains(&status) {
+            out.push(Violation::new(
+                join(prefix, "status"),
+                format!("status must be an HTTP status code (100-599), found {status}"),
+            ));
+        }
+    }
     for (field, d) in [("timeout", h.timeout), ("interval", h.interval)] {
         if d.is_zero() {
             out.push(Violation::new(

@@ -28,7 +28,7 @@ name = "api"
 image = "reg:8443/mcq:v1"
 "#,
         expect![[r#"
-            ok: ServiceSpec { name: "mcq", tier: Worker, node: None, active: true, snapshot: None, components: [ComponentSpec { name: "api", image: "reg:8443/mcq:v1", volumes: [], cmd: [], env: [], network: None, user: None, restart: None, routes: [], health: None }] }
+            ok: ServiceSpec { name: "mcq", tier: Worker, node: None, active: true, rollback: true, snapshot: None, components: [ComponentSpec { name: "api", image: "reg:8443/mcq:v1", volumes: [], cmd: [], env: [], network: None, user: None, restart: None, routes: [], health: None }] }
         "#]],
     );
 }
@@ -70,7 +70,7 @@ hostname = "mcq.example.net"
 public   = true
 "#,
         expect![[r#"
-            ok: ServiceSpec { name: "mcq", tier: Worker, node: Some("orion"), active: true, snapshot: Some(SnapshotConfig { method: Exec(["mcq-dump", "--out", "/srv/mcq/dump dir"]), exclude: ["uploads/"] }), components: [ComponentSpec { name: "api", image: "registry.example:8443/mcq:v0.4.0", volumes: ["/srv/mcq:/srv/mcq"], cmd: ["server", "--config", "/srv/mcq/mcq.toml"], env: ["LOG_LEVEL=info"], network: None, user: Some("0:0"), restart: Some("unless-stopped"), routes: [RouteSpec { name: Some("rest"), port: 8443, mode: L7, hostname: Some("mcq.example.net"), public: true }], health: Some(HealthCheck { kind: Http, route: Some("rest"), path: Some("/healthz"), timeout: 2s, interval: 10s }) }] }
+            ok: ServiceSpec { name: "mcq", tier: Worker, node: Some("orion"), active: true, rollback: true, snapshot: Some(SnapshotConfig { method: Exec(["mcq-dump", "--out", "/srv/mcq/dump dir"]), exclude: ["uploads/"] }), components: [ComponentSpec { name: "api", image: "registry.example:8443/mcq:v0.4.0", volumes: ["/srv/mcq:/srv/mcq"], cmd: ["server", "--config", "/srv/mcq/mcq.toml"], env: ["LOG_LEVEL=info"], network: None, user: Some("0:0"), restart: Some("unless-stopped"), routes: [RouteSpec { name: Some("rest"), port: 8443, mode: L7, hostname: Some("mcq.example.net"), public: true }], health: Some(HealthCheck { kind: Http, route: Some("rest"), path: Some("/healthz"), timeout: 2s, interval: 10s, status: None }) }] }
         "#]],
     );
 }
@@ -286,7 +286,7 @@ name = "api"
 image = "x"
 "#,
         expect![[r#"
-            ok: ServiceSpec { name: "mcq", tier: Core, node: None, active: false, snapshot: None, components: [ComponentSpec { name: "api", image: "x", volumes: [], cmd: [], env: [], network: None, user: None, restart: None, routes: [], health: None }] }
+            ok: ServiceSpec { name: "mcq", tier: Core, node: None, active: false, rollback: true, snapshot: None, components: [ComponentSpec { name: "api", image: "x", volumes: [], cmd: [], env: [], network: None, user: None, restart: None, routes: [], health: None }] }
         "#]],
     );
 }
@@ -556,6 +556,54 @@ port = 2
 }
 
 #[test]
+fn rollback_and_expected_status() {
+    check(
+        r#"
+name = "mcq"
+rollback = false
+[[components]]
+name = "api"
+image = "x"
+[components.health]
+kind = "http"
+status = 204
+[[components.routes]]
+port = 1
+"#,
+        expect![[r#"
+            ok: ServiceSpec { name: "mcq", tier: Worker, node: None, active: true, rollback: false, snapshot: None, components: [ComponentSpec { name: "api", image: "x", volumes: [], cmd: [], env: [], network: None, user: None, restart: None, routes: [RouteSpec { name: None, port: 1, mode: L7, hostname: None, public: false }], health: Some(HealthCheck { kind: Http, route: None, path: None, timeout: 5s, interval: 10s, status: Some(204) }) }] }
+        "#]],
+    );
+    check(
+        r#"
+name = "mcq"
+rollback = "yes"
+[[components]]
+name = "api"
+image = "x"
+[components.health]
+kind = "tcp"
+status = 200
+[[components.routes]]
+port = 1
+[[components]]
+name = "web"
+image = "x"
+[components.health]
+kind = "http"
+status = 999
+[[components.routes]]
+port = 2
+"#,
+        expect![[r#"
+            mcq.toml:2:12: rollback must be a boolean, found string
+            mcq.toml:8:10: status is only allowed with kind "http", found kind "tcp"
+            mcq.toml:16:10: status must be an HTTP status code (100-599), found 999
+        "#]],
+    );
+}
+
+#[test]
 fn health_path_and_durations() {
     check(
         r#"
@@ -590,7 +638,7 @@ components = [
 ]
 "#,
         expect![[r#"
-            ok: ServiceSpec { name: "mcq", tier: Worker, node: None, active: true, snapshot: Some(SnapshotConfig { method: Grpc, exclude: [] }), components: [ComponentSpec { name: "api", image: "x", volumes: [], cmd: [], env: [], network: None, user: None, restart: None, routes: [RouteSpec { name: None, port: 80, mode: L4, hostname: None, public: false }], health: Some(HealthCheck { kind: Grpc, route: None, path: None, timeout: 90s, interval: 10s }) }] }
+            ok: ServiceSpec { name: "mcq", tier: Worker, node: None, active: true, rollback: true, snapshot: Some(SnapshotConfig { method: Grpc, exclude: [] }), components: [ComponentSpec { name: "api", image: "x", volumes: [], cmd: [], env: [], network: None, user: None, restart: None, routes: [RouteSpec { name: None, port: 80, mode: L4, hostname: None, public: false }], health: Some(HealthCheck { kind: Grpc, route: None, path: None, timeout: 90s, interval: 10s, status: None }) }] }
         "#]],
     );
 }

@@ -93,6 +93,7 @@ impl<R: ContainerRuntime + 'static> Agent<R> {
             tier: Tier::Worker,
             node: None,
             active: true,
+            rollback: true,
             snapshot: None,
             components: components
                 .iter()

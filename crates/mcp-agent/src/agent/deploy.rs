@@ -231,10 +231,133 @@ impl<R: ContainerRuntime + 'static> Agent<R> {
 
     /// Deploys `spec` (or only its component `only`). See the module docs
     /// for what is recreated.
+    ///
+    /// Health-gated: when components in scope have a health check, the
+    /// deploy succeeds only once each has passed (within `[health]
+    /// deploy_timeout`). When they do not, and the service ran another
+    /// spec before (and `rollback` is on), that spec is deployed again and
+    /// the deploy fails with [`AgentError::Unhealthy`] naming both.
     pub async fn deploy(&self, spec: ServiceSpec, only: Option<&str>) -> Result<DeployOutcome> {
         self.check_deployable(&spec, only)?;
         let svc = spec.name.clone();
         let _guard = self.locks.lock(&svc).await;
+        let name = svc.clone();
+        let before = self.db(move |r| r.get_service(&name)).await?;
+        let mut outcome = self.deploy_locked(spec.clone(), only).await?;
+        let checks = self.deploy_checks(&spec, only, &outcome.status);
+        if checks.is_empty() {
+            return Ok(outcome);
+        }
+        let names: Vec<String> = checks.iter().map(|(c, _, _)| c.clone()).collect();
+        match self.await_healthy(&svc, checks).await {
+            Ok(()) => {
+                outcome.steps.push(Step::done(
+                    "health check",
+                    format!("{} healthy", names.join(", ")),
+                ));
+                let mut status = [outcome.status];
+                self.attach_health(&mut status);
+                let [status] = status;
+                outcome.status = status;
+                Ok(outcome)
+            }
+            Err(why) => Err(self.roll_back(&spec, only, before, &why).await),
+        }
+    }
+
+    /// After a failed health gate: brings the previous spec back when
+    /// there is one (and `rollback` is on), and says what happened.
+    async fn roll_back(
+        &self,
+        spec: &ServiceSpec,
+        only: Option<&str>,
+        before: Option<ServiceRecord>,
+        why: &str,
+    ) -> AgentError {
+        let svc = &spec.name;
+        let new = spec_versions(spec);
+        let hash = mcp_spec::spec_hash(spec);
+        let previous = before.filter(|b| b.spec_hash != hash);
+        let unhealthy = |message: String, rolled_back_to: Option<String>| {
+            tracing::warn!(service = %svc, %message, "deploy failed its health check");
+            AgentError::Unhealthy {
+                message,
+                rolled_back_to,
+            }
+        };
+        let Some(prev) = previous.filter(|_| spec.rollback && only.is_none()) else {
+            let why_not = if !spec.rollback {
+                "rollback = false: left as deployed"
+            } else if only.is_some() {
+                "a one-component deploy is not rolled back"
+            } else {
+                "no previous version to roll back to"
+            };
+            return unhealthy(
+                format!("service {svc}: {new} failed its health check ({why}); {why_not}"),
+                None,
+            );
+        };
+        let mut old_spec = prev.spec.clone();
+        old_spec.active = prev.active;
+        let old = spec_versions(&old_spec);
+        let short = &prev.spec_hash[..prev.spec_hash.len().min(12)];
+        match self.deploy_locked(old_spec, None).await {
+            Ok(_) => {
+                let name = svc.clone();
+                let _ = self
+                    .record_events(vec![self.event(
+                        &name,
+                        "",
+                        "rollback",
+                        format!("{new} failed its health check ({why}); rolled back to {old}"),
+                    )])
+                    .await;
+                unhealthy(
+                    format!(
+                        "service {svc}: {new} failed its health check ({why}), {} {old} \
+                         (spec {short}); commit a fix or run `mcp rollback {svc}`",
+                        mcp_proto::ROLLED_BACK
+                    ),
+                    Some(prev.spec_hash.clone()),
+                )
+            }
+            Err(e) => unhealthy(
+                format!(
+                    "service {svc}: {new} failed its health check ({why}); rolling back to \
+                     {old} failed too: {e}"
+                ),
+                None,
+            ),
+        }
+    }
+
+    /// The checks a deploy waits for: components in scope, desired
+    /// running, with a check and a port.
+    fn deploy_checks(
+        &self,
+        spec: &ServiceSpec,
+        only: Option<&str>,
+        status: &ServiceStatus,
+    ) -> Vec<(String, crate::health::Probe, std::time::Duration)> {
+        spec.components
+            .iter()
+            .filter(|c| only.is_none_or(|o| o == c.name))
+            .filter_map(|c| {
+                let st = status.components.iter().find(|s| s.name == c.name)?;
+                if st.desired != DesiredState::Running {
+                    return None;
+                }
+                let (probe, interval) = self.probe_of(c, &st.ports)?;
+                Some((c.name.clone(), probe, interval))
+            })
+            .collect()
+    }
+
+    /// The body of [`Self::deploy`], under the service's lock, without
+    /// the health gate.
+    async fn deploy_locked(&self, spec: ServiceSpec, only: Option<&str>) -> Result<DeployOutcome> {
+        let svc = spec.name.clone();
         self.prepare_mounts(&spec).await?;
         let hash = mcp_spec::spec_hash(&spec);
         let ctx = format!("deploy {svc}");
@@ -370,6 +493,7 @@ impl<R: ContainerRuntime + 'static> Agent<R> {
             if let Some(info) = existing.filter(|i| same_config(i, &cfg)) {
                 match (want, info.is_running()) {
                     (DesiredState::Running, false) => {
+                        self.reset_health(&svc, Some(&c.name));
                         self.start_container(&ctx, &name).await?;
                         steps.push(Step::done(
                             format!("start {name}"),
@@ -384,6 +508,7 @@ impl<R: ContainerRuntime + 'static> Agent<R> {
                 }
                 continue;
             }
+            self.reset_health(&svc, Some(&c.name));
             if existing.is_some() {
                 self.remove_container(&ctx, &name).await?;
             }
@@ -434,6 +559,21 @@ impl<R: ContainerRuntime + 'static> Agent<R> {
             replaced,
             status,
         })
+    }
+}
+
+/// What a spec runs, for messages: the version (image tag) its components
+/// share (`v2`), else each component's (`web v2, db v3`).
+pub(super) fn spec_versions(spec: &ServiceSpec) -> String {
+    let versions: BTreeSet<String> = spec.components.iter().map(|c| c.version()).collect();
+    if versions.len() == 1 {
+        versions.into_iter().next().unwrap_or_default()
+    } else {
+        spec.components
+            .iter()
+            .map(|c| format!("{} {}", c.name, c.version()))
+            .collect::<Vec<_>>()
+            .join(", ")
     }
 }
 

@@ -18,6 +18,7 @@ impl<R: ContainerRuntime + 'static> Agent<R> {
     pub async fn undeploy(&self, service: &str, remove_data: bool) -> Result<Vec<Step>> {
         let _guard = self.locks.lock(service).await;
         let record = self.service_record(service).await?;
+        self.reset_health(service, None);
         let ctx = format!("undeploy {service}");
         let names: BTreeSet<String> = record
             .components
@@ -104,6 +105,7 @@ impl<R: ContainerRuntime + 'static> Agent<R> {
     pub async fn stop(&self, service: &str, component: Option<&str>) -> Result<Vec<Step>> {
         let _guard = self.locks.lock(service).await;
         let record = self.service_record(service).await?;
+        self.reset_health(service, component);
         let targets = self.targets(&record, component)?;
         self.set_desired(service, component, false).await?;
         let ctx = format!("stop {service}");
@@ -132,6 +134,7 @@ impl<R: ContainerRuntime + 'static> Agent<R> {
     pub async fn start(&self, service: &str, component: Option<&str>) -> Result<Vec<Step>> {
         let _guard = self.locks.lock(service).await;
         let record = self.service_record(service).await?;
+        self.reset_health(service, component);
         let targets: Vec<ComponentRecord> = self
             .targets(&record, component)?
             .into_iter()
@@ -156,6 +159,7 @@ impl<R: ContainerRuntime + 'static> Agent<R> {
     pub async fn restart(&self, service: &str, component: Option<&str>) -> Result<Vec<Step>> {
         let _guard = self.locks.lock(service).await;
         let record = self.service_record(service).await?;
+        self.reset_health(service, component);
         let targets: Vec<ComponentRecord> = self
             .targets(&record, component)?
             .into_iter()

@@ -73,6 +73,7 @@ pub const STARTUP_RETRIES: [std::time::Duration; 8] = {
 mod data_ops;
 mod deploy;
 mod file_ops;
+mod health;
 mod lifecycle;
 mod locks;
 mod monitor_loop;
@@ -114,6 +115,7 @@ pub struct Agent<R> {
     last_monitor: Mutex<Option<MonitorReport>>,
     net: Networking,
     renew_backoff: Mutex<net::RenewBackoff>,
+    health_book: Mutex<health::HealthBook>,
 }
 
 impl<R> std::fmt::Debug for Agent<R> {
@@ -142,6 +144,7 @@ impl<R: ContainerRuntime + 'static> Agent<R> {
             last_monitor: Mutex::new(None),
             net: Networking::default(),
             renew_backoff: Mutex::default(),
+            health_book: Mutex::default(),
         }
     }
 
@@ -389,6 +392,7 @@ impl<R: ContainerRuntime + 'static> Agent<R> {
             &ports_by_component(&ports),
         )];
         self.attach_routes(&mut status).await?;
+        self.attach_health(&mut status);
         let [status] = status;
         Ok(status)
     }
@@ -405,6 +409,7 @@ impl<R: ContainerRuntime + 'static> Agent<R> {
         let port_map = ports_by_component(&ports);
         let mut status = [service_status(&record, &containers, &port_map)];
         self.attach_routes(&mut status).await?;
+        self.attach_health(&mut status);
         let [status] = status;
         Ok(status)
     }
@@ -480,6 +485,8 @@ fn service_status(
                     .unwrap_or_default(),
                 container_id: info.map(|i| i.id.clone()),
                 routes: Vec::new(),
+                health: None,
+                health_detail: String::new(),
             }
         })
         .collect();

@@ -30,6 +30,7 @@ impl<R: ContainerRuntime + 'static> Agent<R> {
             .map(|r| service_status(r, &containers, &port_map))
             .collect();
         self.attach_routes(&mut services).await?;
+        self.attach_health(&mut services);
         let known: BTreeSet<(&str, &str)> = all
             .iter()
             .map(|c| (c.service.as_str(), c.name.as_str()))
@@ -74,6 +75,7 @@ impl<R: ContainerRuntime + 'static> Agent<R> {
                 ));
             }
         }
+        problems.extend(self.unhealthy_components());
         Ok(Health {
             status: if problems.is_empty() {
                 HealthStatus::Healthy

@@ -51,6 +51,8 @@ pub struct AgentSettings {
     /// Size limits of ImportServiceData (`[files] max_import_bytes`,
     /// `max_import_file_bytes`).
     pub import_limits: crate::data::ImportLimits,
+    /// `[health]`: deploy timeout and probe intervals.
+    pub health: crate::config::HealthConfig,
 }
 
 impl AgentSettings {
@@ -68,6 +70,7 @@ impl AgentSettings {
             monitor: MonitorPolicy::default(),
             events: EventsConfig::default(),
             import_limits: crate::data::ImportLimits::default(),
+            health: crate::config::HealthConfig::default(),
         }
     }
 
@@ -97,6 +100,7 @@ impl AgentSettings {
                 max_file_bytes: c.files.max_import_file_bytes,
                 ..crate::data::ImportLimits::default()
             },
+            health: c.health,
         })
     }
 }
@@ -142,6 +146,13 @@ pub enum AgentError {
     /// An integration (proxy, certificate issuer) failed: worth retrying.
     #[error("{message}")]
     Integration { message: String },
+    /// A deploy whose checked components did not turn healthy in time
+    /// (`rolled_back_to`: the spec hash brought back, if any).
+    #[error("{message}")]
+    Unhealthy {
+        message: String,
+        rolled_back_to: Option<String>,
+    },
     #[error("{message}")]
     Internal { message: String },
 }
@@ -238,6 +249,11 @@ pub struct ComponentStatus {
     pub container_id: Option<String>,
     /// Its routes on the node's proxy (filled from the registry).
     pub routes: Vec<super::RouteStatus>,
+    /// Its health check's verdict while it runs (`None`: no check, or not
+    /// probed yet / not running).
+    pub health: Option<crate::health::HealthState>,
+    /// The last probe's output.
+    pub health_detail: String,
 }
 
 /// A service as the agent reports it.

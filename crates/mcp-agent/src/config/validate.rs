@@ -109,6 +109,15 @@ impl Config {
                 "must be at least 2 (one transition is not flapping)",
             );
         }
+        for (key, d) in [
+            ("health.deploy_timeout", Some(self.health.deploy_timeout)),
+            ("health.start_interval", Some(self.health.start_interval)),
+            ("health.max_interval", self.health.max_interval),
+        ] {
+            if d.is_some_and(|d| d.is_zero()) {
+                p.push(key, "must be greater than zero");
+            }
+        }
         if self.monitor.flap_window.is_zero() {
             p.push("monitor.flap_window", "must be greater than zero");
         }

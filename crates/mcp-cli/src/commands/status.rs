@@ -18,8 +18,14 @@ pub(super) fn agent_service_status(s: &pb::ServiceInfo) -> (String, String) {
     let not_running: Vec<String> = s
         .components
         .iter()
-        .filter(|c| c.observed_state != "running")
-        .map(|c| format!("{}: {}", c.name, cell(&c.observed_state)))
+        .filter(|c| c.observed_state != "running" || c.health == "unhealthy")
+        .map(|c| {
+            if c.observed_state == "running" {
+                format!("{}: unhealthy: {}", c.name, c.health_detail)
+            } else {
+                format!("{}: {}", c.name, cell(&c.observed_state))
+            }
+        })
         .collect();
     let any_running = not_running.len() < s.components.len();
     if !s.active && !any_running {
@@ -41,6 +47,7 @@ fn component_json(c: &pb::ComponentInfo) -> serde_json::Value {
         "name": c.name, "image": c.image, "version": c.version,
         "desired_state": c.desired_state, "observed_state": c.observed_state,
         "restart_count": c.restart_count, "started": c.started, "ports": c.ports,
+        "health": c.health, "health_detail": c.health_detail,
         "routes": c.routes.iter().map(|r| json!({
             "route": r.route, "url": r.url, "hostname": r.hostname,
             "listen_port": r.listen_port, "mode": r.mode,
@@ -262,7 +269,15 @@ pub(super) fn components_table(service: &str, node: &str, comps: &[pb::Component
     report::table(PS_HEADER, &rows)
 }
 
-const PS_HEADER: &[&str] = &["SERVICE", "COMPONENT", "NODE", "IMAGE", "VERSION", "STATE"];
+const PS_HEADER: &[&str] = &[
+    "SERVICE",
+    "COMPONENT",
+    "NODE",
+    "IMAGE",
+    "VERSION",
+    "STATE",
+    "HEALTH",
+];
 
 fn component_row(service: &str, node: &str, c: &pb::ComponentInfo) -> Vec<String> {
     vec![
@@ -272,6 +287,7 @@ fn component_row(service: &str, node: &str, c: &pb::ComponentInfo) -> Vec<String
         cell(&c.image),
         cell(&c.version),
         cell(&c.observed_state),
+        cell(&c.health),
     ]
 }
 

@@ -54,6 +54,8 @@ pub fn report_from_pb(resp: pb::ListServicesResponse) -> AgentReport {
                                 .filter_map(|(k, v)| u16::try_from(v).ok().map(|v| (k, v)))
                                 .collect(),
                             routes: c.routes.into_iter().map(route_report).collect(),
+                            health: mcp_planner::ComponentHealth::parse(&c.health),
+                            health_detail: c.health_detail,
                         },
                     )
                 })

@@ -202,6 +202,8 @@ impl Inner {
                     restarts: 0,
                     ports: Default::default(),
                     routes: Vec::new(),
+                    health: None,
+                    health_detail: String::new(),
                 },
             );
             svc.built.insert(c.name.clone(), Some(c.clone()));
@@ -478,6 +480,7 @@ impl Inner {
             tier: Tier::Worker,
             node: None,
             active: true,
+            rollback: true,
             snapshot: None,
             components: found
                 .iter()

@@ -157,9 +157,14 @@ impl Reconciler {
                 }
                 Err(error) => {
                     tracing::warn!(service = %service, step = %step_name, error = %error, "step failed; retried on the next pass");
+                    let event = if error.contains(mcp_proto::ROLLED_BACK) {
+                        "rolled_back"
+                    } else {
+                        "step_failed"
+                    };
                     self.alerts.raise(crate::alerts::alert(
-                        "step_failed",
-                        format!("step_failed:{service}:{step_name}"),
+                        event,
+                        format!("{event}:{service}:{step_name}"),
                         &service,
                         s.action.placement_target().unwrap_or_default(),
                         format!("{step_name}: {error}"),
@@ -271,10 +276,15 @@ impl Reconciler {
                     .map_err(|e| e.to_string())?;
                 let t = self.target(node).await.map_err(|e| e.to_string())?;
                 let r = match method {
-                    HealMethod::Start => {
+                    HealMethod::Start | HealMethod::Restart => {
                         let mut r = Ok(());
                         for c in components {
-                            if let Err(e) = self.agents.start(&t, service, Some(c)).await {
+                            let done = if *method == HealMethod::Restart {
+                                self.agents.restart(&t, service, Some(c)).await
+                            } else {
+                                self.agents.start(&t, service, Some(c)).await
+                            };
+                            if let Err(e) = done {
                                 r = Err(e.to_string());
                                 break;
                             }

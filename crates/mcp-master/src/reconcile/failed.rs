@@ -78,12 +78,21 @@ impl Reconciler {
         if !e.is_permanent() {
             return e.to_string();
         }
+        // A rollback is said in the agent's words, without the call's
+        // prefix: "v2 failed its health check (...), rolled back to v1 ...".
+        let error = match &e {
+            AgentError::Rpc { message, .. } if message.contains(mcp_proto::ROLLED_BACK) => message
+                .strip_prefix(&format!("service {}: ", spec.name))
+                .unwrap_or(message)
+                .to_string(),
+            _ => e.to_string(),
+        };
         let f = FailedSpec {
             service: spec.name.clone(),
             spec_hash: mcp_spec::spec_hash(spec),
             node: node.to_string(),
             code: format!("{:?}", e.code().unwrap_or(tonic::Code::Unknown)),
-            error: e.to_string(),
+            error,
             failed_at: self.now(),
         };
         tracing::warn!(

@@ -146,16 +146,20 @@ impl Reconciler {
         let Some(p) = o.placements.get(&h.service) else {
             return true;
         };
-        let state = o
+        let up = o
             .agents
             .get(&p.node)
             .and_then(AgentStatus::services)
             .and_then(|s| s.get(&h.service))
             .and_then(|s| s.components.get(&h.component))
-            .map(|c| c.state);
+            .is_some_and(|c| {
+                // Running and not failing its health check.
+                c.state == ContainerState::Running
+                    && c.health != Some(mcp_planner::ComponentHealth::Unhealthy)
+            });
         let quiet = now
             .duration_since(h.last_attempt)
             .is_ok_and(|d| d >= self.settings.heal_settle);
-        state == Some(ContainerState::Running) && quiet
+        up && quiet
     }
 }

@@ -231,10 +231,16 @@ fn service_status(name: &str, desired: &Desired, o: &Observed, max: u32) -> pb::
             ..
         }) => {
             failed = true;
-            detail.push(format!(
-                "{reason} (fix the file, or `mcp deploy {name}` to try again): {}",
-                errors.join("; ")
-            ));
+            if errors.iter().any(|e| e.contains(mcp_proto::ROLLED_BACK)) {
+                // "v2 failed its health check (...), rolled back to v1
+                // (spec ...); commit a fix or run `mcp rollback <svc>`".
+                detail.push(format!("{} ({reason})", errors.join("; ")));
+            } else {
+                detail.push(format!(
+                    "{reason} (fix the file, or `mcp deploy {name}` to try again): {}",
+                    errors.join("; ")
+                ));
+            }
         }
         Some(Held { file, errors, .. }) => detail.push(format!(
             "file {file} cannot be read, the service is held as it is: {}",
@@ -287,13 +293,21 @@ fn service_status(name: &str, desired: &Desired, o: &Observed, max: u32) -> pb::
                                     .map(|(k, v)| (k.clone(), u32::from(*v)))
                                     .collect(),
                                 routes: cr.routes.iter().map(route_info).collect(),
+                                health: cr
+                                    .health
+                                    .map(|h| h.as_str().to_string())
+                                    .unwrap_or_default(),
+                                health_detail: cr.health_detail.clone(),
                                 ..Default::default()
                             })
                             .collect();
+                        let unhealthy = |c: &mcp_planner::ComponentReport| {
+                            c.health == Some(mcp_planner::ComponentHealth::Unhealthy)
+                        };
                         let down: Vec<&String> = r
                             .components
                             .iter()
-                            .filter(|(_, c)| c.state != ContainerState::Running)
+                            .filter(|(_, c)| c.state != ContainerState::Running || unhealthy(c))
                             .map(|(n, _)| n)
                             .collect();
                         let heal = o.heal.get(name);
@@ -319,7 +333,14 @@ fn service_status(name: &str, desired: &Desired, o: &Observed, max: u32) -> pb::
                             detail.push(format!(
                                 "down: {}",
                                 down.iter()
-                                    .map(|c| format!("{c} {}", r.components[*c].state.as_str()))
+                                    .map(|c| {
+                                        let cr = &r.components[*c];
+                                        if unhealthy(cr) {
+                                            format!("{c} unhealthy: {}", cr.health_detail)
+                                        } else {
+                                            format!("{c} {}", cr.state.as_str())
+                                        }
+                                    })
                                     .collect::<Vec<_>>()
                                     .join(", ")
                             ));

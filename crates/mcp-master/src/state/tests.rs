@@ -23,6 +23,7 @@ fn spec(name: &str, image: &str) -> ServiceSpec {
         tier: Tier::Worker,
         node: None,
         active: true,
+        rollback: true,
         snapshot: None,
         components: vec![ComponentSpec {
             name: "api".to_string(),

@@ -326,5 +326,6 @@ pub fn spec_pb(name: &str, version: &str) -> pb::ServiceSpec {
         tier: "worker".to_string(),
         node: String::new(),
         snapshot: None,
+        no_rollback: false,
     }
 }

@@ -8,7 +8,7 @@ use mcp_spec::{canonical_toml, spec_hash, ServiceSpec, Tier};
 
 use super::network::repair_reason;
 use super::{Draft, Planner};
-use crate::model::{ContainerState, NodeRole, Placement, ServiceReport};
+use crate::model::{ComponentHealth, ContainerState, NodeRole, Placement, ServiceReport};
 use crate::plan::{short, Action, HealMethod, Kind, Note, SpecChange, Step};
 
 impl<'a> Planner<'a> {
@@ -215,7 +215,7 @@ impl<'a> Planner<'a> {
                 None => {
                     let all: Vec<&str> = spec.components.iter().map(|c| c.name.as_str()).collect();
                     let what = format!("the agent on {node} does not run it");
-                    self.heal(d, spec, node, &all, &all, &what);
+                    self.heal(d, spec, node, &all, &all, false, &what);
                 }
                 Some(sr) if sr.spec_hash == hash || only_active_differs(spec, p, &sr.spec_hash) => {
                     self.lifecycle(d, spec, node, sr, &hash);
@@ -329,11 +329,16 @@ impl<'a> Planner<'a> {
                 }));
             }
         } else {
+            let unhealthy = |c: &str| {
+                state_of(c) == ContainerState::Running
+                    && sr.components.get(c).and_then(|r| r.health)
+                        == Some(ComponentHealth::Unhealthy)
+            };
             let down: Vec<&str> = spec
                 .components
                 .iter()
                 .map(|c| c.name.as_str())
-                .filter(|c| state_of(c) != ContainerState::Running)
+                .filter(|c| state_of(c) != ContainerState::Running || unhealthy(c))
                 .collect();
             let missing: Vec<&str> = down
                 .iter()
@@ -343,16 +348,24 @@ impl<'a> Planner<'a> {
             if !down.is_empty() {
                 let what = down
                     .iter()
-                    .map(|c| format!("{c} {}", state_of(c).as_str()))
+                    .map(|c| {
+                        if unhealthy(c) {
+                            format!("{c} unhealthy")
+                        } else {
+                            format!("{c} {}", state_of(c).as_str())
+                        }
+                    })
                     .collect::<Vec<_>>()
                     .join(", ");
-                self.heal(d, spec, node, &down, &missing, &what);
+                let restart = down.iter().all(|c| unhealthy(c));
+                self.heal(d, spec, node, &down, &missing, restart, &what);
             }
         }
     }
 
     /// Self-heal of the `down` components (`missing` ones need a redeploy),
     /// with exponential back-off and a degraded state after too many tries.
+    #[allow(clippy::too_many_arguments)]
     fn heal(
         &mut self,
         d: &mut Draft,
@@ -360,6 +373,7 @@ impl<'a> Planner<'a> {
         node: &str,
         down: &[&str],
         missing: &[&str],
+        restart: bool,
         what: &str,
     ) {
         let name = spec.name.as_str();
@@ -414,6 +428,8 @@ impl<'a> Planner<'a> {
                 components: due,
                 method: if redeploy {
                     HealMethod::Redeploy
+                } else if restart {
+                    HealMethod::Restart
                 } else {
                     HealMethod::Start
                 },

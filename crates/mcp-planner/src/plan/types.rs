@@ -338,6 +338,8 @@ pub enum HealMethod {
     Start,
     /// Deploy the desired spec again on the same node (containers missing).
     Redeploy,
+    /// Restart the running containers (their health check fails).
+    Restart,
 }
 
 /// One operation the master executes. Every variant is idempotent on its
@@ -461,6 +463,7 @@ impl std::fmt::Display for Action {
                 let how = match method {
                     HealMethod::Start => "start",
                     HealMethod::Redeploy => "redeploy",
+                    HealMethod::Restart => "restart",
                 };
                 write!(
                     f,

@@ -53,6 +53,7 @@ fn gen_spec(r: &mut Rng, name: &str, pins_ok_only: bool) -> ServiceSpec {
         },
         node: None,
         active: r.chance(80),
+        rollback: true,
         snapshot: None,
         components: Vec::new(),
     };

@@ -2,7 +2,8 @@
 
 use expect_test::expect;
 use mcp_planner::{
-    AgentStatus, ContainerState, EdgeRoute, HealRecord, Held, NodeHealth, NodeRole, Placement,
+    AgentStatus, ComponentHealth, ContainerState, EdgeRoute, HealRecord, Held, NodeHealth,
+    NodeRole, Placement,
 };
 use mcp_spec::Tier;
 
@@ -340,6 +341,47 @@ fn exited_component_is_healed_by_starting_it() {
             self-heal: api exited
             1. heal a on w1: start api
     "#]],
+    );
+}
+
+#[test]
+fn unhealthy_component_is_healed_by_restarting_it() {
+    let mut f = Fleet::new().want(svc("a")).converged();
+    f.set_component_health("w1", "a", "api", Some(ComponentHealth::Unhealthy));
+    check(
+        &f,
+        expect![[r#"
+            Plan (source 4f2a9c1): 1 to heal
+
+            * a on w1
+                self-heal: api unhealthy
+                1. heal a on w1: restart api
+        "#]],
+    );
+    // Starting and healthy are left alone.
+    for h in [ComponentHealth::Starting, ComponentHealth::Healthy] {
+        f.set_component_health("w1", "a", "api", Some(h));
+        assert!(f.plan().entries.is_empty(), "{h:?}");
+    }
+}
+
+#[test]
+fn unhealthy_component_degrades_after_its_heal_attempts() {
+    let mut f = with_heal(
+        Fleet::new().want(svc("a")).converged(),
+        heal_record(5, 600, false),
+    );
+    f.set_component_health("w1", "a", "api", Some(ComponentHealth::Unhealthy));
+    check(
+        &f,
+        expect![[r#"
+            Plan (source 4f2a9c1): 1 degraded
+
+            ! a on w1
+                degraded: api unhealthy
+                  api: degraded after 5 heal attempts
+                1. alert degraded a/api: api still down after 5 heal attempts
+        "#]],
     );
 }
 

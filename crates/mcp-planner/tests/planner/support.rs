@@ -2,8 +2,8 @@
 
 use expect_test::Expect;
 use mcp_planner::{
-    plan, render_text, sim, AgentStatus, ContainerState, Desired, Integrations, Node, NodeHealth,
-    NodeRole, Observed, Plan, Policy, Timestamp,
+    plan, render_text, sim, AgentStatus, ComponentHealth, ContainerState, Desired, Integrations,
+    Node, NodeHealth, NodeRole, Observed, Plan, Policy, Timestamp,
 };
 use mcp_spec::{ComponentSpec, RouteMode, RouteSpec, ServiceSpec, Tier};
 
@@ -16,6 +16,7 @@ pub fn svc(name: &str) -> ServiceSpec {
         tier: Tier::Worker,
         node: None,
         active: true,
+        rollback: true,
         snapshot: None,
         components: vec![component(
             "api",
@@ -134,6 +135,28 @@ impl Fleet {
                     .get_mut(component)
                     .expect("reported component")
                     .state = state;
+            }
+            _ => panic!("no report for {node}"),
+        }
+    }
+
+    pub fn set_component_health(
+        &mut self,
+        node: &str,
+        service: &str,
+        component: &str,
+        health: Option<ComponentHealth>,
+    ) {
+        match self.observed.agents.get_mut(node) {
+            Some(AgentStatus::Reported { services }) => {
+                let c = services
+                    .get_mut(service)
+                    .expect("reported service")
+                    .components
+                    .get_mut(component)
+                    .expect("reported component");
+                c.health = health;
+                c.health_detail = "status 500 Internal Server Error (expected 2xx)".to_string();
             }
             _ => panic!("no report for {node}"),
         }
