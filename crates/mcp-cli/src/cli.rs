@@ -214,6 +214,21 @@ pub enum Command {
         #[command(subcommand)]
         command: EdgeCommand,
     },
+    /// The commits that changed a service's file, with how each spec fared when deployed.
+    History { service: String },
+    /// Commit the service's file as it was at an earlier commit.
+    ///
+    /// Default: the newest earlier commit whose spec the master deployed healthy. Only that
+    /// file is written and committed; the master deploys it like any commit.
+    Rollback {
+        service: String,
+        /// Restore the file as of this commit instead.
+        #[arg(long, value_name = "COMMIT")]
+        to: Option<String>,
+        /// Show the master's plan with the file restored; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
     /// Move a service (and its data) to another node.
     Migrate(MigrateArgs),
     /// Snapshot a service's data now (live), or list its stored snapshots.

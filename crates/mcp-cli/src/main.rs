@@ -165,6 +165,12 @@ fn run(cli: Cli) -> Result<ExitCode> {
             force,
         } => commands::restore(&ctx, service, snapshot.as_deref(), *force),
         Command::Migrate(a) => commands::migrate(&ctx, a),
+        Command::History { service } => commands::history(&ctx, service),
+        Command::Rollback {
+            service,
+            to,
+            dry_run,
+        } => commands::rollback(&ctx, service, to.as_deref(), *dry_run),
         Command::Snapshot(_) => {
             anyhow::bail!("mcp snapshot: name a service (`mcp snapshot <svc>`), or list with `mcp snapshot list <svc>`")
         }
@@ -277,6 +283,8 @@ fn not_available(cmd: &Command) -> Result<ExitCode> {
         | Command::Node { .. }
         | Command::Restore { .. }
         | Command::Migrate(_)
+        | Command::History { .. }
+        | Command::Rollback { .. }
         | Command::Snapshot(_)
         | Command::Token { .. }
         | Command::Dev { .. }

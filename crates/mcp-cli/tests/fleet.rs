@@ -1537,3 +1537,124 @@ fn migrate_moves_a_service_and_its_data() {
                 .any(|c| c.name == "mv" && c.state == "running")
     });
 }
+
+/// Issue 12 items 1–4: a new version whose http check never passes is
+/// rolled back by the agent to the running version, the master holds the
+/// failed spec (not retried across passes) and says so; `mcp history`
+/// shows both outcomes; `mcp rollback --dry-run` changes nothing, `mcp
+/// rollback` commits the file of the healthy version and the fleet
+/// converges to it; a new good version deploys.
+#[test]
+fn a_failing_health_check_rolls_back_and_mcp_rollback_restores_the_file() {
+    let Some(mut f) = Fleet::start(&FleetOptions {
+        agents: 2,
+        edge: false,
+        port_base: 38000,
+        concurrency: 2,
+        gitops: true,
+    }) else {
+        return;
+    };
+    let hc = |path: &str| {
+        format!("[components.health]\nkind = \"http\"\npath = \"{path}\"\ntimeout = \"1s\"\n")
+    };
+    let svc = |version: &str, path: &str| format!("{}{}", web_service("hc", version, ""), hc(path));
+    f.write("hc.toml", &svc("v1", "/version"));
+    f.commit("hc v1");
+    f.wait(CONVERGE, "hc v1 runs healthy", |f| {
+        f.status_is("hc", "running") && f.status("hc")["components"][0]["health"] == "healthy"
+    });
+    let v1_file = std::fs::read_to_string(f.repo.join("hc.toml")).unwrap();
+
+    // v2 checks a path the image does not serve (404).
+    f.write("hc.toml", &svc("v2", "/healthz"));
+    f.commit("hc v2 (broken check)");
+    f.wait(CONVERGE, "hc v2 rolled back", |f| {
+        f.status_is("hc", "failed")
+    });
+    let st = f.status("hc");
+    let detail = st["detail"].as_str().unwrap_or_default().to_string();
+    assert!(
+        detail.starts_with("v2 failed its health check (not healthy within 20s: hc: http GET /healthz on 127.0.0.1:"),
+        "{detail}"
+    );
+    assert!(detail.contains("status 404"), "{detail}");
+    assert!(
+        detail.contains("rolled back to v1 (spec ") && detail.contains("run `mcp rollback hc`"),
+        "{detail}"
+    );
+    let c = f.one("hc").expect("hc has one container");
+    assert_eq!(c.state, "running");
+    assert_eq!(st["components"][0]["version"], "v1", "{st:#}");
+    // Not retried: three more passes' worth of time, one v2 deploy.
+    std::thread::sleep(Duration::from_secs(4));
+    assert!(f.status_is("hc", "failed"));
+    let attempts: usize = f
+        .agents
+        .values()
+        .map(|a| {
+            a.log_text()
+                .matches("deploy failed its health check")
+                .count()
+        })
+        .sum();
+    assert_eq!(attempts, 1, "the failed spec was tried again\n{}", f.logs());
+
+    // History: v2 rolled back, v1 deployed (and the desired one marked).
+    let out = f.mcp(&["--output", "json", "history", "hc"]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let h: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let outcomes: Vec<&str> = h["commits"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["outcome"].as_str().unwrap())
+        .collect();
+    assert_eq!(outcomes, ["rolled_back", "deployed"], "{h:#}");
+    assert_eq!(h["commits"][0]["desired"], true);
+
+    // --dry-run changes nothing.
+    let head = |f: &Fleet| {
+        let o = Command::new("git")
+            .args(["rev-parse", "HEAD"])
+            .current_dir(&f.repo)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&o.stdout).trim().to_string()
+    };
+    let before = head(&f);
+    let out = f.mcp(&["rollback", "hc", "--dry-run"]);
+    assert!(
+        out.status.code() == Some(0) || out.status.code() == Some(2),
+        "{out:?}"
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("would restore hc.toml as of"),
+        "{out:?}"
+    );
+    assert_eq!(head(&f), before);
+    assert_eq!(
+        std::fs::read_to_string(f.repo.join("hc.toml")).unwrap(),
+        svc("v2", "/healthz")
+    );
+
+    // The rollback commit holds v1's file exactly; the fleet converges.
+    let out = f.mcp(&["rollback", "hc"]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert_ne!(head(&f), before);
+    assert_eq!(
+        std::fs::read_to_string(f.repo.join("hc.toml")).unwrap(),
+        v1_file
+    );
+    f.wait(CONVERGE, "hc v1 runs again, not failed", |f| {
+        f.status_is("hc", "running")
+    });
+
+    // A new good version deploys.
+    f.write("hc.toml", &svc("v2", "/version"));
+    f.commit("hc v2 (fixed)");
+    f.wait(CONVERGE, "hc v2 runs healthy", |f| {
+        let st = f.status("hc");
+        st["status"] == "running" && st["components"][0]["version"] == "v2"
+    });
+}

@@ -305,6 +305,12 @@ impl McpMasterService for Script {
     ) -> R<pb::ListMasterEdgeRoutesResponse> {
         no()
     }
+    async fn deploy_history(
+        &self,
+        _: Request<pb::DeployHistoryRequest>,
+    ) -> R<pb::DeployHistoryResponse> {
+        no()
+    }
     async fn push_service_file(&self, _: Request<pb::PushFileRequest>) -> R<pb::PushFileResponse> {
         no()
     }

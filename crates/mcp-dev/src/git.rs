@@ -41,7 +41,18 @@ pub fn git_as(dir: &Path, who: Identity<'_>, args: &[&str]) -> Result<String, Gi
     run(dir, Some(who), args)
 }
 
+/// Like [`git`], returning standard output exactly as git wrote it (e.g.
+/// a file's bytes from `git show <rev>:<path>`).
+pub fn git_bytes(dir: &Path, args: &[&str]) -> Result<Vec<u8>, GitError> {
+    run_raw(dir, None, args)
+}
+
 fn run(dir: &Path, who: Option<Identity<'_>>, args: &[&str]) -> Result<String, GitError> {
+    let out = run_raw(dir, who, args)?;
+    Ok(String::from_utf8_lossy(&out).trim().to_string())
+}
+
+fn run_raw(dir: &Path, who: Option<Identity<'_>>, args: &[&str]) -> Result<Vec<u8>, GitError> {
     let mut cmd = Command::new("git");
     cmd.arg("-C").arg(dir);
     if let Some(w) = who {
@@ -65,7 +76,7 @@ fn run(dir: &Path, who: Option<Identity<'_>>, args: &[&str]) -> Result<String, G
             message: String::from_utf8_lossy(&out.stderr).trim().to_string(),
         });
     }
-    Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+    Ok(out.stdout)
 }
 
 /// True when `dir` is inside a git work tree (false when git is missing).

@@ -322,6 +322,13 @@ impl McpMasterService for MasterService {
         ))
     }
 
+    async fn deploy_history(
+        &self,
+        req: Request<pb::DeployHistoryRequest>,
+    ) -> R<pb::DeployHistoryResponse> {
+        self.deploy_history_rpc(req).await
+    }
+
     async fn push_service_file(
         &self,
         req: Request<pb::PushFileRequest>,

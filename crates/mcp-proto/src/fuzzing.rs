@@ -144,6 +144,10 @@ pub const MASTER_REQUESTS: &[Decoder] = &[
     ("mcp.v1.ListAuditRequest", plain::<pb::ListAuditRequest>),
     ("mcp.v1.ForgetNodeRequest", plain::<pb::ForgetNodeRequest>),
     ("mcp.v1.RestoreRequest", plain::<pb::RestoreRequest>),
+    (
+        "mcp.v1.DeployHistoryRequest",
+        plain::<pb::DeployHistoryRequest>,
+    ),
 ];
 
 /// A request to the agent, chosen by the first byte.

@@ -183,6 +183,10 @@ pub const RPC_TABLE: &[RpcRule] = &[
         A::OPERATORS_AND_MASTER,
     ),
     rule(
+        "/mcp.v1.McpMasterService/DeployHistory",
+        A::OPERATORS_AND_MASTER,
+    ),
+    rule(
         "/mcp.v1.McpMasterService/PushServiceFile",
         A::OPERATORS_AND_MASTER,
     ),

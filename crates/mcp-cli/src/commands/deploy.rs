@@ -45,6 +45,28 @@ pub(super) fn sync_to(
 ) -> Result<ExitCode> {
     let loaded = mcp_spec::load_dir(dir, &mcp_spec::LoadOptions::default())
         .with_context(|| format!("reading services directory {}", dir.display()))?;
+    let source = files::source_label(dir);
+    sync_loaded(
+        ctx,
+        target,
+        &loaded,
+        source,
+        dry_run,
+        allow_mass_prune,
+        expect_commit,
+    )
+}
+
+/// [`sync_to`] of services already loaded (`source` labels the plan).
+pub(super) fn sync_loaded(
+    ctx: &Ctx<'_>,
+    target: &Target,
+    loaded: &mcp_spec::LoadedDir,
+    source: String,
+    dry_run: bool,
+    allow_mass_prune: bool,
+    expect_commit: Option<&str>,
+) -> Result<ExitCode> {
     for u in &loaded.unreadable {
         for d in &u.errors {
             eprintln!("{d}");
@@ -64,7 +86,7 @@ pub(super) fn sync_to(
         dry_run,
         allow_mass_prune,
         unreadable: loaded.unreadable.iter().map(unreadable).collect(),
-        source: files::source_label(dir),
+        source,
         expect_commit: expect_commit.unwrap_or_default().to_string(),
     };
     let resp = block_on(async {

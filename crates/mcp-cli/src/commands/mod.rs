@@ -2,7 +2,8 @@
 //! `--direct --node N` to one agent. One module per command family:
 //! [`deploy`] (sync, deploy, undeploy), [`lifecycle`] (stop, start,
 //! restart), [`status`] (status, ps), [`logs`] (logs, events), [`files`]
-//! (push, pull, adopt), [`nodes`] (node list), [`audit`] (audit).
+//! (push, pull, adopt), [`nodes`] (node list), [`audit`] (audit),
+//! [`rollback`] (history, rollback).
 //!
 //! Every command resolves its peer ([`remote::Target`]) and reads the local
 //! files it needs before opening a connection, so configuration mistakes
@@ -16,6 +17,7 @@ mod lifecycle;
 mod logs;
 mod migrate;
 mod nodes;
+mod rollback;
 mod snapshots;
 mod status;
 
@@ -26,6 +28,7 @@ pub use lifecycle::{restart, set_active};
 pub use logs::{events, logs};
 pub use migrate::migrate;
 pub use nodes::{node_forget, node_list};
+pub use rollback::{history, rollback};
 pub use snapshots::{restore, snapshot_list, snapshot_now};
 pub use status::{ps, status};
 

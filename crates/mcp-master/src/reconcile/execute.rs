@@ -408,6 +408,14 @@ impl Reconciler {
                 }
                 // It deployed: whatever was refused before is past.
                 w.clear_failed_spec(&spec.name)?;
+                w.record_deploy_outcome(&state::DeployOutcome {
+                    service: spec.name.clone(),
+                    spec_hash: spec_hash.clone(),
+                    outcome: state::Outcome::Deployed,
+                    node: node.clone(),
+                    detail: String::new(),
+                    at: now,
+                })?;
                 Ok(())
             })
             .await

@@ -105,7 +105,26 @@ impl Reconciler {
             "the agent refused the service's spec: marked failed, not retried until its spec changes"
         );
         let rec = f.clone();
-        if let Err(err) = self.state.write(move |w| w.record_failed_spec(&rec)).await {
+        let outcome = crate::state::DeployOutcome {
+            service: f.service.clone(),
+            spec_hash: f.spec_hash.clone(),
+            outcome: if f.error.contains(mcp_proto::ROLLED_BACK) {
+                crate::state::Outcome::RolledBack
+            } else {
+                crate::state::Outcome::Failed
+            },
+            node: f.node.clone(),
+            detail: f.error.clone(),
+            at: f.failed_at,
+        };
+        let recorded = self
+            .state
+            .write(move |w| {
+                w.record_failed_spec(&rec)?;
+                w.record_deploy_outcome(&outcome)
+            })
+            .await;
+        if let Err(err) = recorded {
             tracing::error!(service = %f.service, error = %err, "cannot record the failed spec; it is retried on the next pass");
         }
         format!(

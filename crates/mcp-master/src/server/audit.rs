@@ -48,3 +48,48 @@ impl MasterService {
         }))
     }
 }
+
+impl MasterService {
+    /// `DeployHistory`: the recorded outcome of each spec of a service,
+    /// and the hash of its desired spec now.
+    pub(super) async fn deploy_history_rpc(
+        &self,
+        req: Request<pb::DeployHistoryRequest>,
+    ) -> R<pb::DeployHistoryResponse> {
+        let service = req.get_ref().service.clone();
+        set_audit_target(&req, target(Some(&service), None));
+        if !mcp_spec::names::is_dns_label(&service) {
+            return Err(Status::invalid_argument(format!(
+                "{service:?} is not a service name (a DNS label)"
+            )));
+        }
+        let s = service.clone();
+        let rows = self
+            .rec
+            .state()
+            .read(move |r| r.deploy_outcomes(&s))
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?;
+        let desired_hash = match self.rec.desired().await {
+            Ok(d) => d
+                .services
+                .get(&service)
+                .map(mcp_spec::spec_hash)
+                .unwrap_or_default(),
+            Err(_) => String::new(),
+        };
+        Ok(Response::new(pb::DeployHistoryResponse {
+            outcomes: rows
+                .into_iter()
+                .map(|o| pb::DeployOutcome {
+                    spec_hash: o.spec_hash,
+                    outcome: o.outcome.as_str().to_string(),
+                    node: o.node,
+                    detail: o.detail,
+                    at: humantime::format_rfc3339_seconds(o.at).to_string(),
+                })
+                .collect(),
+            desired_hash,
+        }))
+    }
+}

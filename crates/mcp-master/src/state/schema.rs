@@ -158,6 +158,19 @@ DROP TABLE snapshots;
 ALTER TABLE snapshots_v6 RENAME TO snapshots;
 CREATE INDEX snapshots_service ON snapshots (service, created_at);
 "#,
+    // 7: how each spec of a service fared when deployed (`mcp history`,
+    // `mcp rollback`): one row per (service, spec hash), the latest outcome.
+    r#"
+CREATE TABLE deploy_outcomes (
+    service    TEXT NOT NULL,
+    spec_hash  TEXT NOT NULL,
+    outcome    TEXT NOT NULL CHECK (outcome IN ('deployed', 'failed', 'rolled_back')),
+    node       TEXT NOT NULL,
+    detail     TEXT NOT NULL DEFAULT '',
+    at         INTEGER NOT NULL,
+    PRIMARY KEY (service, spec_hash)
+) STRICT;
+"#,
 ];
 
 /// The schema version this build writes.

@@ -114,6 +114,12 @@ impl McpMasterService for FakeMaster {
     ) -> R<pb::ListMasterEdgeRoutesResponse> {
         no()
     }
+    async fn deploy_history(
+        &self,
+        _: Request<pb::DeployHistoryRequest>,
+    ) -> R<pb::DeployHistoryResponse> {
+        no()
+    }
     async fn push_service_file(&self, _: Request<pb::PushFileRequest>) -> R<pb::PushFileResponse> {
         no()
     }

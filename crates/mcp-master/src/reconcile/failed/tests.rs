@@ -31,6 +31,11 @@ struct Fx {
 }
 
 fn fx() -> Fx {
+    fx_with(None)
+}
+
+/// With `alerts` (else logged only).
+fn fx_with(alerts: Option<crate::alerts::Alerts>) -> Fx {
     let dir = tempfile::tempdir().unwrap();
     let state = Arc::new(State::open(&dir.path().join("master.db")).unwrap());
     let clock = ManualClock::at_unix(1_735_689_600);
@@ -77,6 +82,10 @@ fn fx() -> Fx {
             interval: Duration::from_secs(60),
         },
     ));
+    let rec = match alerts {
+        Some(a) => Arc::new(Arc::into_inner(rec).unwrap().with_alerts(Arc::new(a))),
+        None => rec,
+    };
     let fleet = Arc::new(Fleet::new(
         state.clone(),
         agents.clone(),
@@ -262,4 +271,62 @@ async fn transient_errors_are_retried_and_not_recorded() {
     f.pass().await;
     assert!(f.state.read(|r| r.failed_specs()).unwrap().is_empty());
     assert!(f.deploys_of("mcq") >= before + 3);
+}
+
+/// Issue 12 item 3: the agent rolled a failed health check back. The master
+/// holds the spec (no retry across passes), says so in the agent's words,
+/// records the outcome, and runs the alert command once.
+#[tokio::test]
+async fn a_rolled_back_update_is_held_recorded_and_alerted_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("alerts.log");
+    let script = format!(
+        "printf '%s %s\\n' \"$MCP_EVENT\" \"$MCP_SERVICE\" >> {}",
+        log.display()
+    );
+    let alerter = mcp_alert::Alerter::new(vec!["sh".into(), "-c".into(), script], "master");
+    let clock = ManualClock::at_unix(1_735_689_600);
+    let alerts = crate::alerts::Alerts::new(alerter, Duration::from_secs(900), Arc::new(clock))
+        .with_retry_delays(vec![]);
+    let f = fx_with(Some(alerts));
+    f.commit("mcq", "v1");
+    assert!(f.pass().await.ok());
+    let answer = "service mcq: v2 failed its health check (not healthy within 20s: api: http \
+                  GET / on 127.0.0.1:10001: status 500 Internal Server Error (expected 2xx)), \
+                  rolled back to v1 (spec 0123456789ab); commit a fix or run `mcp rollback mcq`";
+    f.agents
+        .reject_image(BAD, tonic::Code::FailedPrecondition, answer);
+    f.commit("mcq", "v2");
+    assert!(!f.pass().await.ok());
+    for _ in 0..3 {
+        assert!(f.pass().await.ok(), "held: nothing to do");
+    }
+    assert_eq!(f.deploys_of("mcq"), 2, "the failed hash is not retried");
+    let (status, detail) = f.status("mcq").await;
+    assert_eq!(status, "failed");
+    assert!(
+        detail.starts_with("v2 failed its health check (not healthy within 20s: api:"),
+        "{detail}"
+    );
+    assert!(
+        detail.contains(
+            "rolled back to v1 (spec 0123456789ab); commit a fix or run `mcp rollback mcq`"
+        ),
+        "{detail}"
+    );
+    let outcomes = f.state.read(|r| r.deploy_outcomes("mcq")).unwrap();
+    let kinds: Vec<&str> = outcomes.iter().map(|o| o.outcome.as_str()).collect();
+    assert_eq!(kinds, ["rolled_back", "deployed"]);
+    // The alert command ran once, as rolled_back (not also as step_failed).
+    let mut lines = String::new();
+    for _ in 0..50 {
+        lines = std::fs::read_to_string(&log).unwrap_or_default();
+        if !lines.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let lines = std::fs::read_to_string(&log).unwrap_or(lines);
+    assert_eq!(lines, "rolled_back mcq\n");
 }
