@@ -325,6 +325,7 @@ fn table_matches_the_design() {
         "ServiceLogs",
         "ServiceEvents",
         "ListEdgeRoutes",
+        "DeployHistory",
         "PushServiceFile",
         "PullServiceFile",
         "AdoptService",
