@@ -21,6 +21,7 @@ use crate::agents::{AgentError, AgentTarget, EventRow, FileContent, LogSource};
 
 mod behaviour;
 mod data;
+mod files;
 
 /// One recorded call.
 #[derive(Debug, Clone, PartialEq, Eq)]

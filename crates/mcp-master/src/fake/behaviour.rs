@@ -7,6 +7,7 @@ use mcp_planner::{ComponentReport, ContainerState, ServiceReport};
 use mcp_spec::{spec_hash, ComponentSpec, ServiceSpec, Tier};
 use tonic::Code;
 
+use super::files::check_file;
 use super::{now, whole_seconds, Call, FakeAgents, FakeService, Inner};
 use crate::agents::{
     check_steps, AgentApi, AgentError, AgentReport, AgentStep, AgentTarget, DataStream, EventRow,
@@ -14,7 +15,7 @@ use crate::agents::{
     LogsQuery,
 };
 
-fn refused(t: &AgentTarget, method: &str, code: Code, message: String) -> AgentError {
+pub(super) fn refused(t: &AgentTarget, method: &str, code: Code, message: String) -> AgentError {
     AgentError::Rpc {
         node: t.node.clone(),
         method: method.to_string(),
@@ -541,55 +542,6 @@ fn start_component(r: &mut ComponentReport, crashing: bool) {
     } else {
         ContainerState::Running
     };
-}
-
-/// The agent's checks of a file request (service name, relative path,
-/// permission bits, size).
-fn check_file(
-    t: &AgentTarget,
-    method: &str,
-    service: &str,
-    path: &str,
-    mode: Option<u32>,
-    size: usize,
-) -> Result<(), AgentError> {
-    let invalid = |m: String| refused(t, method, Code::InvalidArgument, m);
-    if !mcp_spec::names::is_dns_label(service) {
-        return Err(invalid(format!("invalid service name {service:?}")));
-    }
-    let bad_path = |why: &str| invalid(format!("{service}: path {path:?}: {why}"));
-    if path.is_empty() {
-        return Err(bad_path("path is empty"));
-    }
-    if path.starts_with('/') {
-        return Err(bad_path("absolute paths are not allowed"));
-    }
-    for c in path.split('/') {
-        match c {
-            "" => return Err(bad_path("empty component")),
-            "." | ".." => return Err(bad_path("'.' and '..' components are not allowed")),
-            _ => {}
-        }
-    }
-    if let Some(m) = mode {
-        if m & !0o777 != 0 {
-            return Err(invalid(format!(
-                "{service}: {path}: mode {m:o}: only permission bits (0o777) may be set"
-            )));
-        }
-    }
-    if size > mcp_proto::MAX_FILE_BYTES {
-        return Err(refused(
-            t,
-            method,
-            Code::ResourceExhausted,
-            format!(
-                "{service}: {path}: {size} bytes is larger than the limit of {} bytes",
-                mcp_proto::MAX_FILE_BYTES
-            ),
-        ));
-    }
-    Ok(())
 }
 
 #[tonic::async_trait]
