@@ -57,7 +57,7 @@
 //! bind_address = "127.0.0.1"          # default; where containers publish ports
 //!
 //! [monitor]                           # optional section
-//! interval       = "10s"
+//! interval       = "60s"              # full comparison; podman events wake it at once
 //! flap_threshold = 3                  # transitions ...
 //! flap_window    = "5m"               # ... within this window = flapping
 //!
@@ -386,8 +386,10 @@ pub struct MonitorConfig {
     pub flap_window: Duration,
 }
 
+/// The monitor's full comparison: a safety net, container events from
+/// podman wake it at once.
 fn default_interval() -> Duration {
-    Duration::from_secs(10)
+    Duration::from_secs(60)
 }
 fn default_flap_threshold() -> u32 {
     3

@@ -138,8 +138,13 @@ async fn daemon(config: &Config) -> anyhow::Result<()> {
     let security = ServerSecurity::from_config(config)?;
     let registry = Registry::open(&config.database.path)?;
     let net = mcp_agent::netsetup::networking(config)?;
-    let agent =
-        Arc::new(Agent::from_config(config, podman(config), registry)?.with_networking(net));
+    // Monitor rounds name the services that changed; the master is told.
+    let (changes_tx, changes_rx) = tokio::sync::mpsc::channel(1024);
+    let agent = Arc::new(
+        Agent::from_config(config, podman(config), registry)?
+            .with_networking(net)
+            .with_change_sink(changes_tx),
+    );
     agent
         .prune_events()
         .await
@@ -190,6 +195,13 @@ async fn daemon(config: &Config) -> anyhow::Result<()> {
         tokio::spawn(async move { agent.run_net_checks(interval, stopped(rx)).await })
     };
 
+    // Container events from podman wake the monitor.
+    let events = {
+        let agent = agent.clone();
+        let rx = stop_rx.clone();
+        tokio::spawn(async move { agent.run_events(stopped(rx)).await })
+    };
+
     // Health checks on their own intervals.
     let health = {
         let agent = agent.clone();
@@ -197,7 +209,7 @@ async fn daemon(config: &Config) -> anyhow::Result<()> {
         tokio::spawn(async move { agent.run_health(stopped(rx)).await })
     };
 
-    let registration = registration(config, agent.clone(), stopped(stop_rx.clone()))?;
+    let registration = registration(config, agent.clone(), changes_rx, stopped(stop_rx.clone()))?;
 
     let result = server::serve(agent, listener, security, shutdown_signal()).await;
     let _ = stop_tx.send(true);
@@ -205,6 +217,7 @@ async fn daemon(config: &Config) -> anyhow::Result<()> {
         ("background", background),
         ("net checks", net_checks),
         ("health checks", health),
+        ("container events", events),
         ("registration", registration),
     ] {
         if let Err(e) = task.await {
@@ -221,13 +234,16 @@ async fn daemon(config: &Config) -> anyhow::Result<()> {
 fn registration<R>(
     config: &Config,
     agent: Arc<Agent<R>>,
+    changes: tokio::sync::mpsc::Receiver<String>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<tokio::task::JoinHandle<()>>
 where
     R: mcp_runtime::ContainerRuntime + 'static,
 {
     use mcp_agent::config::https_url;
-    use mcp_agent::register::{run_registration, with_message_limits, RegistrationConfig};
+    use mcp_agent::register::{
+        run_change_reports, run_registration, with_message_limits, RegistrationConfig,
+    };
     use mcp_proto::pb::mcp_master_service_client::McpMasterServiceClient;
     use mcp_security::{tls, token};
     use std::sync::atomic::{AtomicU32, Ordering};
@@ -259,6 +275,12 @@ where
         config.master.heartbeat_interval,
     );
     let interval = config.master.heartbeat_interval;
+    let reports = run_change_reports(
+        client.clone(),
+        config.node.name.clone(),
+        changes,
+        std::future::pending(),
+    );
     let containers = Arc::new(AtomicU32::new(0));
     let count = containers.clone();
     Ok(tokio::spawn(async move {
@@ -272,6 +294,7 @@ where
         };
         tokio::select! {
             () = refresh => {}
+            () = reports => {}
             () = run_registration(client, cfg, move || containers.load(Ordering::Relaxed), shutdown) => {}
         }
     }))

@@ -54,6 +54,10 @@ pub trait MasterLink: Send {
         &mut self,
         req: pb::HeartbeatRequest,
     ) -> impl Future<Output = Result<pb::HeartbeatResponse, tonic::Status>> + Send;
+    fn report_changes(
+        &mut self,
+        req: pb::ReportChangesRequest,
+    ) -> impl Future<Output = Result<pb::ReportChangesResponse, tonic::Status>> + Send;
 }
 
 impl<T> MasterLink for McpMasterServiceClient<T>
@@ -80,6 +84,52 @@ where
         McpMasterServiceClient::heartbeat(self, req)
             .await
             .map(tonic::Response::into_inner)
+    }
+
+    async fn report_changes(
+        &mut self,
+        req: pb::ReportChangesRequest,
+    ) -> Result<pb::ReportChangesResponse, tonic::Status> {
+        McpMasterServiceClient::report_changes(self, req)
+            .await
+            .map(tonic::Response::into_inner)
+    }
+}
+
+/// How long the reporter gathers names after the first before it calls.
+const REPORT_BATCH: Duration = Duration::from_millis(50);
+
+/// Tells the master, as they come, which services' containers changed
+/// state (`ReportChanges`; names from [`crate::Agent::with_change_sink`]),
+/// a batch per call, until `shutdown`. A failed call is logged and
+/// dropped: the master's periodic pass catches up.
+pub async fn run_change_reports<L: MasterLink>(
+    mut link: L,
+    node: String,
+    mut changes: tokio::sync::mpsc::Receiver<String>,
+    shutdown: impl Future<Output = ()> + Send,
+) {
+    tokio::pin!(shutdown);
+    loop {
+        let first = tokio::select! {
+            () = &mut shutdown => return,
+            c = changes.recv() => match c {
+                Some(c) => c,
+                None => return,
+            },
+        };
+        tokio::time::sleep(REPORT_BATCH).await;
+        let mut services = std::collections::BTreeSet::from([first]);
+        while let Ok(c) = changes.try_recv() {
+            services.insert(c);
+        }
+        let req = pb::ReportChangesRequest {
+            name: node.clone(),
+            services: services.into_iter().collect(),
+        };
+        if let Err(e) = link.report_changes(req).await {
+            tracing::warn!(code = ?e.code(), error = e.message(), "cannot tell the master about container changes; its next pass will see them");
+        }
     }
 }
 

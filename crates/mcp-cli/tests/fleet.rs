@@ -205,6 +205,9 @@ struct FleetOptions {
     /// The services directory is a git repository the master follows;
     /// `false`: a plain directory (push mode, `mcp sync`).
     gitops: bool,
+    /// The master's loop and the agents' safety-net monitor every 60 s:
+    /// only events make things happen quickly.
+    slow_timers: bool,
 }
 
 struct Fleet {
@@ -261,7 +264,12 @@ impl Fleet {
 
         // Short intervals for the tests.
         edit_toml(&dev.master_config(), |d| {
-            d["reconcile"]["interval"] = toml_edit::value(secs(RECONCILE_INTERVAL));
+            let interval = if opts.slow_timers {
+                Duration::from_secs(60)
+            } else {
+                RECONCILE_INTERVAL
+            };
+            d["reconcile"]["interval"] = toml_edit::value(secs(interval));
             d["reconcile"]["heal_backoff"] = toml_edit::value("1s");
             d["reconcile"]["heal_max_attempts"] = toml_edit::value(HEAL_MAX_ATTEMPTS as i64);
             d["reconcile"]["concurrency"] = toml_edit::value(opts.concurrency as i64);
@@ -277,7 +285,8 @@ impl Fleet {
             let lo = opts.port_base + u16::try_from(i).unwrap() * 400;
             edit_toml(&dev.agent_config(&n.name), |d| {
                 d["master"]["heartbeat_interval"] = toml_edit::value("1s");
-                d["monitor"]["interval"] = toml_edit::value("1s");
+                let monitor = if opts.slow_timers { "60s" } else { "1s" };
+                d["monitor"]["interval"] = toml_edit::value(monitor);
                 let mut range = toml_edit::Array::new();
                 range.push(i64::from(lo));
                 range.push(i64::from(lo + 399));
@@ -544,6 +553,7 @@ fn gitops_changes_follow_commits() {
         port_base: 31000,
         concurrency: 4,
         gitops: true,
+        slow_timers: false,
     }) else {
         return;
     };
@@ -842,6 +852,7 @@ fn self_heal_and_agent_failure() {
         port_base: 33000,
         concurrency: 4,
         gitops: true,
+        slow_timers: false,
     }) else {
         return;
     };
@@ -952,6 +963,7 @@ fn master_killed_mid_apply_converges() {
         port_base: 35000,
         concurrency: 1,
         gitops: true,
+        slow_timers: false,
     }) else {
         return;
     };
@@ -1028,6 +1040,7 @@ fn push_mode_files_components_and_down() {
         port_base: 37000,
         concurrency: 2,
         gitops: false,
+        slow_timers: false,
     }) else {
         return;
     };
@@ -1430,6 +1443,7 @@ fn migrate_moves_a_service_and_its_data() {
         port_base: 36000,
         concurrency: 2,
         gitops: true,
+        slow_timers: false,
     }) else {
         return;
     };
@@ -1552,6 +1566,7 @@ fn a_failing_health_check_rolls_back_and_mcp_rollback_restores_the_file() {
         port_base: 38000,
         concurrency: 2,
         gitops: true,
+        slow_timers: false,
     }) else {
         return;
     };
@@ -1657,4 +1672,43 @@ fn a_failing_health_check_rolls_back_and_mcp_rollback_restores_the_file() {
         let st = f.status("hc");
         st["status"] == "running" && st["components"][0]["version"] == "v2"
     });
+}
+
+/// Issue 12 items 5 and 7: with the master's loop and the agents' monitor
+/// both at 60 s, a container killed with podman runs again within seconds:
+/// podman's event wakes the agent's monitor, the agent reports the change
+/// (`ReportChanges`) and the master's pass heals it.
+#[test]
+fn a_killed_container_is_back_within_seconds_without_timers() {
+    let Some(mut f) = Fleet::start(&FleetOptions {
+        agents: 2,
+        edge: false,
+        port_base: 38800,
+        concurrency: 2,
+        gitops: true,
+        slow_timers: true,
+    }) else {
+        return;
+    };
+    f.write("ev.toml", &web_service("ev", "v1", ""));
+    f.commit("ev");
+    f.wait(CONVERGE, "ev runs", |f| {
+        f.status_is("ev", "running") && f.running("ev")
+    });
+    let before = f.one("ev").unwrap();
+    let killed = Instant::now();
+    let out = f
+        .podman(&before.node)
+        .args(["kill", "ev"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "podman kill: {out:?}");
+    // Well under either 60 s timer.
+    let back = f.wait(Duration::from_secs(20), "ev is running again", |f| {
+        f.one("ev").is_some_and(|c| c.state == "running")
+            && killed.elapsed() > Duration::from_millis(100)
+    });
+    eprintln!("ev back {back:?} after podman kill (master loop and agent monitor at 60 s)");
+    let after = f.one("ev").unwrap();
+    assert_eq!(after.id, before.id, "started again, not recreated");
 }

@@ -311,6 +311,12 @@ impl McpMasterService for Script {
     ) -> R<pb::DeployHistoryResponse> {
         no()
     }
+    async fn report_changes(
+        &self,
+        _: Request<pb::ReportChangesRequest>,
+    ) -> R<pb::ReportChangesResponse> {
+        no()
+    }
     async fn push_service_file(&self, _: Request<pb::PushFileRequest>) -> R<pb::PushFileResponse> {
         no()
     }

@@ -143,8 +143,9 @@ global_args = [{global}]
 range = [{lo}, {hi}]
 bind_address = "127.0.0.1"
 
+# The monitor's full comparison (podman events wake it at once).
 [monitor]
-interval = "2s"
+interval = "10s"
 
 # Short health-check timings so a failing check decides within seconds.
 [health]

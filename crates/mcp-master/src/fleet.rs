@@ -142,6 +142,8 @@ pub struct ProbeResult {
     pub changed: bool,
 }
 
+mod changes;
+
 /// The registry; share it with `Arc`.
 pub struct Fleet {
     state: Db,
@@ -152,6 +154,7 @@ pub struct Fleet {
     on_change: Box<dyn Fn() + Send + Sync>,
     /// A node turned unhealthy is alerted through these.
     alerts: Option<Arc<crate::alerts::Alerts>>,
+    changes: changes::ChangeLimiter,
 }
 
 impl std::fmt::Debug for Fleet {
@@ -181,7 +184,28 @@ impl Fleet {
             settings,
             on_change,
             alerts: None,
+            changes: changes::ChangeLimiter::default(),
         }
+    }
+
+    /// Admits a `ReportChanges` of `name` from `identity`: the identity
+    /// must be the node's (as for a heartbeat), within its bounded burst
+    /// ([`changes::BURST`], then [`changes::PER_SECOND`]).
+    pub fn report_changes(&self, identity: &Identity, name: &str) -> Result<(), Status> {
+        let node = self
+            .settings
+            .policy
+            .check_heartbeat(identity, name)
+            .map_err(|e| e.to_status())?;
+        if !self.changes.allow(&node, std::time::Instant::now()) {
+            return Err(Status::resource_exhausted(format!(
+                "node {node}: too many change reports (at most {} at once, then {} per second); \
+                 the next pass sees the changes",
+                changes::BURST,
+                changes::PER_SECOND
+            )));
+        }
+        Ok(())
     }
 
     /// Alerts a node turning unhealthy through `alerts`.

@@ -413,4 +413,17 @@ impl McpMasterService for MasterService {
         self.fleet.heartbeat(&caller.identity, &r.name, &hb).await?;
         Ok(Response::new(pb::HeartbeatResponse { acknowledged: true }))
     }
+
+    async fn report_changes(
+        &self,
+        req: Request<pb::ReportChangesRequest>,
+    ) -> R<pb::ReportChangesResponse> {
+        let caller = require_caller(&req)?.clone();
+        let r = req.get_ref();
+        set_audit_target(&req, target(None, Some(&r.name)));
+        self.fleet.report_changes(&caller.identity, &r.name)?;
+        tracing::debug!(node = %r.name, services = ?r.services, "container changes reported: pass now");
+        self.rec.kick();
+        Ok(Response::new(pb::ReportChangesResponse {}))
+    }
 }

@@ -535,6 +535,13 @@ impl register::MasterLink for ScriptedLink {
         }
         Ok(pb::HeartbeatResponse { acknowledged: true })
     }
+
+    async fn report_changes(
+        &mut self,
+        _req: pb::ReportChangesRequest,
+    ) -> Result<pb::ReportChangesResponse, tonic::Status> {
+        Ok(pb::ReportChangesResponse {})
+    }
 }
 
 #[tokio::test(start_paused = true)]
@@ -719,4 +726,56 @@ async fn sync_with_an_expected_commit_applies_only_at_that_commit() {
         "{r:?}"
     );
     assert!(m.state.read(|r| r.placement("mcq")).unwrap().is_some());
+}
+
+/// Issue 12 item 5: an agent reports container changes for its own node
+/// only, within a bounded burst; the reports reach the master as calls of
+/// `run_change_reports`.
+#[tokio::test]
+async fn change_reports_are_bound_to_the_node_and_rate_limited() {
+    let m = start(&["agent-vega", "agent-rigel"], 16, RateLimits::new()).await;
+    let mut vega = m.agent_client("vega", &["10.0.0.2"]).await;
+    let report = |name: &str| pb::ReportChangesRequest {
+        name: name.to_string(),
+        services: vec!["mcq".to_string()],
+    };
+    let e = vega.report_changes(report("rigel")).await.unwrap_err();
+    assert_eq!(e.code(), Code::PermissionDenied, "{e:?}");
+    let mut ok = 0;
+    let mut refused = None;
+    for _ in 0..40 {
+        match vega.report_changes(report("vega")).await {
+            Ok(_) => ok += 1,
+            Err(e) => {
+                refused = Some(e);
+                break;
+            }
+        }
+    }
+    let e = refused.expect("the burst is bounded");
+    assert_eq!(e.code(), Code::ResourceExhausted, "{e:?}");
+    assert!(
+        (20..=22).contains(&ok),
+        "a burst of 20 (plus what refilled meanwhile): {ok}"
+    );
+    // Another node has its own allowance.
+    let mut rigel = m.agent_client("rigel", &["10.0.0.3"]).await;
+    rigel.report_changes(report("rigel")).await.unwrap();
+
+    // The agent's reporter batches names into calls.
+    let (tx, rx) = tokio::sync::mpsc::channel(16);
+    let client = m.agent_client("rigel", &["10.0.0.3"]).await;
+    let task = tokio::spawn(register::run_change_reports(
+        client,
+        "rigel".to_string(),
+        rx,
+        std::future::pending(),
+    ));
+    tx.send("mcq".to_string()).await.unwrap();
+    tx.send("mcr".to_string()).await.unwrap();
+    drop(tx);
+    tokio::time::timeout(Duration::from_secs(5), task)
+        .await
+        .expect("the reporter ends with its channel")
+        .unwrap();
 }

@@ -148,6 +148,10 @@ pub const MASTER_REQUESTS: &[Decoder] = &[
         "mcp.v1.DeployHistoryRequest",
         plain::<pb::DeployHistoryRequest>,
     ),
+    (
+        "mcp.v1.ReportChangesRequest",
+        plain::<pb::ReportChangesRequest>,
+    ),
 ];
 
 /// A request to the agent, chosen by the first byte.

@@ -9,8 +9,8 @@ use tokio_stream::wrappers::ReceiverStream;
 
 use crate::error::{Result, RuntimeError};
 use crate::types::{
-    check_image, validate_name, ContainerConfig, ContainerInfo, ContainerState, ExecOutput,
-    LogLine, LogOptions, LogSource, LogStream, PullOutcome, LABEL_SERVICE,
+    check_image, validate_name, ContainerConfig, ContainerEvent, ContainerInfo, ContainerState,
+    EventStream, ExecOutput, LogLine, LogOptions, LogSource, LogStream, PullOutcome, LABEL_SERVICE,
 };
 use crate::ContainerRuntime;
 
@@ -125,6 +125,26 @@ struct FakeState {
     failures: Vec<(FakeOp, String)>,
     exec_handler: Option<ExecHandler>,
     next_id: u64,
+    events: EventHub,
+}
+
+/// The fake's `podman events`: every start, exit and removal.
+struct EventHub(broadcast::Sender<ContainerEvent>);
+
+impl Default for EventHub {
+    fn default() -> Self {
+        EventHub(broadcast::channel(1024).0)
+    }
+}
+
+impl FakeState {
+    fn emit(&self, info: &ContainerInfo, status: &str) {
+        let _ = self.events.0.send(ContainerEvent {
+            name: info.name.clone(),
+            status: status.to_string(),
+            labels: info.labels.clone(),
+        });
+    }
 }
 
 struct FakeContainer {
@@ -255,6 +275,8 @@ impl FakeRuntime {
         match st.containers.get_mut(name) {
             Some(c) if c.info.state == ContainerState::Running => {
                 c.exit(exit_code);
+                let info = c.info.clone();
+                st.emit(&info, "died");
                 true
             }
             _ => false,
@@ -451,6 +473,7 @@ impl ContainerRuntime for FakeRuntime {
         c.info.ports.sort();
         c.config = Some(config.clone());
         c.start();
+        st.emit(&c.info, "start");
         st.containers.insert(config.name.clone(), c);
         Ok(id)
     }
@@ -474,6 +497,8 @@ impl ContainerRuntime for FakeRuntime {
             }),
             _ => {
                 c.start();
+                let info = c.info.clone();
+                st.emit(&info, "start");
                 Ok(())
             }
         }
@@ -495,6 +520,8 @@ impl ContainerRuntime for FakeRuntime {
             ContainerState::Running | ContainerState::Paused
         ) {
             c.exit(0);
+            let info = c.info.clone();
+            st.emit(&info, "died");
         }
         Ok(())
     }
@@ -525,6 +552,7 @@ impl ContainerRuntime for FakeRuntime {
         if let Some(mut c) = st.containers.remove(name) {
             let _ = c.follow.send(None);
             c.info.state = ContainerState::Removing;
+            st.emit(&c.info, "remove");
         }
         Ok(())
     }
@@ -620,6 +648,15 @@ impl ContainerRuntime for FakeRuntime {
             }
         });
         Ok(Box::pin(ReceiverStream::new(rx)))
+    }
+
+    async fn events(&self) -> Result<EventStream> {
+        let rx = self.lock().events.0.subscribe();
+        let stream = tokio_stream::StreamExt::filter_map(
+            tokio_stream::wrappers::BroadcastStream::new(rx),
+            |e| e.ok().map(Ok),
+        );
+        Ok(Box::pin(stream))
     }
 
     async fn exec(&self, name: &str, argv: &[String]) -> Result<ExecOutput> {

@@ -74,9 +74,9 @@ pub use fake::{FakeCall, FakeOp, FakeRuntime};
 pub use lines::{MAX_LOG_LINE_BYTES, TRUNCATION_MARKER};
 pub use podman::Podman;
 pub use types::{
-    validate_name, ContainerConfig, ContainerInfo, ContainerState, ExecOutput, LogLine, LogOptions,
-    LogSource, LogStream, PortBinding, Protocol, PullOutcome, LABEL_COMPONENT, LABEL_NODE,
-    LABEL_SERVICE,
+    validate_name, ContainerConfig, ContainerEvent, ContainerInfo, ContainerState, EventStream,
+    ExecOutput, LogLine, LogOptions, LogSource, LogStream, PortBinding, Protocol, PullOutcome,
+    LABEL_COMPONENT, LABEL_NODE, LABEL_SERVICE,
 };
 
 /// The container operations the agent needs. See the crate docs for the
@@ -126,4 +126,7 @@ pub trait ContainerRuntime: Send + Sync {
 
     /// Runs `argv` inside the running container (no shell is added).
     fn exec(&self, name: &str, argv: &[String]) -> impl Future<Output = Result<ExecOutput>> + Send;
+
+    /// Container events from now on (see [`EventStream`]).
+    fn events(&self) -> impl Future<Output = Result<EventStream>> + Send;
 }

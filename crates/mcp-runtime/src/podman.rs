@@ -13,14 +13,15 @@ use tokio_stream::wrappers::ReceiverStream;
 use crate::error::{Result, RuntimeError};
 use crate::lines::{line_text, read_capped_line, MAX_LOG_LINE_BYTES};
 use crate::types::{
-    check_image, validate_name, ContainerConfig, ContainerInfo, ContainerState, ExecOutput,
-    LogLine, LogOptions, LogSource, LogStream, PortBinding, Protocol, PullOutcome, LABEL_SERVICE,
+    check_image, validate_name, ContainerConfig, ContainerInfo, ContainerState, EventStream,
+    ExecOutput, LogLine, LogOptions, LogSource, LogStream, PortBinding, Protocol, PullOutcome,
+    LABEL_SERVICE,
 };
 use crate::ContainerRuntime;
 
 mod json;
 
-use json::{parse_inspect, parse_json, PsRow};
+use json::{parse_event, parse_inspect, parse_json, PsRow};
 
 /// Longest stderr excerpt kept in an error.
 const MAX_STDERR: usize = 4096;
@@ -452,6 +453,10 @@ impl ContainerRuntime for Podman {
         Ok(Box::pin(ReceiverStream::new(rx)))
     }
 
+    async fn events(&self) -> Result<EventStream> {
+        follow_events(self).await
+    }
+
     async fn exec(&self, name: &str, argv: &[String]) -> Result<ExecOutput> {
         validate_name(name)?;
         if argv.is_empty() {
@@ -482,6 +487,44 @@ impl ContainerRuntime for Podman {
 /// Sends every line of `pipe` to `tx`, each cut at
 /// [`crate::MAX_LOG_LINE_BYTES`] (see [`crate::lines`]); returns the last
 /// line (for errors).
+/// `podman events --format json --filter type=container` as a stream;
+/// it ends when podman exits (or its output cannot be read).
+async fn follow_events(rt: &Podman) -> Result<EventStream> {
+    let mut cmd = rt.command();
+    cmd.args(["events", "--format", "json", "--filter", "type=container"]);
+    let mut child = cmd.spawn().map_err(|e| rt.spawn_error("events", "", e))?;
+    let Some(stdout) = child.stdout.take() else {
+        return Err(RuntimeError::Parse {
+            target: String::new(),
+            op: "events",
+            reason: "no output pipe".to_string(),
+        });
+    };
+    let (tx, rx) = mpsc::channel(256);
+    tokio::spawn(async move {
+        let mut reader = BufReader::new(stdout);
+        let mut buf = Vec::new();
+        loop {
+            tokio::select! {
+                () = tx.closed() => break,
+                line = read_capped_line(&mut reader, &mut buf, MAX_LOG_LINE_BYTES) => match line {
+                    Ok(Some(_)) => {
+                        if let Some(e) = parse_event(&buf) {
+                            if tx.send(Ok(e)).await.is_err() {
+                                break;
+                            }
+                        }
+                    }
+                    Ok(None) | Err(_) => break,
+                },
+            }
+        }
+        // The reader left or podman ended: make sure it is gone.
+        let _ = child.kill().await;
+    });
+    Ok(Box::pin(ReceiverStream::new(rx)))
+}
+
 async fn forward_lines<R: AsyncRead + Unpin>(
     pipe: R,
     source: LogSource,

@@ -42,6 +42,24 @@ pub fn suite_cmd() -> Vec<String> {
     ]
 }
 
+/// The next event of `name` with `status`, within 15 seconds (others are
+/// skipped).
+pub async fn next_event(
+    events: &mut crate::EventStream,
+    name: &str,
+    status: &str,
+) -> crate::ContainerEvent {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        match tokio::time::timeout_at(deadline, events.next()).await {
+            Ok(Some(Ok(e))) if e.name == name && e.status == status => return e,
+            Ok(Some(_)) => {}
+            Ok(None) => panic!("the event stream ended before {name} {status}"),
+            Err(_) => panic!("no {status} event of {name} within {WAIT:?}"),
+        }
+    }
+}
+
 /// Reads `stream` until `done` holds for the lines so far, the stream ends,
 /// or 15 seconds pass. Returns the lines and whether the stream ended.
 pub async fn read_lines(
@@ -96,6 +114,7 @@ pub async fn runtime_suite<R: ContainerRuntime>(rt: &R, image: &str, prefix: &st
     let missing = format!("{prefix}-missing");
     let no_image = format!("{prefix}-noimage");
     cleanup(rt, &[&web, &no_image]).await;
+    let mut events = must("events", rt.events()).await;
 
     // Images.
     assert!(
@@ -163,6 +182,8 @@ pub async fn runtime_suite<R: ContainerRuntime>(rt: &R, image: &str, prefix: &st
     cfg.ports = vec![port];
     let id = must("create_and_start", rt.create_and_start(&cfg)).await;
     assert!(!id.is_empty());
+    let started = next_event(&mut events, &web, "start").await;
+    assert_eq!(started.service(), Some(prefix), "{started:?}");
     match rt.create_and_start(&cfg).await {
         Err(RuntimeError::AlreadyExists { name }) => assert_eq!(name, web),
         other => panic!("second create: expected AlreadyExists, got {other:?}"),
@@ -324,6 +345,7 @@ pub async fn runtime_suite<R: ContainerRuntime>(rt: &R, image: &str, prefix: &st
     )
     .await;
     must("stop", rt.stop(&web, Duration::from_secs(5))).await;
+    next_event(&mut events, &web, "died").await;
     let (_, ended) = read_lines(&mut follow, |_| false).await;
     assert!(ended, "a followed log stream ends when the container stops");
     let info = must("inspect", rt.inspect(&web))
@@ -350,6 +372,7 @@ pub async fn runtime_suite<R: ContainerRuntime>(rt: &R, image: &str, prefix: &st
     );
 
     must("start", rt.start(&web)).await;
+    next_event(&mut events, &web, "start").await;
     must("start again", rt.start(&web)).await;
     let info = must("inspect", rt.inspect(&web))
         .await
@@ -362,6 +385,7 @@ pub async fn runtime_suite<R: ContainerRuntime>(rt: &R, image: &str, prefix: &st
 
     // Remove.
     must("remove --force", rt.remove(&web, true)).await;
+    next_event(&mut events, &web, "remove").await;
     assert!(must("inspect removed", rt.inspect(&web)).await.is_none());
     assert!(matches!(
         rt.remove(&web, true).await,

@@ -432,6 +432,30 @@ pub struct LogOptions {
 /// Stream of log lines. Dropping it stops the underlying `podman logs`.
 pub type LogStream = Pin<Box<dyn Stream<Item = Result<LogLine>> + Send + 'static>>;
 
+/// A container event as podman reports it (`podman events`): something
+/// happened to the container `name` — `create`, `start`, `died`, `stop`,
+/// `remove`, ... (`status`, passed through as podman names it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContainerEvent {
+    pub name: String,
+    pub status: String,
+    /// The container's labels (podman's `Attributes`, which also carry
+    /// the image's labels).
+    pub labels: BTreeMap<String, String>,
+}
+
+impl ContainerEvent {
+    /// The `mcp.service` label.
+    pub fn service(&self) -> Option<&str> {
+        self.labels.get(LABEL_SERVICE).map(String::as_str)
+    }
+}
+
+/// Stream of container events, from now on. It ends when the runtime's
+/// event source does (podman restarted, say): follow it again then.
+/// Dropping it stops the underlying `podman events`.
+pub type EventStream = Pin<Box<dyn Stream<Item = Result<ContainerEvent>> + Send + 'static>>;
+
 #[cfg(test)]
 mod tests {
     use super::*;

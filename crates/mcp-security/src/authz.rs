@@ -204,6 +204,7 @@ pub const RPC_TABLE: &[RpcRule] = &[
     // agent → master
     rule("/mcp.v1.McpMasterService/Register", A::AGENTS_ONLY),
     rule("/mcp.v1.McpMasterService/Heartbeat", A::AGENTS_ONLY),
+    rule("/mcp.v1.McpMasterService/ReportChanges", A::AGENTS_ONLY),
     // master → agent: lifecycle and read (humans too: `--direct`)
     rule("/mcp.v1.McpAgentService/Deploy", A::OPERATORS_AND_MASTER),
     rule("/mcp.v1.McpAgentService/Undeploy", A::OPERATORS_AND_MASTER),

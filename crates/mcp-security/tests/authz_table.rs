@@ -339,7 +339,7 @@ fn table_matches_the_design() {
         let p = format!("/mcp.v1.McpMasterService/{m}");
         assert_eq!(t.lookup(&p), Some(Allowed::OPERATORS_ONLY), "{p}");
     }
-    for m in ["Register", "Heartbeat"] {
+    for m in ["Register", "Heartbeat", "ReportChanges"] {
         let p = format!("/mcp.v1.McpMasterService/{m}");
         assert_eq!(t.lookup(&p), Some(Allowed::AGENTS_ONLY), "{p}");
     }
@@ -377,7 +377,7 @@ fn table_matches_the_design() {
     }
     assert_eq!(
         RPC_TABLE.len(),
-        cli_to_master.len() + operators_only.len() + 2 + agent_lifecycle.len() + agent_fleet.len()
+        cli_to_master.len() + operators_only.len() + 3 + agent_lifecycle.len() + agent_fleet.len()
     );
 }
 

@@ -116,6 +116,10 @@ pub struct Agent<R> {
     net: Networking,
     renew_backoff: Mutex<net::RenewBackoff>,
     health_book: Mutex<health::HealthBook>,
+    /// Wakes the monitor loop (a container event).
+    monitor_wake: tokio::sync::Notify,
+    /// Services whose state a monitor round saw change, for the master.
+    changes: Option<tokio::sync::mpsc::Sender<String>>,
 }
 
 impl<R> std::fmt::Debug for Agent<R> {
@@ -145,6 +149,8 @@ impl<R: ContainerRuntime + 'static> Agent<R> {
             net: Networking::default(),
             renew_backoff: Mutex::default(),
             health_book: Mutex::default(),
+            monitor_wake: tokio::sync::Notify::new(),
+            changes: None,
         }
     }
 
@@ -154,6 +160,13 @@ impl<R: ContainerRuntime + 'static> Agent<R> {
         let mut agent = Agent::new(runtime, registry, settings);
         agent.alerter = crate::alert::from_config(config);
         Ok(agent)
+    }
+
+    /// Where monitor rounds send the names of services whose state
+    /// changed (the master is told: see `register`).
+    pub fn with_change_sink(mut self, tx: tokio::sync::mpsc::Sender<String>) -> Agent<R> {
+        self.changes = Some(tx);
+        self
     }
 
     pub fn with_alerter(mut self, alerter: Option<Alerter>) -> Agent<R> {

@@ -90,6 +90,14 @@ impl<R: ContainerRuntime + 'static> Agent<R> {
             r.record_events(&events)
         })
         .await?;
+        // Tell the master which services changed state (it runs a pass).
+        if let Some(tx) = &self.changes {
+            let changed: BTreeSet<&str> =
+                outcome.updates.iter().map(|u| u.service.as_str()).collect();
+            for svc in changed {
+                let _ = tx.try_send(svc.to_string());
+            }
+        }
         for e in &outcome.events {
             tracing::info!(
                 service = %e.service, component = %e.component, kind = %e.kind,
@@ -160,21 +168,90 @@ impl<R: ContainerRuntime + 'static> Agent<R> {
         Ok(pruned)
     }
 
-    /// Runs [`Agent::monitor_once`] every `interval` until `shutdown`
-    /// resolves. Errors are logged; the loop goes on.
+    /// Runs [`Agent::monitor_once`] every `interval` (the safety net), and
+    /// soon after the runtime reports an event of a container of this node
+    /// ([`Agent::run_events`]), until `shutdown` resolves. Errors are
+    /// logged; the loop goes on.
     pub async fn run_monitor(
         &self,
         interval: Duration,
         shutdown: impl std::future::Future<Output = ()>,
     ) {
-        every(interval, shutdown, || async {
+        tokio::pin!(shutdown);
+        let mut ticker = tokio::time::interval(interval);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                () = &mut shutdown => return,
+                _ = ticker.tick() => {}
+                () = self.monitor_wake.notified() => {
+                    // One round for a burst of events (kill → died → cleanup).
+                    tokio::time::sleep(EVENT_SETTLE).await;
+                }
+            }
             if let Err(e) = self.monitor_once().await {
                 tracing::error!(error = %e, "monitor round failed");
             }
-        })
-        .await;
+        }
+    }
+
+    /// Follows the runtime's container events until `shutdown`: each event
+    /// of a container of this node wakes the monitor. When the stream ends
+    /// or cannot be opened (podman restarted) it is opened again after a
+    /// back-off of 1 s doubling to 30 s, and a monitor round catches up on
+    /// what was missed.
+    pub async fn run_events(&self, shutdown: impl std::future::Future<Output = ()>) {
+        use tokio_stream::StreamExt as _;
+        tokio::pin!(shutdown);
+        let mut delay = Duration::from_secs(1);
+        loop {
+            let opened = tokio::select! {
+                () = &mut shutdown => return,
+                s = self.runtime.events() => s,
+            };
+            match opened {
+                Ok(mut stream) => {
+                    tracing::debug!("following container events");
+                    self.monitor_wake.notify_one();
+                    loop {
+                        let next = tokio::select! {
+                            () = &mut shutdown => return,
+                            n = stream.next() => n,
+                        };
+                        match next {
+                            Some(Ok(e)) => {
+                                delay = Duration::from_secs(1);
+                                if e.labels
+                                    .get(mcp_runtime::LABEL_NODE)
+                                    .is_none_or(|n| *n == self.settings.node)
+                                {
+                                    self.monitor_wake.notify_one();
+                                }
+                            }
+                            Some(Err(e)) => {
+                                tracing::warn!(error = %e, "container event unreadable");
+                            }
+                            None => break,
+                        }
+                    }
+                    tracing::warn!(retry_in = ?delay, "container event stream ended");
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, retry_in = ?delay, "cannot follow container events");
+                }
+            }
+            tokio::select! {
+                () = &mut shutdown => return,
+                () = tokio::time::sleep(delay) => {}
+            }
+            delay = (delay * 2).min(Duration::from_secs(30));
+        }
     }
 }
+
+/// How long the monitor waits after an event before its round, so one
+/// round sees a burst of events.
+const EVENT_SETTLE: Duration = Duration::from_millis(100);
 
 /// Runs `round` at once and then every `interval` (a late round delays
 /// the next, rounds never overlap) until `shutdown` completes.

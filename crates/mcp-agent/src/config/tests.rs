@@ -63,7 +63,7 @@ fn minimal_config_gets_defaults() {
     assert_eq!(c.podman.binary, "podman");
     assert_eq!(c.ports.range, (10000, 60000));
     assert_eq!(c.ports.bind_address, IpAddr::V4(Ipv4Addr::LOCALHOST));
-    assert_eq!(c.monitor.interval, Duration::from_secs(10));
+    assert_eq!(c.monitor.interval, Duration::from_secs(60));
     assert_eq!(c.monitor.flap_threshold, 3);
     assert_eq!(c.monitor.flap_window, Duration::from_secs(300));
     assert_eq!(c.events.max_age, Duration::from_secs(30 * 24 * 3600));

@@ -220,3 +220,31 @@ pub(super) fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
     let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
     era * 146_097 + doe - 719_468
 }
+
+/// One line of `podman events --format json`.
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub(super) struct EventJson {
+    #[serde(default)]
+    name: String,
+    #[serde(default)]
+    status: String,
+    #[serde(default, rename = "Type")]
+    kind: String,
+    #[serde(default)]
+    attributes: BTreeMap<String, String>,
+}
+
+/// A container event of one JSON line; `None` for other event types and
+/// unreadable lines (podman's own problems are not the agent's).
+pub(super) fn parse_event(line: &[u8]) -> Option<crate::types::ContainerEvent> {
+    let e: EventJson = serde_json::from_slice(line).ok()?;
+    if e.kind != "container" || e.name.is_empty() {
+        return None;
+    }
+    Some(crate::types::ContainerEvent {
+        name: e.name,
+        status: e.status,
+        labels: e.attributes,
+    })
+}
